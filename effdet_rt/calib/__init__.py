@@ -1,0 +1,1 @@
+"""INT8 calibration: batches from TFRecords, TensorRT calibrator, FP16 ONNX conversion."""

@@ -1,0 +1,96 @@
+"""Calibration batches from TFRecords, preprocessed exactly like inference (never augmented).
+
+Files are read in sorted order and records in file order, so the same TFRecords always give the same batches.
+Both INT8 paths (TensorRT's calibrator and the ONNX Runtime Q/DQ quantizer) consume these batches.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from effdet_rt.data.preprocess import decode_image, preprocess_image
+from effdet_rt.errors import DataError
+
+IMAGE_FEATURE = "image/encoded"
+
+
+def resolve_tfrecords(tfrecord_globs: Sequence[str]) -> list[Path]:
+    """Every file the globs match, sorted and without duplicates; a glob that matches nothing is an error."""
+    if isinstance(tfrecord_globs, str | Path):
+        tfrecord_globs = [str(tfrecord_globs)]
+    if not tfrecord_globs:
+        raise DataError("calibration.tfrecords is empty; give one or more TFRecord file globs")
+    files: set[str] = set()
+    for pattern in tfrecord_globs:
+        matched = [m for m in glob.glob(str(pattern)) if Path(m).is_file()]
+        if not matched:
+            raise DataError(f"{pattern}: no TFRecord files match this glob; fix calibration.tfrecords")
+        files.update(matched)
+    return [Path(f) for f in sorted(files)]
+
+
+def encoded_images(files: Sequence[Path]) -> Iterator[tuple[bytes, str]]:
+    """Yield (encoded image bytes, 'file#record') for every record, files in the given order."""
+    import tensorflow as tf
+
+    features = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
+    for path in files:
+        dataset = tf.data.TFRecordDataset([str(path)])
+        try:
+            for index, record in enumerate(dataset):
+                try:
+                    example = tf.io.parse_single_example(record, features)
+                except tf.errors.InvalidArgumentError as exc:
+                    raise DataError(
+                        f"{path}: record {index} has no '{IMAGE_FEATURE}' bytes feature; "
+                        "write the TFRecords with `effdet-rt dataset-convert`"
+                    ) from exc
+                yield example[IMAGE_FEATURE].numpy(), f"{path}#{index}"
+        except tf.errors.DataLossError as exc:
+            raise DataError(f"{path}: not a readable TFRecord file ({exc.message}); regenerate it") from exc
+
+
+def calibration_batches(
+    tfrecord_globs: Sequence[str],
+    input_size: tuple[int, int],
+    batch_size: int,
+    num_batches: int,
+    log: Callable[[str], None] = print,
+) -> Iterator[np.ndarray]:
+    """Yield up to ``num_batches`` float32 (batch_size, H, W, 3) 0..255 batches, input_size = (H, W).
+
+    With fewer images than batch_size * num_batches, the full batches there are are used (and said so);
+    a final partial batch is dropped because calibrators need a fixed batch size.
+    """
+    if batch_size < 1 or num_batches < 1:
+        raise DataError(
+            f"calibration batch_size={batch_size}, batches={num_batches}: both must be >= 1; "
+            "fix calibration.batch_size / calibration.batches"
+        )
+    files = resolve_tfrecords(tfrecord_globs)
+    wanted = batch_size * num_batches
+    pending: list[np.ndarray] = []
+    produced = 0
+    for data, name in encoded_images(files):
+        image, _ = preprocess_image(decode_image(data, name), input_size)
+        pending.append(image)
+        if len(pending) == batch_size:
+            yield np.stack(pending)
+            pending = []
+            produced += 1
+            if produced == num_batches:
+                return
+    if produced == 0:
+        found = len(pending)
+        raise DataError(
+            f"{', '.join(map(str, tfrecord_globs))}: found {found} image(s), fewer than one calibration batch "
+            f"of {batch_size}; lower calibration.batch_size or add images"
+        )
+    log(
+        f"calibration: only {produced * batch_size + len(pending)} of {wanted} images available; "
+        f"using {produced} batch(es) of {batch_size}"
+    )
