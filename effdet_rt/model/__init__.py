@@ -1,0 +1,1 @@
+"""EfficientDet network, anchors, box coding and post-processing."""
