@@ -1,0 +1,60 @@
+"""Build the detector, its anchors and NMS settings from an experiment spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from effdet_rt.model.anchors import AnchorConfig, generate_anchors, parse_aspect_ratios
+
+
+@dataclass(frozen=True)
+class DetectorSetup:
+    """Everything that wraps the raw network: its size, class count and anchors."""
+
+    name: str
+    input_size: tuple[int, int]  # (H, W)
+    num_classes: int  # real classes (spec's dataset.num_classes - 1)
+    anchor_config: AnchorConfig
+
+    @property
+    def num_levels(self) -> int:
+        return self.anchor_config.max_level - self.anchor_config.min_level + 1
+
+    def anchors(self) -> np.ndarray:
+        return generate_anchors(self.input_size, self.anchor_config)
+
+
+def setup_from_spec(spec: Any) -> DetectorSetup:
+    from effdet_rt.model.configs import get_config
+    from effdet_rt.model.efficientdet import real_num_classes
+
+    m = spec.model
+    config = get_config(m.name)
+    anchor_config = AnchorConfig(
+        min_level=m.min_level,
+        max_level=m.max_level,
+        num_scales=m.num_scales,
+        aspect_ratios=parse_aspect_ratios(m.aspect_ratios),
+        anchor_scale=float(m.anchor_scale),
+    )
+    return DetectorSetup(config.name, (m.input_height, m.input_width), real_num_classes(spec.dataset.num_classes), anchor_config)
+
+
+def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None):
+    """The raw network (per-level class and box outputs) for the spec."""
+    from effdet_rt.model.efficientdet import build_efficientdet
+
+    setup = setup or setup_from_spec(spec)
+    return build_efficientdet(
+        setup.name,
+        setup.num_classes,
+        setup.input_size,
+        num_anchors=setup.anchor_config.num_anchors,
+        min_level=setup.anchor_config.min_level,
+        max_level=setup.anchor_config.max_level,
+        freeze_blocks=tuple(spec.model.freeze_blocks),
+        freeze_bn=bool(spec.model.freeze_bn),
+    )
