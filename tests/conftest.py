@@ -16,3 +16,15 @@ def bccd_root() -> Path:
     if not (BCCD_ROOT / "Annotations").is_dir():
         pytest.skip(f"real data not found at {BCCD_ROOT} (the shared/ folder beside the checkout)")
     return BCCD_ROOT
+
+
+TINY_D0_CLASSES = 3
+TINY_D0_SIZE = (128, 128)
+
+
+@pytest.fixture(scope="session")
+def tiny_d0():
+    """EfficientDet-D0 with 3 real classes at 128x128, built once per test session (do not train it in place)."""
+    from effdet_rt.model.efficientdet import build_efficientdet
+
+    return build_efficientdet("efficientdet-d0", TINY_D0_CLASSES, TINY_D0_SIZE)

@@ -1,0 +1,245 @@
+"""EfficientNet B0..B7 built from tf_keras layers (MBConv blocks with squeeze-excite, swish activations).
+
+Backbone block ids (for ``freeze_blocks``): 0 = the stem (3x3 stride-2 conv + BN), 1..7 = the seven MBConv stages
+(1: 16 ch, 2: 24 ch / stride 4, 3: 40 ch / stride 8 = C3, 4: 80 ch, 5: 112 ch / stride 16 = C4,
+6: 192 ch, 7: 320 ch / stride 32 = C5; channel counts for B0, wider variants scale them).
+Layer names start with ``stem_`` or ``stage{id}_`` so the id of a layer can be read off its name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import tensorflow as tf
+import tf_keras as keras
+
+from effdet_rt.model.configs import (
+    B0_STAGES,
+    FEATURE_STAGES,
+    HEAD_FILTERS,
+    STEM_FILTERS,
+    BackboneConfig,
+    get_backbone_config,
+)
+
+NUM_BACKBONE_BLOCKS = 8  # stem + seven stages
+IMAGENET_MEAN_RGB = (0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0)
+IMAGENET_STD_RGB = (0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0)
+
+# normal(0, sqrt(2 / fan_out)) for convolutions, uniform(+-1/sqrt(fan_out)) for the classifier's dense layer
+
+
+def conv_init() -> keras.initializers.Initializer:
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+
+
+def dense_init() -> keras.initializers.Initializer:
+    return keras.initializers.VarianceScaling(scale=1.0 / 3.0, mode="fan_out", distribution="uniform")
+
+
+@keras.utils.register_keras_serializable(package="effdet_rt")
+class ImageNormalization(keras.layers.Layer):
+    """(image - ImageNet mean) / ImageNet std on 0..255 RGB pixels; constants, no weights."""
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        mean = tf.constant(IMAGENET_MEAN_RGB, dtype=images.dtype)
+        std = tf.constant(IMAGENET_STD_RGB, dtype=images.dtype)
+        return (images - mean) / std
+
+
+@keras.utils.register_keras_serializable(package="effdet_rt")
+class StochasticDepth(keras.layers.Layer):
+    """Drops the whole residual branch of a sample with probability 1 - survival_prob while training."""
+
+    def __init__(self, survival_prob: float, **kwargs):
+        super().__init__(**kwargs)
+        self.survival_prob = survival_prob
+
+    def call(self, branch: tf.Tensor, training=None) -> tf.Tensor:
+        if not training or self.survival_prob >= 1.0:
+            return branch
+        batch = tf.shape(branch)[0]
+        keep = tf.floor(self.survival_prob + tf.random.uniform([batch, 1, 1, 1], dtype=branch.dtype))
+        return branch / self.survival_prob * keep
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "survival_prob": self.survival_prob}
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """Scale a channel count by `width` and round to a multiple of `divisor` (never below 90% of the target)."""
+    target = filters * width
+    rounded = max(divisor, int(target + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * target:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    return int(math.ceil(depth * repeats))
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One scaled MBConv block."""
+
+    stage: int  # 1..7
+    index: int  # index inside the stage
+    kernel_size: int
+    stride: int
+    expand_ratio: int
+    in_filters: int
+    out_filters: int
+    se_ratio: float
+
+    @property
+    def prefix(self) -> str:
+        return f"stage{self.stage}_block{self.index}_"
+
+
+def scaled_blocks(cfg: BackboneConfig) -> list[BlockSpec]:
+    blocks: list[BlockSpec] = []
+    for stage_id, stage in enumerate(B0_STAGES, start=1):
+        in_filters = round_filters(stage.in_filters, cfg.width)
+        out_filters = round_filters(stage.out_filters, cfg.width)
+        for index in range(round_repeats(stage.repeats, cfg.depth)):
+            blocks.append(
+                BlockSpec(
+                    stage=stage_id,
+                    index=index,
+                    kernel_size=stage.kernel_size,
+                    stride=stage.stride if index == 0 else 1,
+                    expand_ratio=stage.expand_ratio,
+                    in_filters=in_filters if index == 0 else out_filters,
+                    out_filters=out_filters,
+                    se_ratio=stage.se_ratio,
+                )
+            )
+    return blocks
+
+
+def _batch_norm(cfg: BackboneConfig, name: str) -> keras.layers.BatchNormalization:
+    return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=name)
+
+
+def _conv1x1(filters: int, name: str, use_bias: bool = False) -> keras.layers.Conv2D:
+    return keras.layers.Conv2D(
+        filters, 1, padding="same", use_bias=use_bias, kernel_initializer=conv_init(), name=name
+    )
+
+
+def _squeeze_excite(x: tf.Tensor, block: BlockSpec) -> tf.Tensor:
+    p = block.prefix
+    reduced = max(1, int(block.in_filters * block.se_ratio))
+    expanded = x.shape[-1]
+    s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=p + "se_pool")(x)
+    s = _conv1x1(reduced, p + "se_reduce", use_bias=True)(s)
+    s = keras.layers.Activation("swish", name=p + "se_swish")(s)
+    s = _conv1x1(expanded, p + "se_expand", use_bias=True)(s)
+    s = keras.layers.Activation("sigmoid", name=p + "se_sigmoid")(s)
+    return keras.layers.Multiply(name=p + "se_scale")([x, s])
+
+
+def mbconv_block(x: tf.Tensor, block: BlockSpec, cfg: BackboneConfig, survival_prob: float | None) -> tf.Tensor:
+    """Inverted residual: 1x1 expand, depthwise kxk, squeeze-excite, 1x1 project (+ skip when shapes match)."""
+    p = block.prefix
+    inputs = x
+    expanded = block.in_filters * block.expand_ratio
+    if block.expand_ratio != 1:
+        x = _conv1x1(expanded, p + "expand_conv")(x)
+        x = _batch_norm(cfg, p + "expand_bn")(x)
+        x = keras.layers.Activation("swish", name=p + "expand_swish")(x)
+    x = keras.layers.DepthwiseConv2D(
+        block.kernel_size, strides=block.stride, padding="same", use_bias=False,
+        depthwise_initializer=conv_init(), name=p + "dwconv",
+    )(x)
+    x = _batch_norm(cfg, p + "dw_bn")(x)
+    x = keras.layers.Activation("swish", name=p + "dw_swish")(x)
+    if block.se_ratio:
+        x = _squeeze_excite(x, block)
+    x = _conv1x1(block.out_filters, p + "project_conv")(x)
+    x = _batch_norm(cfg, p + "project_bn")(x)
+    if block.stride == 1 and block.in_filters == block.out_filters:
+        if survival_prob is not None and survival_prob < 1.0:
+            x = StochasticDepth(survival_prob, name=p + "drop")(x)
+        x = keras.layers.Add(name=p + "add")([x, inputs])
+    return x
+
+
+def efficientnet_stem(x: tf.Tensor, cfg: BackboneConfig) -> tf.Tensor:
+    x = keras.layers.Conv2D(
+        round_filters(STEM_FILTERS, cfg.width), 3, strides=2, padding="same", use_bias=False,
+        kernel_initializer=conv_init(), name="stem_conv",
+    )(x)
+    x = _batch_norm(cfg, "stem_bn")(x)
+    return keras.layers.Activation("swish", name="stem_swish")(x)
+
+
+def efficientnet_features(
+    images: tf.Tensor, cfg: BackboneConfig, survival_prob: float | None = None
+) -> tuple[dict[int, tf.Tensor], tf.Tensor]:
+    """Stem + MBConv stages on normalised images -> ({3: C3, 4: C4, 5: C5}, last block output).
+
+    survival_prob: stochastic depth of the last block (earlier blocks keep more: 1 - (1-p) * i / n); None = off.
+    """
+    x = efficientnet_stem(images, cfg)
+    blocks = scaled_blocks(cfg)
+    features: dict[int, tf.Tensor] = {}
+    stage_of_level = {stage: level for level, stage in FEATURE_STAGES.items()}
+    for i, block in enumerate(blocks):
+        block_prob = None if survival_prob is None else 1.0 - (1.0 - survival_prob) * i / len(blocks)
+        x = mbconv_block(x, block, cfg, block_prob)
+        is_stage_end = i + 1 == len(blocks) or blocks[i + 1].stage != block.stage
+        if is_stage_end and (block.stage - 1) in stage_of_level:
+            features[stage_of_level[block.stage - 1]] = x
+    return features, x
+
+
+def backbone_block_id(layer_name: str) -> int | None:
+    """0 for stem layers, 1..7 for stage layers, None for layers outside the backbone."""
+    if layer_name.startswith("stem_"):
+        return 0
+    match = re.match(r"stage(\d+)_", layer_name)
+    return int(match.group(1)) if match else None
+
+
+def freeze_backbone_blocks(model: keras.Model, block_ids: Sequence[int]) -> None:
+    wanted = set(block_ids)
+    bad = sorted(b for b in wanted if not 0 <= b < NUM_BACKBONE_BLOCKS)
+    if bad:
+        from effdet_rt.errors import UserError
+
+        raise UserError(
+            f"freeze_blocks {bad} out of range: backbone block ids are 0 (stem) to 7 (last MBConv stage)"
+        )
+    for layer in model.layers:
+        if backbone_block_id(layer.name) in wanted:
+            layer.trainable = False
+
+
+def build_efficientnet_backbone(name: str, input_size: tuple[int, int] = (224, 224)) -> keras.Model:
+    """Feature extractor: images (0..255) -> [C3, C4, C5]."""
+    cfg = get_backbone_config(name)
+    images = keras.Input((*input_size, 3), name="images", dtype=tf.float32)
+    features, _ = efficientnet_features(ImageNormalization(name="normalize")(images), cfg, cfg.survival_prob)
+    return keras.Model(images, [features[3], features[4], features[5]], name=cfg.name)
+
+
+def build_efficientnet_classifier(
+    name: str, num_classes: int, input_size: tuple[int, int] | None = None
+) -> keras.Model:
+    """EfficientNet image classifier: backbone + 1x1 head conv + global pool + dropout + dense (logits)."""
+    cfg = get_backbone_config(name)
+    size = input_size or (cfg.resolution, cfg.resolution)
+    images = keras.Input((*size, 3), name="images", dtype=tf.float32)
+    _, x = efficientnet_features(ImageNormalization(name="normalize")(images), cfg, cfg.survival_prob)
+    x = _conv1x1(round_filters(HEAD_FILTERS, cfg.width), "head_conv")(x)
+    x = _batch_norm(cfg, "head_bn")(x)
+    x = keras.layers.Activation("swish", name="head_swish")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
+    logits = keras.layers.Dense(num_classes, kernel_initializer=dense_init(), name="logits")(x)
+    return keras.Model(images, logits, name=cfg.name)
