@@ -1,0 +1,313 @@
+"""dataset-convert: a COCO json + image folder -> sharded TFRecords, <tag>_warnings.json, label_map.yaml.
+
+Worker processes read each image, check that it decodes, clean its boxes and serialise the Example; the
+main process writes records round-robin into the shards (record k -> shard k % n, as TAO does), in image
+order, so the output is the same for any number of workers.
+
+Box cleaning: a box reaching outside the image is clipped to it and kept; a box with no area (width or
+height <= 0, also after clipping) is dropped. Both are listed in the warnings file, TAO's format:
+``{"<image_id>": {"box": [annotation ids], "mask": [annotation ids]}}``; an image that cannot be used
+(missing, unreadable, corrupt, size differing from the json) is skipped and its entry gets
+``"image": "<reason>"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from effdet_rt.data.coco import CocoDataset
+from effdet_rt.data.labels import LABEL_MAP_NAME, write_label_map
+from effdet_rt.data.tfrecord import encode_example, shard_path
+from effdet_rt.errors import DataError, UserError
+from effdet_rt.utils.atomic import atomic_dir
+from effdet_rt.utils.status import progress_bar
+
+DEFAULT_NUM_SHARDS = 256
+BOX_OK, BOX_CLIPPED, BOX_DROPPED = "ok", "clipped", "dropped"
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def clean_box(bbox: list[float], width: int, height: int) -> tuple[tuple[float, float, float, float] | None, str]:
+    """COCO [x, y, w, h] -> ((x1, y1, x2, y2) clipped to the image, status ok|clipped|dropped)."""
+    x, y, w, h = (float(v) for v in bbox)
+    if w <= 0 or h <= 0:
+        return None, BOX_DROPPED
+    x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, float(width)), min(y + h, float(height))
+    if x2 <= x1 or y2 <= y1:
+        return None, BOX_DROPPED
+    status = BOX_OK if (x1, y1, x2, y2) == (x, y, x + w, y + h) else BOX_CLIPPED
+    return (x1, y1, x2, y2), status
+
+
+@dataclass
+class ImageResult:
+    image_id: Any
+    record: bytes | None = None
+    skipped: str | None = None
+    box_warnings: list[Any] = field(default_factory=list)
+    mask_warnings: list[Any] = field(default_factory=list)
+    kept: int = 0
+    clipped: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class ConvertReport:
+    out_dir: Path
+    tag: str
+    shards: list[Path]
+    images_written: int
+    images_skipped: int
+    boxes_kept: int
+    boxes_clipped: int
+    boxes_dropped: int
+    warnings: dict[str, dict[str, Any]]
+    seconds: float
+
+    @property
+    def warnings_path(self) -> Path:
+        return self.out_dir / f"{self.tag}_warnings.json"
+
+    def summary(self) -> str:
+        return (
+            f"wrote {self.images_written} images in {len(self.shards)} shards to {self.out_dir} "
+            f"({self.boxes_kept} boxes kept, {self.boxes_clipped} of them clipped, {self.boxes_dropped} dropped; "
+            f"{self.images_skipped} images skipped; details in {self.warnings_path.name})"
+        )
+
+
+# ---- one image (runs in worker processes) ----------------------------------------------------------------
+
+_CATEGORIES: dict[int, str] = {}
+
+
+def _set_categories(categories: dict[int, str]) -> None:
+    _CATEGORIES.clear()
+    _CATEGORIES.update(categories)
+
+
+def check_image_bytes(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) of encoded image bytes; decodes the image (JPEG at 1/8 scale) to catch damage."""
+    with Image.open(io.BytesIO(data)) as img:
+        fmt, (width, height) = (img.format or "").lower(), img.size
+        if fmt == "jpeg":
+            img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        img.load()
+    return fmt, width, height
+
+
+def convert_image(task: tuple[dict[str, Any], list[dict[str, Any]], str, bool]) -> ImageResult:
+    image, annotations, image_dir, include_mask = task
+    result = ImageResult(image["id"])
+    path = os.path.join(image_dir, image["file_name"])
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        result.skipped = f"cannot read {path} ({exc.strerror})"
+        return result
+    try:
+        fmt, width, height = check_image_bytes(data)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        result.skipped = f"corrupt image {path} ({exc})"
+        return result
+    if (width, height) != (image["width"], image["height"]):
+        result.skipped = f"{path} is {width}x{height} but the json says {image['width']}x{image['height']}"
+        return result
+    result.record = encode_example(_features(image, annotations, data, fmt, include_mask, result))
+    return result
+
+
+def _features(
+    image: dict[str, Any], annotations: list[dict[str, Any]], data: bytes, fmt: str, include_mask: bool, result: ImageResult
+) -> dict[str, Any]:
+    width, height = image["width"], image["height"]
+    boxes: list[tuple[float, float, float, float]] = []
+    labels, texts, areas, crowd, masks = [], [], [], [], []
+    for ann in annotations:
+        box, status = clean_box(ann["bbox"], width, height)
+        if status != BOX_OK:
+            result.box_warnings.append(ann["id"])
+        if box is None:
+            result.dropped += 1
+            continue
+        result.kept += 1
+        result.clipped += status == BOX_CLIPPED
+        boxes.append(box)
+        labels.append(int(ann["category_id"]))
+        texts.append(_CATEGORIES[int(ann["category_id"])].encode("utf-8"))
+        areas.append(float(ann.get("area", (box[2] - box[0]) * (box[3] - box[1]))))
+        crowd.append(int(ann.get("iscrowd", 0)))
+        if include_mask:
+            mask = _mask(ann, height, width)
+            if _mask_outside_box(mask, box):
+                result.mask_warnings.append(ann["id"])
+            masks.append(_png(mask))
+    coords = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    features: dict[str, Any] = {
+        "image/height": [height],
+        "image/width": [width],
+        "image/filename": [str(image["file_name"]).encode("utf-8")],
+        "image/source_id": [str(image["id"]).encode("utf-8")],
+        "image/key/sha256": [hashlib.sha256(data).hexdigest().encode("ascii")],
+        "image/encoded": [data],
+        "image/format": [fmt.encode("ascii")],
+        "image/object/bbox/xmin": coords[:, 0] / width,
+        "image/object/bbox/xmax": coords[:, 2] / width,
+        "image/object/bbox/ymin": coords[:, 1] / height,
+        "image/object/bbox/ymax": coords[:, 3] / height,
+        "image/object/class/text": texts,
+        "image/object/class/label": labels,
+        "image/object/is_crowd": crowd,
+        "image/object/area": areas,
+    }
+    if include_mask:
+        features["image/object/mask"] = masks
+    return features
+
+
+def _mask(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    segmentation = ann["segmentation"]
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = segmentation
+    return np.asarray(mask_utils.decode(rle), dtype=np.uint8)
+
+
+def _mask_outside_box(mask: np.ndarray, box: tuple[float, float, float, float]) -> bool:
+    """True when the mask's pixels reach more than one pixel beyond the box (TAO lists these as 'mask')."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return False
+    x1, y1, x2, y2 = box
+    return bool(cols.min() < x1 - 1 or rows.min() < y1 - 1 or cols.max() + 1 > x2 + 1 or rows.max() + 1 > y2 + 1)
+
+
+def _png(mask: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---- the whole dataset -----------------------------------------------------------------------------------
+
+
+def check_masks_available(dataset: CocoDataset) -> None:
+    for anns in dataset.annotations_by_image.values():
+        for ann in anns:
+            seg = ann.get("segmentation")
+            if not (isinstance(seg, list) and seg) and not (isinstance(seg, dict) and "counts" in seg):
+                raise DataError(
+                    f"{dataset.source}: annotation {ann['id']} has no 'segmentation' (polygons or RLE); "
+                    "--include-mask needs one on every annotation, or leave --include-mask out"
+                )
+
+
+def check_output_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder; choose another output path")
+    if out_dir.is_dir() and not os.access(out_dir, os.W_OK):
+        raise UserError(f"{out_dir}: output folder is not writable; choose a writable path")
+
+
+def _results(tasks: list[tuple], dataset: CocoDataset, workers: int) -> Iterator[ImageResult]:
+    if workers <= 1:
+        _set_categories(dataset.categories)
+        yield from map(convert_image, tasks)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    chunk = max(1, min(16, len(tasks) // (workers * 8)))
+    with context.Pool(workers, initializer=_set_categories, initargs=(dataset.categories,)) as pool:
+        yield from pool.imap(convert_image, tasks, chunksize=chunk)
+
+
+def convert_dataset(
+    dataset: CocoDataset,
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    tag: str,
+    num_shards: int = DEFAULT_NUM_SHARDS,
+    include_mask: bool = False,
+    workers: int | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> ConvertReport:
+    """Convert a checked COCO dataset; everything lands in ``out_dir`` at once, or nothing does."""
+    import tensorflow as tf
+
+    image_dir, out_dir = Path(image_dir), Path(out_dir)
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: image folder not found; pass the folder the json's file_name entries are in")
+    if num_shards < 1:
+        raise UserError(f"--num-shards must be at least 1, got {num_shards}")
+    if not tag or "/" in tag or tag.startswith("."):
+        raise UserError(f"--tag {tag!r} must be a plain file name prefix such as 'train'")
+    if include_mask:
+        check_masks_available(dataset)
+    check_output_dir(out_dir)
+    workers = workers or default_workers()
+    count = min(num_shards, len(dataset.images))
+    tasks = [
+        (image, dataset.annotations_by_image.get(image["id"], []), str(image_dir), include_mask)
+        for image in dataset.images
+    ]
+    start = time.perf_counter()
+    totals = ConvertReport(out_dir, tag, [], 0, 0, 0, 0, 0, {}, 0.0)
+    with atomic_dir(out_dir) as tmp:
+        writers = [tf.io.TFRecordWriter(str(shard_path(tmp, tag, i, count))) for i in range(count)]
+        try:
+            with progress_bar() as progress:
+                bar = progress.add_task(f"converting {tag}", total=len(tasks), info="")
+                for result in _results(tasks, dataset, workers):
+                    _add(totals, result)
+                    if result.record is not None:
+                        writers[(totals.images_written - 1) % count].write(result.record)
+                    progress.update(bar, advance=1, info=f"{totals.boxes_kept} boxes")
+        finally:
+            for writer in writers:
+                writer.close()
+        if totals.images_written == 0:
+            first = next(iter(totals.warnings.values()))
+            raise DataError(f"{dataset.source}: none of the {len(tasks)} images could be used (first: {first['image']})")
+        (tmp / totals.warnings_path.name).write_text(json.dumps(totals.warnings, indent=1) + "\n", encoding="utf-8")
+        write_label_map(tmp / LABEL_MAP_NAME, dataset.categories)
+        for name, content in (extra_files or {}).items():
+            (tmp / name).write_bytes(content)
+    totals.shards = [shard_path(out_dir, tag, i, count) for i in range(count)]
+    totals.seconds = time.perf_counter() - start
+    return totals
+
+
+def _add(totals: ConvertReport, result: ImageResult) -> None:
+    if result.record is not None:
+        totals.images_written += 1
+    else:
+        totals.images_skipped += 1
+    totals.boxes_kept += result.kept
+    totals.boxes_clipped += result.clipped
+    totals.boxes_dropped += result.dropped
+    if result.skipped or result.box_warnings or result.mask_warnings:
+        entry: dict[str, Any] = {"box": result.box_warnings, "mask": result.mask_warnings}
+        if result.skipped:
+            entry["image"] = result.skipped
+        totals.warnings[str(result.image_id)] = entry
