@@ -15,7 +15,10 @@ from effdet_rt.detections import Detections
 from effdet_rt.errors import ModelFileError
 
 # file suffix -> module under effdet_rt.engines exposing `load_engine(path, key=..., spec=...) -> Engine`
-BACKENDS: dict[str, str] = {}
+BACKENDS: dict[str, str] = {
+    ".plan": "tensorrt",
+    ".engine": "tensorrt",
+}
 
 
 class Engine(abc.ABC):

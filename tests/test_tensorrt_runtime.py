@@ -1,0 +1,71 @@
+"""TensorRT runtime pieces that need no GPU: profiles, batch splitting, output decoding, errors."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from effdet_rt.engines import base
+from effdet_rt.engines.tensorrt import detections_from_outputs, tensorrt_status
+from effdet_rt.engines.trt_profile import batch_chunks, batch_profile
+from effdet_rt.errors import ModelFileError
+
+
+def test_dynamic_profile_shapes():
+    p = batch_profile((-1, 512, 640, 3), 1, 4, 16)
+    assert (p.min, p.opt, p.max, p.dynamic) == ((1, 512, 640, 3), (4, 512, 640, 3), (16, 512, 640, 3), True)
+
+
+def test_profile_rejects_dynamic_image_size():
+    with pytest.raises(ModelFileError, match=r"input 'images' has shape \[-1, -1, -1, 3\]"):
+        batch_profile((-1, -1, -1, 3), 1, 1, 1)
+
+
+def test_batch_chunks_split_and_pad():
+    assert batch_chunks(10, 1, 4) == [(0, 4, 4), (4, 8, 4), (8, 10, 2)]
+    assert batch_chunks(5, 4, 4) == [(0, 4, 4), (4, 5, 4)]  # static batch 4: last run padded
+    assert batch_chunks(0, 1, 8) == []
+
+
+def test_detections_from_outputs_uses_only_valid_slots_and_shifts_classes():
+    outputs = {
+        "num_detections": np.array([[2], [0], [1]], np.int32),
+        "detection_boxes": np.arange(3 * 3 * 4, dtype=np.float32).reshape(3, 3, 4),
+        "detection_scores": np.array([[0.9, 0.5, 0.4], [0.8, 0.7, 0.6], [0.3, 0.2, 0.1]], np.float32),
+        "detection_classes": np.array([[0, 2, 1], [1, 1, 1], [4, 0, 0]], np.int32),
+    }
+    det = detections_from_outputs(outputs, count=2)  # third image was batch padding
+    assert det.num_detections.tolist() == [2, 0]
+    assert det.classes.tolist() == [[1, 3, 0], [0, 0, 0]]
+    np.testing.assert_allclose(det.scores, [[0.9, 0.5, 0.0], [0.0, 0.0, 0.0]])
+    assert det.boxes[0, 1].tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert not det.boxes[0, 2].any() and not det.boxes[1].any()
+
+
+def test_status_without_tensorrt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    ok, text = tensorrt_status()
+    assert ok is False and "pip install" in text and "pypi.nvidia.com" in text
+
+
+def test_plan_suffixes_pick_tensorrt_and_missing_file_is_clear(tmp_path):
+    assert base.BACKENDS[".plan"] == base.BACKENDS[".engine"] == "tensorrt"
+    with pytest.raises(ModelFileError, match="model file not found"):
+        base.load(tmp_path / "nope.plan")
+
+
+def test_gpu_engine_runs(tmp_path):
+    trt = pytest.importorskip("tensorrt", reason="TensorRT and an NVIDIA GPU are needed (benchmarks/gpu_acceptance.sh)")
+    ok, text = tensorrt_status()
+    if not ok:
+        pytest.skip(text)
+    from trt_fakes import tiny_onnx
+
+    from effdet_rt.engines.trt_build import build_tensorrt_engine
+
+    onnx_path = tiny_onnx(tmp_path / "tiny.onnx", batch="N", size=16)
+    plan = build_tensorrt_engine(onnx_path, tmp_path / "tiny.plan", precision="fp32", workspace_gb=1, min_batch=1,
+                                 opt_batch=2, max_batch=4, timing_cache=None, calibration=None, calib_cache=None)
+    assert plan.stat().st_size > 0 and trt.__version__
