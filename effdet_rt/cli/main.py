@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Task modules under effdet_rt/cli/, registered in this order (also the order of `effdet-rt --help`).
 COMMAND_MODULES: list[str] = [
+    "dataset",
 ]
 
 app = typer.Typer(

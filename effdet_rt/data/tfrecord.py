@@ -150,5 +150,3 @@ def _to_python(key: str, value: Any) -> Any:
     if key in SCALAR_INT_KEYS:
         return int(value.numpy())
     return value.values.numpy()
-
-
