@@ -7,16 +7,22 @@ import os
 import sys
 import traceback
 
-import click
 import typer
 
 from effdet_rt import __version__
 from effdet_rt.errors import TrainingInterrupted, UserError
 
+try:
+    from click.exceptions import Abort, ClickException
+except ImportError:  # typer >= 0.26 vendors click as typer._click and no longer installs click
+    from typer import Abort
+    from typer._click.exceptions import ClickException
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Task modules under effdet_rt/cli/, registered in this order (also the order of `effdet-rt --help`).
 COMMAND_MODULES: list[str] = [
+    "spec",
     "dataset",
 ]
 
@@ -66,13 +72,13 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(str(exc), exc.exit_code)
     except TrainingInterrupted as exc:
         return _fail(str(exc), exc.exit_code)
-    except click.exceptions.Abort:
+    except Abort:
         print("error: interrupted", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except click.exceptions.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         return exc.exit_code
     return result if isinstance(result, int) else 0

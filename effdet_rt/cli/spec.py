@@ -1,0 +1,55 @@
+"""`effdet-rt spec`: print the default or resolved spec, convert a legacy TF1 spec."""
+
+from __future__ import annotations
+
+import typer
+
+from effdet_rt.cli.common import overrides_argument, path_or_none, spec_option
+
+spec_app = typer.Typer(
+    name="spec", help="Experiment specs: defaults, resolved view, TF1 conversion.", no_args_is_help=True
+)
+
+
+@spec_app.command("default")
+def default_command() -> None:
+    """Print the complete default spec as YAML."""
+    from effdet_rt.spec import default_spec, spec_to_yaml
+
+    typer.echo(spec_to_yaml(default_spec()), nl=False)
+
+
+@spec_app.command("show")
+def show_command(
+    experiment_spec: str | None = spec_option,
+    overrides: list[str] | None = overrides_argument,
+) -> None:
+    """Print the spec after loading it and applying overrides."""
+    from effdet_rt.spec import load_task_spec, spec_to_yaml
+
+    spec = load_task_spec(path_or_none(experiment_spec), overrides or [])
+    typer.echo(spec_to_yaml(spec), nl=False)
+
+
+@spec_app.command("convert")
+def convert_command(
+    tf1_spec: str = typer.Argument(..., help="Legacy TF1 prototxt spec (training_config { ... } ...)."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the TF2 YAML spec."),
+) -> None:
+    """Convert a TAO TF1 prototxt spec to a YAML spec and list the TF1 fields that have no equivalent."""
+    from effdet_rt.spec import convert_tf1, spec_to_yaml
+    from effdet_rt.utils.atomic import atomic_write_text
+
+    spec, unmapped = convert_tf1(tf1_spec)
+    written = atomic_write_text(output, spec_to_yaml(spec))
+    typer.echo(f"wrote {written}")
+    if unmapped:
+        typer.echo(f"{len(unmapped)} TF1 field(s) have no TF2 equivalent and were dropped:")
+        for name in unmapped:
+            typer.echo(f"  {name}")
+    else:
+        typer.echo("every TF1 field was mapped")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(spec_app, name="spec")

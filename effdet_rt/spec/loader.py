@@ -1,0 +1,120 @@
+"""Read a spec file (YAML, or a legacy TF1 prototxt), apply overrides, and write a spec back as YAML."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from effdet_rt.errors import SpecError
+from effdet_rt.spec.overrides import apply_overrides
+from effdet_rt.spec.schema import ExperimentSpec
+from effdet_rt.spec.validation import validate_spec
+
+YAML_SUFFIXES = {".yaml", ".yml"}
+TF1_SUFFIXES = {".txt", ".prototxt", ".pbtxt"}
+# A protobuf-text message opens with `name {` on its own line (YAML would need `name:`).
+_PROTO_BLOCK = re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.MULTILINE)
+
+
+def default_spec() -> ExperimentSpec:
+    return ExperimentSpec()
+
+
+def load_spec(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentSpec:
+    """Load ``path`` (None gives the defaults), then apply ``overrides`` such as 'train.num_epochs=5'."""
+    spec = default_spec() if path is None else _load_file(Path(path))
+    return apply_overrides(spec, list(overrides or ()))
+
+
+def load_task_spec(spec_path: str | Path | None, overrides: Sequence[str] | None = None) -> ExperimentSpec:
+    """What task commands call with their ``-e`` option and trailing overrides."""
+    return load_spec(spec_path, overrides or ())
+
+
+class _SpecDumper(yaml.SafeDumper):
+    """Block style for sections, one-line flow style for lists of plain values (``gpu_ids: [0]``)."""
+
+
+def _represent_list(dumper: _SpecDumper, items: list) -> yaml.Node:
+    flat = all(not isinstance(item, dict | list) for item in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=flat)
+
+
+_SpecDumper.add_representer(list, _represent_list)
+
+
+def spec_to_yaml(spec: ExperimentSpec) -> str:
+    """The complete spec as YAML that load_spec reads back to an equal spec."""
+    return yaml.dump(spec.model_dump(), Dumper=_SpecDumper, sort_keys=False, default_flow_style=False, width=110)
+
+
+def read_spec_text(path: Path) -> str:
+    if not path.exists():
+        raise SpecError(f"{path}: spec file not found; check the -e/--experiment-spec path")
+    if path.is_dir():
+        raise SpecError(f"{path}: is a folder, not a spec file; pass the .yaml file inside it")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: is not a UTF-8 text file; a spec is YAML (or a TF1 prototxt)") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec file ({exc.strerror}); check its permissions") from None
+
+
+def looks_like_tf1(path: Path, text: str) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in YAML_SUFFIXES:
+        return False
+    return suffix in TF1_SUFFIXES or bool(_PROTO_BLOCK.search(text))
+
+
+def _load_file(path: Path) -> ExperimentSpec:
+    text = read_spec_text(path)
+    if looks_like_tf1(path, text):
+        from effdet_rt.spec.tf1 import convert_tf1_text
+
+        spec, _unmapped = convert_tf1_text(text, str(path))
+        return spec
+    return validate_spec(parse_yaml(text, str(path)), str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last silently)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _value in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (first at line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise SpecError(f"{source}: YAML syntax error{where}: {exc.problem}; fix the indentation or quoting there") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{source}: a spec must be a YAML mapping of sections (dataset:, model:, train: ...), "
+            f"not a {type(data).__name__}"
+        )
+    return data

@@ -1,0 +1,75 @@
+"""``a.b=value`` overrides: the right-hand side is typed by the schema field it lands on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from effdet_rt.errors import SpecError
+from effdet_rt.spec.schema import ExperimentSpec
+from effdet_rt.spec.validation import canonical_path, field_at, validate_spec
+
+OVERRIDE_SOURCE = "override"
+
+
+def apply_overrides(spec: ExperimentSpec, overrides: Sequence[str]) -> ExperimentSpec:
+    """Return a new spec with each ``dotted.path=value`` applied in order, validated as a whole."""
+    if not overrides:
+        return spec
+    data = spec.model_dump()
+    for text in overrides:
+        path, raw = split_override(text)
+        set_dotted(data, path, parse_value(path, raw))
+    return validate_spec(data, OVERRIDE_SOURCE)
+
+
+def split_override(text: str) -> tuple[list[str], str]:
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(
+            f"{OVERRIDE_SOURCE}: {text!r} is not an override; write it as section.field=value "
+            "(e.g. train.num_epochs=5)"
+        )
+    parts = key.split(".")
+    if any(not part for part in parts):
+        raise SpecError(f"{OVERRIDE_SOURCE}: {key!r} is not a dotted field name like train.batch_size")
+    return canonical_path(parts), raw.strip()
+
+
+def parse_value(path: Sequence[str], raw: str) -> Any:
+    """Strings stay as typed (so ``encryption_key=123`` is '123'); everything else is read as YAML."""
+    field = field_at(path)
+    if field is not None and field.annotation is str:
+        return _unquote(raw)
+    try:
+        return yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as exc:
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(
+            f"{OVERRIDE_SOURCE}: cannot read the value of {'.'.join(path)} ({raw!r}): {reason}; "
+            "use YAML syntax such as 5, 0.1, true or [a, b]"
+        ) from None
+
+
+def _unquote(raw: str) -> str:
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        return raw[1:-1]
+    return raw
+
+
+def set_dotted(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    node = data
+    for depth, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if not isinstance(child, dict):
+            where = ".".join(path[: depth + 1])
+            if part in node:
+                raise SpecError(f"{OVERRIDE_SOURCE}: {where} is a value, not a section; cannot set {'.'.join(path)}")
+            # Unknown section: let validation name it (with a suggestion).
+            child = node[part] = {}
+        node = child
+    node[path[-1]] = value
+

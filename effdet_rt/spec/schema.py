@@ -1,0 +1,268 @@
+"""The experiment spec: pydantic models named after the TAO EfficientDet TF2 spec fields.
+
+Every section forbids unknown keys, so a typo is an error rather than a silently ignored setting.
+Defaults are the typical values of the TAO tables (or of its sample spec where the table gives none).
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Annotated, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+MODEL_NAMES = tuple(f"efficientdet-d{i}" for i in range(8)) + ("efficientdet-d7x",)
+INPUT_MULTIPLE = 32
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+
+def _as_list(value: object) -> object:
+    """Let a single glob stand for a one-item list (``train_tfrecords: /data/train-*``)."""
+    return [value] if isinstance(value, str) else value
+
+
+class LoaderConfig(Section):
+    prefetch_size: PositiveInt = 4
+    shuffle_file: bool = False
+    shuffle_buffer: PositiveInt = 10000
+    cycle_length: PositiveInt = 32
+    block_length: PositiveInt = 16
+
+
+class AugmentationConfig(Section):
+    rand_hflip: bool = True
+    random_crop_min_scale: PositiveFloat = 0.1
+    random_crop_max_scale: PositiveFloat = 2.0
+    auto_color_distortion: bool = False
+    auto_translate_xy: bool = False
+
+    @model_validator(mode="after")
+    def _crop_range_ordered(self) -> AugmentationConfig:
+        if self.random_crop_min_scale > self.random_crop_max_scale:
+            raise ValueError(
+                f"random_crop_min_scale ({self.random_crop_min_scale}) must not exceed "
+                f"random_crop_max_scale ({self.random_crop_max_scale})"
+            )
+        return self
+
+
+class DatasetConfig(Section):
+    train_tfrecords: list[str] = Field(default_factory=list, description="TFRecord globs for training.")
+    val_tfrecords: list[str] = Field(default_factory=list, description="TFRecord globs for validation.")
+    val_json_file: str = ""
+    num_classes: Annotated[int, Field(ge=2, description="Categories + 1 (background).")] = 91
+    max_instances_per_image: PositiveInt = 100
+    skip_crowd_during_training: bool = True
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+
+    _wrap_globs = field_validator("train_tfrecords", "val_tfrecords", mode="before")(_as_list)
+
+
+class ModelConfig(Section):
+    name: str = Field("efficientdet-d0", validation_alias=AliasChoices("name", "model_name"))
+    input_width: PositiveInt = 512
+    input_height: PositiveInt = 512
+    min_level: PositiveInt = 3
+    max_level: PositiveInt = 7
+    num_scales: PositiveInt = 3
+    aspect_ratios: str = "[(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)]"
+    anchor_scale: PositiveFloat = 4.0
+    freeze_bn: bool = False
+    freeze_blocks: list[NonNegativeInt] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        normalised = value.strip().lower().replace("_", "-")
+        if normalised not in MODEL_NAMES:
+            raise ValueError("must be one of " + ", ".join(MODEL_NAMES))
+        return normalised
+
+    @field_validator("input_width", "input_height")
+    @classmethod
+    def _multiple_of_32(cls, value: int) -> int:
+        if value % INPUT_MULTIPLE:
+            raise ValueError(f"must be a positive multiple of {INPUT_MULTIPLE}")
+        return value
+
+    @field_validator("aspect_ratios")
+    @classmethod
+    def _parsable_ratios(cls, value: str) -> str:
+        parse_aspect_ratios(value)
+        return value
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> ModelConfig:
+        if self.min_level > self.max_level:
+            raise ValueError(f"min_level ({self.min_level}) must not exceed max_level ({self.max_level})")
+        return self
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        return (self.input_height, self.input_width)
+
+    @property
+    def aspect_ratio_pairs(self) -> list[tuple[float, float]]:
+        return parse_aspect_ratios(self.aspect_ratios)
+
+
+def parse_aspect_ratios(text: str) -> list[tuple[float, float]]:
+    """Parse TAO's '[(1.0, 1.0), (1.4, 0.7)]' form into (w, h) pairs; raise ValueError if malformed."""
+    expected = "must look like '[(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)]' (a list of positive (w, h) pairs)"
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as exc:
+        raise ValueError(expected) from exc
+    if not isinstance(parsed, list | tuple) or not parsed:
+        raise ValueError(expected)
+    pairs = []
+    for item in parsed:
+        if (
+            not isinstance(item, list | tuple)
+            or len(item) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in item)
+        ):
+            raise ValueError(expected)
+        pairs.append((float(item[0]), float(item[1])))
+    return pairs
+
+
+class OptimizerConfig(Section):
+    name: Literal["sgd"] = "sgd"
+    momentum: Probability = 0.9
+
+
+class LRScheduleConfig(Section):
+    name: Literal["cosine", "soft_anneal"] = "cosine"
+    warmup_epoch: NonNegativeInt = 5
+    warmup_init: NonNegativeFloat = 0.0001
+    learning_rate: PositiveFloat = 0.2
+    annealing_epoch: PositiveInt = 10
+
+
+class TrainConfig(Section):
+    batch_size: PositiveInt = 16
+    num_epochs: PositiveInt = 300
+    num_examples_per_epoch: PositiveInt = 120000
+    checkpoint: str = ""
+    pruned_model_path: str = ""
+    checkpoint_interval: PositiveInt = 10
+    amp: bool = False
+    moving_average_decay: Fraction = 0.9999
+    l2_weight_decay: NonNegativeFloat = 0.00004
+    l1_weight_decay: NonNegativeFloat = 0.0
+    random_seed: PositiveInt = 42
+    clip_gradients_norm: NonNegativeFloat = 5.0
+    qat: bool = False
+    image_preview: bool = True
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)
+
+
+class EvaluateConfig(Section):
+    checkpoint: str = ""
+    max_detections_per_image: PositiveInt = 100
+    batch_size: PositiveInt = 16
+    num_samples: PositiveInt = 5000
+    label_map: str = ""
+    start_eval_epoch: PositiveInt = 1
+    results_dir: str = ""
+
+
+class InferenceConfig(Section):
+    checkpoint: str = ""
+    image_dir: str = ""
+    output_dir: str = ""
+    dump_label: bool = False
+    batch_size: PositiveInt = 1
+    min_score_thresh: Probability = 0.4
+    label_map: str = ""
+    max_boxes_to_draw: PositiveInt = 100
+    results_dir: str = ""
+
+
+class ExportConfig(Section):
+    batch_size: PositiveInt = 8
+    dynamic_batch_size: bool = True
+    min_score_thresh: Probability = 0.4
+    checkpoint: str = ""
+    onnx_file: str = ""
+    nms: Literal["efficient", "onnx", "none"] = "efficient"
+    opset: Annotated[int, Field(ge=13)] = 17
+    iou_thresh: Probability = 0.5
+    max_detections: PositiveInt = 100
+
+
+class PruneConfig(Section):
+    checkpoint: str = ""
+    normalizer: Literal["max", "L2"] = "max"
+    output_path: str = ""
+    equalization_criterion: Literal["arithmetic_mean", "geometric_mean", "union", "intersection"] = "union"
+    granularity: PositiveInt = 8
+    threshold: NonNegativeFloat = 0.5
+    min_num_filters: PositiveInt = 16
+    excluded_layers: list[str] = Field(default_factory=list)
+
+
+class CalibrationConfig(Section):
+    tfrecords: list[str] = Field(default_factory=list)
+    cache_file: str = ""
+    batch_size: PositiveInt = 8
+    batches: PositiveInt = 10
+
+    _wrap_globs = field_validator("tfrecords", mode="before")(_as_list)
+
+
+class BuildConfig(Section):
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    data_type: Literal["fp32", "fp16", "int8"] = "fp32"
+    workspace_gb: PositiveFloat = 2.0
+    min_batch_size: PositiveInt = 1
+    opt_batch_size: PositiveInt = 1
+    max_batch_size: PositiveInt = 8
+    timing_cache: str = ""
+    engine_file: str = ""
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+    @model_validator(mode="after")
+    def _batch_range_ordered(self) -> BuildConfig:
+        if not self.min_batch_size <= self.opt_batch_size <= self.max_batch_size:
+            raise ValueError(
+                "min_batch_size <= opt_batch_size <= max_batch_size must hold "
+                f"(got {self.min_batch_size}, {self.opt_batch_size}, {self.max_batch_size})"
+            )
+        return self
+
+
+class ExperimentSpec(Section):
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+    encryption_key: str = ""
+    results_dir: str = "results"
+    num_gpus: PositiveInt = 1
+    gpu_ids: list[NonNegativeInt] = Field(default_factory=lambda: [0])
