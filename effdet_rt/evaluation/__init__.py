@@ -1,0 +1,1 @@
+"""COCO metrics (pycocotools), KITTI label files, drawing detections, metric tables and JSON."""
