@@ -331,3 +331,34 @@ def test_file_problems(tmp_path, monkeypatch):
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
     assert spec_error("bin.yaml") == "bin.yaml: is not a UTF-8 text file; a spec is YAML (or a TF1 prototxt)"
     assert load_spec(write(tmp_path, "")) == default_spec()
+
+
+SEED_TF2 = REPO.parent / "shared" / "seeds" / "efficientdet_tf2_spec_2025.txt"
+
+
+def test_coco_d0_yaml_is_the_seed_sample_token_for_token():
+    if not SEED_TF2.is_file():
+        pytest.skip(f"seed text not found at {SEED_TF2}")
+    sample = SEED_TF2.read_text().split("Copy Copied! ", 1)[1].split("\n", 1)[0]
+    ours = (SPECS / "coco_d0.yaml").read_text().splitlines()
+    assert " ".join(" ".join(line for line in ours if not line.startswith("#")).split()) == " ".join(sample.split())
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.num_epochs=1", 1),
+        ("dataset.loader.shuffle_buffer=64", 64),
+        ("export.iou_thresh=0.65", 0.65),
+        ("prune.excluded_layers=[stem_conv, head]", ["stem_conv", "head"]),
+        ("build.calibration.tfrecords=[a-*, b-*]", ["a-*", "b-*"]),
+        ("inference.dump_label=yes", True),
+        ("train.checkpoint=", ""),
+    ],
+)
+def test_override_values_survive_a_yaml_round_trip(tmp_path, override, expected):
+    spec = load_spec(None, [override])
+    dotted = override.split("=", 1)[0]
+    assert get(spec, dotted) == expected
+    path = write(tmp_path, spec_to_yaml(spec))
+    assert get(load_spec(path), dotted) == expected

@@ -14,7 +14,7 @@ from effdet_rt.errors import TrainingInterrupted, UserError
 
 try:
     from click.exceptions import Abort, ClickException
-except ImportError:  # typer >= 0.26 vendors click as typer._click and no longer installs click
+except ImportError:  # typer 0.29 vendors click as typer._click and does not install click
     from typer import Abort
     from typer._click.exceptions import ClickException
 
