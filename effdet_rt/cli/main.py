@@ -25,6 +25,8 @@ COMMAND_MODULES: list[str] = [
     "spec",
     "dataset",
     "evaluate",
+    "engine_info",
+    "deepstream",
 ]
 
 app = typer.Typer(

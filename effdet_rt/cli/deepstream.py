@@ -1,0 +1,23 @@
+"""`effdet-rt deepstream-config`: a Gst-nvinfer config and labels file for an exported model or plan."""
+
+from __future__ import annotations
+
+import typer
+
+
+def deepstream_config(
+    model: str = typer.Option(..., "-m", "--model", help="Exported .onnx or built .plan/.engine."),
+    output_dir: str = typer.Option(..., "-o", "--output-dir", help="Folder for the config and labels.txt."),
+    labels: str | None = typer.Option(None, "--labels", help="labels.txt (one name per line) or label_map.yaml."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="Without --labels: number of classes."),
+    threshold: float = typer.Option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
+) -> None:
+    """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt."""
+    from effdet_rt.engines.deepstream import write_deepstream_config
+
+    config, labels_path = write_deepstream_config(model, output_dir, labels, num_classes, threshold)
+    typer.echo(f"wrote {config} and {labels_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deepstream-config")(deepstream_config)
