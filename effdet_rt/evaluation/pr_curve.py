@@ -22,10 +22,12 @@ def draw_pr_curves(recall: np.ndarray, curves: dict[str, np.ndarray], path: str 
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=13)
     _draw_axes(draw, font, title)
-    for number, (label, precision) in enumerate(curves.items()):
-        colour = class_colour(number)
+    items = list(enumerate(curves.items()))
+    for number, (_, precision) in reversed(items):  # the first curves end up on top
         points = [_to_pixel(r, p) for r, p in zip(np.asarray(recall), np.asarray(precision), strict=True)]
-        draw.line(points, fill=colour, width=2)
+        draw.line(points, fill=class_colour(number), width=3 if number < 3 else 2)
+    for number, (label, _) in items:
+        colour = class_colour(number)
         legend_y = TOP + 8 + 18 * number
         draw.line([(WIDTH - RIGHT + 14, legend_y + 7), (WIDTH - RIGHT + 38, legend_y + 7)], fill=colour, width=3)
         draw.text((WIDTH - RIGHT + 44, legend_y), label[:20], fill="black", font=font)
