@@ -16,6 +16,7 @@ from effdet_rt.errors import ModelFileError
 
 # file suffix -> module under effdet_rt.engines exposing `load_engine(path, key=..., spec=...) -> Engine`
 BACKENDS: dict[str, str] = {
+    ".edrt": "checkpoint",
     ".plan": "tensorrt",
     ".engine": "tensorrt",
 }

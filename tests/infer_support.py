@@ -1,0 +1,80 @@
+"""Shared helpers for the inference / checkpoint-engine tests: one tiny D0 checkpoint per test session."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+KEY = "infer-test-key"
+TINY_SPEC = {
+    "model": {"name": "efficientdet-d0", "input_width": 128, "input_height": 128},
+    "dataset": {"num_classes": 4},
+    "evaluate": {"max_detections_per_image": 100},
+}
+# head gains that turn the calibrated random network into spread-out scores (logit std ~2) and modest box codes
+CLASS_GAIN = 0.01
+BOX_GAIN = 0.0005
+
+
+def tiny_spec():
+    from effdet_rt.spec.validation import validate_spec
+
+    return validate_spec(TINY_SPEC, "tiny")
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_model():
+    """A D0 (3 classes, 128x128) with fixed random weights and a sharpened class head."""
+    import tf_keras as keras
+
+    from effdet_rt.checkpoint import assign_weights, model_weights
+    from effdet_rt.model.factory import build_model_from_spec
+
+    keras.utils.set_random_seed(7)
+    model = build_model_from_spec(tiny_spec())
+    calibrate_batch_norms(model, np.random.default_rng(7).uniform(0, 255, (4, 128, 128, 3)).astype(np.float32))
+    weights = model_weights(model)
+    weights["class_net_predict/pointwise_kernel"] = weights["class_net_predict/pointwise_kernel"] * CLASS_GAIN
+    weights["class_net_predict/bias"] = np.zeros_like(weights["class_net_predict/bias"]) - 2.0
+    weights["box_net_predict/pointwise_kernel"] = weights["box_net_predict/pointwise_kernel"] * BOX_GAIN
+    assign_weights(model, weights)
+    return model
+
+
+def calibrate_batch_norms(model, batch: np.ndarray) -> None:
+    """Set every BatchNorm's moving statistics to those of ``batch`` (one forward pass with momentum 0), so a
+    randomly initialised network gives non-vanishing activations in inference mode."""
+    import tf_keras as keras
+
+    norms = [layer for layer in model.submodules if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(batch, training=True)
+    for layer, momentum in zip(norms, saved, strict=True):
+        layer.momentum = momentum
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_checkpoint() -> Path:
+    """The tiny model saved as an encrypted .edrt (with its spec) in a per-session temp folder."""
+    from effdet_rt.checkpoint import model_weights, save_checkpoint
+    from effdet_rt.checkpoint.keys import ScryptCost
+
+    folder = Path(tempfile.mkdtemp(prefix="effdet-infer-test-"))
+    return save_checkpoint(
+        folder / "tiny.edrt",
+        model_weights(tiny_model()),
+        key=KEY,
+        spec_yaml=yaml.safe_dump(TINY_SPEC),
+        metadata={"epoch": 1},
+        cost=ScryptCost(log2_n=10),
+    )
+
+
+def bccd_images(bccd_root: Path, count: int) -> list[Path]:
+    return sorted((bccd_root / "JPEGImages").glob("*.jpg"))[:count]
