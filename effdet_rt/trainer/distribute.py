@@ -1,0 +1,62 @@
+"""Pick the tf.distribute strategy from the spec's num_gpus / gpu_ids.
+
+On GPUs: MirroredStrategy over the chosen ids when num_gpus > 1. Without GPUs: MirroredStrategy over logical CPU
+devices when enough were configured (how the tests prove multi-replica training), else the default strategy.
+With more than one replica every BatchNorm is synchronised, so a global batch gives the same statistics and loss
+as on one device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+import tf_keras as keras
+
+from effdet_rt.errors import SpecError
+
+
+def select_strategy(num_gpus: int, gpu_ids: list[int], log: Callable[[str], None] = print) -> tf.distribute.Strategy:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        ids = list(gpu_ids)[:num_gpus] if gpu_ids else list(range(num_gpus))
+        if len(ids) < num_gpus:
+            ids += [i for i in range(len(gpus)) if i not in ids][: num_gpus - len(ids)]
+        bad = [i for i in ids if i >= len(gpus)]
+        if bad:
+            raise SpecError(f"gpu_ids {bad} do not exist: this machine has {len(gpus)} GPU(s) (ids 0..{len(gpus) - 1})")
+        if num_gpus == 1:
+            return tf.distribute.OneDeviceStrategy(f"/gpu:{ids[0]}")
+        return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in ids])
+    if num_gpus == 1:
+        return tf.distribute.get_strategy()
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) >= num_gpus:
+        log(f"no GPU: mirroring over {num_gpus} logical CPU devices")
+        return tf.distribute.MirroredStrategy([device.name for device in cpus[:num_gpus]])
+    log(f"num_gpus = {num_gpus} but no GPU is visible: training on the CPU with one replica")
+    return tf.distribute.get_strategy()
+
+
+def synchronize_batch_norms(model: keras.Model) -> int:
+    """Make every BatchNormalization compute statistics over the global batch; returns how many."""
+    count = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+            layer.fused = False
+            count += 1
+    return count
+
+
+def _all_layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def configure_logical_cpus(count: int) -> None:
+    """Split the CPU into ``count`` logical devices (must run before TensorFlow initialises its devices)."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)

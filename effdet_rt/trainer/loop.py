@@ -1,0 +1,376 @@
+"""The training run: set up from the spec, resume if possible, run compiled steps, checkpoint, evaluate."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from effdet_rt.errors import CheckpointError, SpecError, TrainingInterrupted, UserError
+
+LOG_EVERY_STEPS = 10
+CLASS_HEAD_PATTERN = "class_net_predict"
+
+
+@dataclass
+class RunPlan:
+    replicas: int
+    global_batch: int
+    steps_per_epoch: int
+    num_epochs: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.num_epochs
+
+
+@dataclass
+class History:
+    """Loss per step for the loss curve; thinned to every other point past MAX_POINTS so it stays small."""
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    MAX_POINTS = 4000
+
+    def append(self, step: int, loss: float) -> None:
+        self.steps.append(step)
+        self.losses.append(loss)
+        if len(self.steps) > self.MAX_POINTS:
+            self.steps, self.losses = self.steps[::2], self.losses[::2]
+
+
+def prepare_results_dir(results_dir: str | os.PathLike) -> Path:
+    path = Path(results_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create the results dir ({exc.strerror}); pass a writable -r/--results-dir") from exc
+    if not os.access(path, os.W_OK):
+        raise UserError(f"{path}: results dir is not writable; pass a writable -r/--results-dir")
+    return path
+
+
+def check_qat(spec: Any) -> None:
+    if not spec.train.qat:
+        return
+    try:
+        import tensorflow_model_optimization  # noqa: F401
+    except ImportError as exc:
+        raise SpecError(
+            "train.qat = true needs tensorflow-model-optimization, which is not installed; install the [qat] extra "
+            "(pip install 'effdet-rt[qat]') or set train.qat=false"
+        ) from exc
+    raise SpecError("train.qat = true is not supported by this trainer yet; set train.qat=false")
+
+
+def use_mixed_precision(spec: Any, log: Callable[[str], None]) -> bool:
+    import tensorflow as tf
+
+    if not spec.train.amp:
+        return False
+    if not tf.config.list_physical_devices("GPU"):
+        log("train.amp: no GPU, so training runs in float32 (float16 loss scaling only pays off on GPUs)")
+        return False
+    return True
+
+
+def regularisation(variables: list[Any], l2: float, l1: float):
+    """l2 * sum(w^2)/2 + l1 * sum(|w|) over convolution/dense kernels only (no biases, no BatchNorm)."""
+    import tensorflow as tf
+
+    kernels = [tf.cast(v, tf.float32) for v in variables if "kernel" in v.name]
+    total = tf.constant(0.0)
+    if l2 and kernels:
+        total += l2 * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
+    if l1 and kernels:
+        total += l1 * tf.add_n([tf.reduce_sum(tf.abs(k)) for k in kernels])
+    return total
+
+
+def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], None]) -> None:
+    """train.pruned_model_path (exact architecture) or train.checkpoint (by layer name; class head skipped)."""
+    from effdet_rt.checkpoint import assign_weights, load_checkpoint
+
+    if spec.train.pruned_model_path:
+        pruned = load_checkpoint(spec.train.pruned_model_path, key)
+        report = assign_weights(model, pruned.weights, strict=True)
+        log(f"loaded pruned model {spec.train.pruned_model_path}: {report.summary()}")
+        return
+    if not spec.train.checkpoint:
+        return
+    pretrained = load_checkpoint(spec.train.checkpoint, key)
+    report = assign_weights(model, pretrained.weights, skip_pattern=CLASS_HEAD_PATTERN, strict=False)
+    if not report.loaded:
+        raise CheckpointError(f"train.checkpoint {spec.train.checkpoint}: no weight matches this model by name; "
+                              "pass an EfficientDet/EfficientNet checkpoint of the same family")
+    log(f"loaded pretrained weights {spec.train.checkpoint}: {report.summary()}")
+
+
+def plan_run(spec: Any, replicas: int) -> RunPlan:
+    global_batch = spec.train.batch_size * replicas
+    steps = max(1, spec.train.num_examples_per_epoch // global_batch)
+    return RunPlan(replicas, global_batch, steps, spec.train.num_epochs)
+
+
+def train(
+    spec: Any,
+    results_dir: str | os.PathLike | None = None,
+    key: str | None = None,
+    *,
+    log: Callable[[str], None] | None = None,
+    max_seconds: float | None = None,
+    strategy: Any = None,
+) -> Path:
+    """Train the detector the spec describes; returns the path of the last checkpoint written.
+
+    Resumes from the newest ``{model}_{epoch:03d}.edrt`` in the results dir. ``max_seconds`` stops after the epoch
+    in which the budget ran out (saving a checkpoint).
+    """
+    from effdet_rt.checkpoint import resolve_key
+
+    log = log or print
+    results = prepare_results_dir(results_dir or spec.results_dir)
+    key = resolve_key(key, spec.encryption_key)
+    check_qat(spec)
+    return _Trainer(spec, results, key, log, strategy).run(max_seconds)
+
+
+class _Trainer:
+    def __init__(self, spec: Any, results: Path, key: str, log: Callable[[str], None], strategy: Any):
+        import tensorflow as tf
+        import tf_keras as keras
+
+        from effdet_rt.data.pipeline import check_records, options_from_spec, resolve_tfrecords
+        from effdet_rt.model.factory import setup_from_spec
+        from effdet_rt.trainer.callbacks import TrainingLog
+        from effdet_rt.trainer.distribute import select_strategy
+
+        self.spec, self.results, self.key, self.echo = spec, results, key, log
+        keras.utils.set_random_seed(spec.train.random_seed)
+        self.strategy = strategy or select_strategy(spec.num_gpus, list(spec.gpu_ids), log)
+        self.plan = plan_run(spec, self.strategy.num_replicas_in_sync)
+        self.setup = setup_from_spec(spec)
+        self.files = resolve_tfrecords(list(spec.dataset.train_tfrecords))
+        check_records(self.files, self.setup.num_classes, self.plan.global_batch)
+        self.options = options_from_spec(spec, self.setup.num_classes)
+        self.log = TrainingLog(results, log)
+        self.amp = use_mixed_precision(spec, log)
+        self.history = History()
+        self.last_checkpoint: Path | None = None
+        self.tf = tf
+
+    # ------------------------------------------------------------ building
+
+    def build(self) -> None:
+        import tf_keras as keras
+
+        from effdet_rt.model.factory import build_model_from_spec
+        from effdet_rt.trainer.distribute import synchronize_batch_norms
+        from effdet_rt.trainer.ema import WeightAverage
+        from effdet_rt.trainer.lr_schedule import build_schedule, schedule_steps
+        from effdet_rt.trainer.state import TrainingParts
+
+        spec = self.spec
+        steps = schedule_steps(spec.train.lr_schedule, self.plan.steps_per_epoch, self.plan.num_epochs)
+        previous_policy = keras.mixed_precision.global_policy()
+        if self.amp:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            with self.strategy.scope():
+                model = build_model_from_spec(spec, self.setup)
+                optimizer = keras.optimizers.SGD(learning_rate=build_schedule(steps), momentum=spec.train.optimizer.momentum)
+                if self.amp:
+                    optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
+                optimizer.build(model.trainable_variables)
+                ema = WeightAverage(model.trainable_variables, spec.train.moving_average_decay)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+        if self.plan.replicas > 1:
+            synchronize_batch_norms(model)
+        self.parts = TrainingParts(model, optimizer, ema)
+
+    def start_step(self) -> int:
+        from effdet_rt.trainer.state import newest_checkpoint, restore_training_checkpoint
+
+        newest = newest_checkpoint(self.results, self.setup.name)
+        if newest is None:
+            load_initial_weights(self.parts.model, self.spec, self.key, self.echo)
+            self.parts.ema.reset_to_current()
+            return 0
+        metadata = restore_training_checkpoint(newest, self.parts, self.key)
+        self.last_checkpoint = newest
+        step = int(metadata.get("step", 0))
+        if int(self.parts.optimizer.iterations.numpy()) != step:
+            self.parts.optimizer.iterations.assign(step)
+        self.history.steps = list(metadata.get("history_steps", []))
+        self.history.losses = list(metadata.get("history_losses", []))
+        self.log.message(f"resuming from {newest.name} (epoch {metadata.get('epoch')}, step {step})")
+        return step
+
+    def dataset(self, start_step: int):
+        from effdet_rt.data.pipeline import train_dataset
+
+        data = train_dataset(
+            self.files, self.options, self.setup.anchors(), self.plan.global_batch, self.spec.dataset.loader,
+            start_example=start_step * self.plan.global_batch,
+        )
+        return self.strategy.experimental_distribute_dataset(data)
+
+    def step_function(self):
+        tf = self.tf
+        from effdet_rt.model.efficientdet import flatten_outputs, split_outputs
+        from effdet_rt.trainer.losses import count_positives, detection_loss
+
+        model, optimizer, ema = self.parts.model, self.parts.optimizer, self.parts.ema
+        setup, train_cfg, replicas, amp = self.setup, self.spec.train, self.plan.replicas, self.amp
+        variables = model.trainable_variables
+        sum_ = tf.distribute.ReduceOp.SUM
+
+        def replica_step(images, class_targets, box_targets):
+            context = tf.distribute.get_replica_context()
+            normaliser = context.all_reduce(sum_, count_positives(class_targets)) + 1.0
+            with tf.GradientTape() as tape:
+                outputs = model(images, training=True)
+                class_list, box_list = split_outputs(outputs, setup.num_levels)
+                logits, codes = flatten_outputs(class_list, box_list, setup.num_classes)
+                losses = detection_loss(logits, codes, class_targets, box_targets, normaliser)
+                reg = regularisation(variables, train_cfg.l2_weight_decay, train_cfg.l1_weight_decay) / replicas
+                total = losses["det_loss"] + reg
+                scaled = optimizer.get_scaled_loss(total) if amp else total
+            grads = tape.gradient(scaled, variables)
+            if amp:
+                grads = optimizer.get_unscaled_gradients(grads)
+            grads = context.all_reduce(sum_, grads)
+            if train_cfg.clip_gradients_norm > 0:
+                grads, _ = tf.clip_by_global_norm(grads, train_cfg.clip_gradients_norm)
+            optimizer.apply_gradients(zip(grads, variables, strict=True), skip_gradients_aggregation=True)
+            ema.update(optimizer.iterations)
+            return {**losses, "reg_loss": reg, "total_loss": total}
+
+        @tf.function
+        def train_step(batch):
+            images, targets = batch
+            per_replica = self.strategy.run(
+                replica_step, args=(images, targets["class_targets"], targets["box_targets"])
+            )
+            return {name: self.strategy.reduce(sum_, value, axis=None) for name, value in per_replica.items()}
+
+        return train_step
+
+    # ------------------------------------------------------------ running
+
+    def run(self, max_seconds: float | None) -> Path:
+        from effdet_rt.utils.status import progress_bar
+
+        self.build()
+        step = self.start_step()
+        plan = self.plan
+        if step >= plan.total_steps and self.last_checkpoint is not None:
+            self.log.message(f"training already finished ({self.last_checkpoint.name}); nothing to do", "SUCCESS")
+            return self.last_checkpoint
+        self.log.message(
+            f"training {self.setup.name} {self.setup.input_size[0]}x{self.setup.input_size[1]}: {plan.num_epochs} epochs "
+            f"x {plan.steps_per_epoch} steps, global batch {plan.global_batch} on {plan.replicas} replica(s)"
+        )
+        train_step = self.step_function()
+        batches = iter(self.dataset(step))
+        started = time.monotonic()
+        try:
+            with progress_bar() as progress:
+                task = progress.add_task("train", total=plan.total_steps, completed=step, info="")
+                while step < plan.total_steps:
+                    epoch = step // plan.steps_per_epoch + 1
+                    epoch_losses = self.run_epoch(train_step, batches, step, epoch, progress, task)
+                    step = epoch * plan.steps_per_epoch
+                    out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
+                    self.end_epoch(epoch, step, epoch_losses, force_save=out_of_time)
+                    if out_of_time and step < plan.total_steps:
+                        self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
+                        break
+        except KeyboardInterrupt:
+            done = int(self.parts.optimizer.iterations.numpy())
+            path = self.save(done // plan.steps_per_epoch, done)
+            self.log.message(f"interrupted at step {done}; saved {path.name}", "INTERRUPTED")
+            raise TrainingInterrupted(f"training interrupted at step {done}; saved {path}; run train again to resume") from None
+        self.log.message(f"training finished; last checkpoint {self.last_checkpoint}", "SUCCESS")
+        assert self.last_checkpoint is not None
+        return self.last_checkpoint
+
+    def run_epoch(self, train_step, batches, step: int, epoch: int, progress, task) -> list[float]:
+        plan, losses = self.plan, []
+        end = epoch * plan.steps_per_epoch
+        first = True
+        while step < end:
+            batch = next(batches)
+            if first and self.spec.train.image_preview:
+                images, targets = (self.strategy.experimental_local_results(part)[0] for part in batch)
+                self.log.preview(step, images, targets["boxes"], targets["classes"])
+            first = False
+            values = train_step(batch)
+            step += 1
+            total = float(values["total_loss"])
+            if not math.isfinite(total):
+                kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+                raise UserError(
+                    f"loss became {total} at step {step} (epoch {epoch}); training stopped and {kept}; "
+                    "lower train.lr_schedule.learning_rate or check the data"
+                )
+            losses.append(total)
+            self.history.append(step, total)
+            if step % LOG_EVERY_STEPS == 0 or step == end:
+                lr = float(self.parts.optimizer.learning_rate)
+                self.log.scalars(step, {**{f"train/{k}": float(v) for k, v in values.items()}, "train/learning_rate": lr})
+            progress.update(task, completed=step, info=f"epoch {epoch} loss {total:.4f}")
+        return losses
+
+    def end_epoch(self, epoch: int, step: int, losses: list[float], force_save: bool) -> None:
+        from effdet_rt.trainer.loss_curve import write_loss_curve
+
+        spec, plan = self.spec, self.plan
+        mean_loss = sum(losses) / max(1, len(losses))
+        self.log.epoch_end(epoch, plan.num_epochs, step, {"loss": mean_loss})
+        write_loss_curve(self.results / "loss_curve.png", self.history.steps, self.history.losses)
+        at_interval = epoch % spec.train.checkpoint_interval == 0
+        if at_interval or epoch == plan.num_epochs or force_save:
+            self.save(epoch, step)
+        if at_interval and epoch >= spec.evaluate.start_eval_epoch:
+            self.evaluate(epoch, step)
+
+    def save(self, epoch: int, step: int) -> Path:
+        from effdet_rt.spec.loader import spec_to_yaml
+        from effdet_rt.trainer.state import checkpoint_name, save_training_checkpoint
+
+        metadata = {
+            "model_name": self.setup.name,
+            "epoch": epoch,
+            "step": step,
+            "num_classes": self.spec.dataset.num_classes,
+            "input_size": list(self.setup.input_size),
+            "steps_per_epoch": self.plan.steps_per_epoch,
+            "global_batch_size": self.plan.global_batch,
+            "history_steps": self.history.steps,
+            "history_losses": self.history.losses,
+        }
+        path = self.results / checkpoint_name(self.setup.name, epoch)
+        save_training_checkpoint(path, self.parts, key=self.key, spec_yaml=spec_to_yaml(self.spec), metadata=metadata)
+        self.last_checkpoint = path
+        self.log.status.write("RUNNING", f"saved {path.name}", epoch=epoch, cur_iter=step)
+        return path
+
+    def evaluate(self, epoch: int, step: int) -> None:
+        from effdet_rt.trainer.callbacks import evaluate_during_training
+
+        try:
+            with self.parts.ema.swapped_in():
+                metrics = evaluate_during_training(self.parts.model, self.setup, self.spec)
+        except ImportError:
+            self.log.message("evaluation skipped: effdet_rt.evaluation.run is not available")
+            return
+        if metrics is None:
+            return
+        self.log.evaluation(epoch, step, metrics)
+        self.echo(f"epoch {epoch}: AP {metrics.get('AP', float('nan')):.4f} AP50 {metrics.get('AP50', float('nan')):.4f}")
