@@ -78,3 +78,26 @@ def tiny_checkpoint() -> Path:
 
 def bccd_images(bccd_root: Path, count: int) -> list[Path]:
     return sorted((bccd_root / "JPEGImages").glob("*.jpg"))[:count]
+
+
+def write_val_set(folder: Path, bccd_root: Path, count: int) -> tuple[Path, Path, dict]:
+    """The first ``count`` BCCD val images as one TFRecord + COCO json (ids as dataset-convert assigns them)."""
+    import json
+
+    import tensorflow as tf
+
+    from effdet_rt.data.tfrecord import encode_example
+    from effdet_rt.data.voc import voc_to_coco
+
+    coco = voc_to_coco(bccd_root, "val")
+    images = coco["images"][:count]
+    keep = {image["id"] for image in images}
+    coco = {**coco, "images": images, "annotations": [a for a in coco["annotations"] if a["image_id"] in keep]}
+    record_path, json_path = folder / "val-00000-of-00001.tfrecord", folder / "val.json"
+    with tf.io.TFRecordWriter(str(record_path)) as writer:
+        for image in images:
+            data = (bccd_root / "JPEGImages" / image["file_name"]).read_bytes()
+            writer.write(encode_example({"image/encoded": [data], "image/source_id": [str(image["id"]).encode()],
+                                         "image/filename": [image["file_name"].encode()]}))
+    json_path.write_text(json.dumps(coco))
+    return record_path, json_path, coco

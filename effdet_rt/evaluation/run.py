@@ -1,0 +1,90 @@
+"""COCO evaluation of any Engine on the validation TFRecords (what `evaluate -m` and the trainer call)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from effdet_rt.data.preprocess import decode_image
+from effdet_rt.engines.base import Engine
+from effdet_rt.errors import DataError
+from effdet_rt.infer.runner import ImageResult, Source, infer_batches
+
+
+def coco_image_id(source_id: bytes, where: str) -> int | str:
+    """image/source_id holds the COCO image id as text; numeric ids become ints, as in the annotations."""
+    text = source_id.decode("utf-8", errors="replace").strip()
+    if not text:
+        raise DataError(f"{where}: record has an empty image/source_id; convert the dataset with "
+                        "`effdet-rt dataset-convert` so records carry their COCO image id")
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _unique_files(patterns: Sequence[str]) -> list[str]:
+    from effdet_rt.data.tfrecord import tfrecord_files
+
+    if isinstance(patterns, str | os.PathLike):
+        patterns = [str(patterns)]
+    if not patterns:
+        raise DataError("dataset.val_tfrecords is empty; give the validation TFRecord globs")
+    return list(dict.fromkeys(itertools.chain.from_iterable(tfrecord_files(p) for p in patterns)))
+
+
+def tfrecord_sources(val_tfrecords: Sequence[str], limit: int | None = None) -> Iterator[Source]:
+    """One Source per record (files in glob order, records in file order), keyed by COCO image id."""
+    from effdet_rt.data.tfrecord import read_tfrecords
+
+    count = 0
+    for path in _unique_files(val_tfrecords):
+        for index, record in enumerate(read_tfrecords(path)):
+            if limit is not None and count >= limit:
+                return
+            where = f"{path}#{index}"
+            data = record["image/encoded"]
+            yield Source(coco_image_id(record["image/source_id"], where),
+                         lambda data=data, where=where: decode_image(data, where))
+            count += 1
+
+
+def detect_all(engine: Engine, sources: Iterator[Source], batch_size: int) -> list[ImageResult]:
+    results: list[ImageResult] = []
+    for batch in infer_batches(engine, sources, batch_size, keep_images=False):
+        results.extend(batch)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise DataError(f"{len(failed)} validation image(s) could not be read, first: {failed[0].error}")
+    return results
+
+
+def results_to_coco(results: Sequence[ImageResult]) -> list[dict[str, Any]]:
+    """COCO results entries for per-image results (their keys are the image ids)."""
+    from effdet_rt.detections import Detections
+    from effdet_rt.evaluation.coco import detections_to_coco_results
+
+    entries: list[dict[str, Any]] = []
+    for r in results:
+        single = Detections(r.boxes[None], r.scores[None], r.classes[None], [len(r.scores)])
+        entries.extend(detections_to_coco_results(single, [r.key]))
+    return entries
+
+
+def evaluate_engine(
+    engine: Engine,
+    val_tfrecords: Sequence[str],
+    val_json_file: str | os.PathLike,
+    *,
+    num_samples: int | None,
+    batch_size: int,
+    max_detections: int = 100,
+    label_map: dict[int, str] | None = None,
+) -> dict[str, float]:
+    """The COCO metrics of ``engine`` on the first ``num_samples`` validation records (all when None)."""
+    from effdet_rt.evaluation.coco import evaluate_coco
+
+    results = detect_all(engine, tfrecord_sources(val_tfrecords, num_samples), batch_size)
+    if not results:
+        raise DataError(f"{', '.join(map(str, val_tfrecords))}: no validation records found")
+    return evaluate_coco(val_json_file, results_to_coco(results), max_detections=max_detections,
+                         label_map=label_map, image_ids=[r.key for r in results])
