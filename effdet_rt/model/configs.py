@@ -103,7 +103,7 @@ DETECTORS: dict[str, DetectorConfig] = {
         DetectorConfig("efficientdet-d6", 1280, "efficientnet-b6", 384, 8, 5, weight_method="sum"),
         DetectorConfig("efficientdet-d7", 1536, "efficientnet-b6", 384, 8, 5, anchor_scale=5.0, weight_method="sum"),
         DetectorConfig(
-            "efficientdet-d7x", 1536, "efficientnet-b7", 408, 8, 5, weight_method="sum", max_level=8
+            "efficientdet-d7x", 1536, "efficientnet-b7", 384, 8, 5, weight_method="sum", max_level=8
         ),
     )
 }
