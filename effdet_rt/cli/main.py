@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "spec",
     "dataset",
     "evaluate",
+    "infer",
     "engine_info",
     "deepstream",
 ]

@@ -1,0 +1,149 @@
+"""Inference over a folder of images: annotated copies, KITTI label files and a COCO results json.
+
+Everything is written into a staging folder beside OUT_DIR and moved in at the end (utils.atomic.atomic_dir),
+so an interrupted run leaves OUT_DIR as it was. Images that cannot be read are listed, not fatal.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from effdet_rt.data.preprocess import IMAGE_SUFFIXES, read_image
+from effdet_rt.engines.base import Engine
+from effdet_rt.errors import DataError
+from effdet_rt.infer.runner import ImageResult, Source, infer_batches
+from effdet_rt.utils.atomic import atomic_dir
+
+ANNOTATED_DIR = "images_annotated"
+LABELS_DIR = "labels"
+DETECTIONS_FILE = "detections.json"
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    batch_size: int = 1
+    min_score: float = 0.4
+    max_boxes_to_draw: int = 100
+    dump_label: bool = False
+    label_map: dict[int, str] = field(default_factory=dict)
+    workers: int = 2
+
+
+@dataclass
+class InferSummary:
+    images: int = 0
+    written: int = 0
+    detections: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+
+    def line(self) -> str:
+        text = f"{self.written} of {self.images} image(s) processed, {self.detections} detection(s) kept"
+        if self.failures:
+            text += f"; {len(self.failures)} image(s) failed: " + ", ".join(name for name, _ in self.failures[:5])
+            text += " ..." if len(self.failures) > 5 else ""
+        return text
+
+
+def list_images(image_dir: str | os.PathLike) -> list[Path]:
+    """The JPEG/PNG/BMP files directly inside ``image_dir``, sorted by name."""
+    folder = Path(image_dir)
+    if not folder.exists():
+        raise DataError(f"{folder}: image folder not found; pass an existing folder with -i/--image-dir")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: is a file, not a folder; pass the folder that holds the images with -i")
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder; "
+                        "point -i/--image-dir at a folder of images")
+    return images
+
+
+def image_ids_from_annotations(annotations_file: str | os.PathLike, images: list[Path]) -> dict[str, Any]:
+    """file name -> COCO image id, matched on the base name of each annotation image's file_name."""
+    from effdet_rt.data.coco import load_coco
+
+    dataset = load_coco(annotations_file)
+    by_name = {Path(str(image["file_name"])).name: image["id"] for image in dataset.images}
+    missing = [p.name for p in images if p.name not in by_name]
+    if missing:
+        raise DataError(f"{annotations_file}: {len(missing)} image(s) of the folder are not listed under 'images' "
+                        f"(e.g. {missing[0]}); pass the matching annotation file, or leave out -a to use file names")
+    return {p.name: by_name[p.name] for p in images}
+
+
+def class_names(label_map: dict[int, str], classes: Any) -> list[str]:
+    return [label_map.get(int(c), str(int(c))) for c in classes]
+
+
+def write_image_outputs(staging: Path, path: Path, result: ImageResult, options: InferOptions) -> None:
+    """The annotated picture (same name, original size) and, with dump_label, its KITTI label file."""
+    from effdet_rt.evaluation.draw import draw_detections
+    from effdet_rt.evaluation.kitti import write_kitti_labels
+
+    picture = draw_detections(result.image, result.boxes, result.scores, result.classes,
+                              label_map=options.label_map, min_score=0.0, max_boxes=options.max_boxes_to_draw)
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    name = path.name if fmt == "JPEG" or path.suffix.lower() == ".png" else path.stem + ".png"
+    picture.save(staging / ANNOTATED_DIR / name, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    if options.dump_label:
+        write_kitti_labels(staging / LABELS_DIR / f"{path.stem}.txt", result.boxes, result.scores,
+                           class_names(options.label_map, result.classes))
+
+
+def coco_entries(image_id: Any, result: ImageResult) -> list[dict[str, Any]]:
+    return [{"image_id": image_id, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s}
+            for (x1, y1, x2, y2), s, c in zip(result.boxes.tolist(), result.scores.tolist(),
+                                              result.classes.tolist(), strict=True)]
+
+
+def _kept(result: ImageResult, min_score: float) -> ImageResult:
+    keep = result.scores >= min_score
+    return ImageResult(result.key, result.image, result.boxes[keep], result.scores[keep], result.classes[keep])
+
+
+def infer_folder(
+    engine: Engine,
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    options: InferOptions,
+    *,
+    annotations_file: str | os.PathLike | None = None,
+    on_image: Callable[[ImageResult], None] | None = None,
+) -> InferSummary:
+    """Run ``engine`` on every image of ``image_dir``; outputs land in ``out_dir`` when the run completes."""
+    images = list_images(image_dir)
+    ids = image_ids_from_annotations(annotations_file, images) if annotations_file else {p.name: p.name for p in images}
+    summary = InferSummary(images=len(images))
+    entries: list[dict[str, Any]] = []
+    sources = [Source(p, lambda p=p: read_image(p)) for p in images]
+    with atomic_dir(out_dir) as staging, ThreadPoolExecutor(options.workers, "effdet-write") as writers:
+        (staging / ANNOTATED_DIR).mkdir()
+        if options.dump_label:
+            (staging / LABELS_DIR).mkdir()
+        pending: collections.deque[Future[None]] = collections.deque()
+        for batch in infer_batches(engine, sources, options.batch_size, workers=options.workers):
+            for result in batch:
+                path: Path = result.key
+                if not result.ok:
+                    summary.failures.append((path.name, str(result.error)))
+                else:
+                    kept = _kept(result, options.min_score)
+                    summary.written += 1
+                    summary.detections += len(kept.scores)
+                    entries.extend(coco_entries(ids[path.name], kept))
+                    pending.append(writers.submit(write_image_outputs, staging, path, kept, options))
+                if on_image is not None:
+                    on_image(result)
+            while len(pending) > 2 * options.workers:
+                pending.popleft().result()
+        for future in pending:
+            future.result()
+        (staging / DETECTIONS_FILE).write_text(json.dumps(entries) + "\n", encoding="utf-8")
+    return summary
