@@ -80,3 +80,47 @@ def test_evaluate_engine_equals_evaluate_coco_on_direct_detections(engine, val_s
     for key, value in want.items():
         assert metrics[key] == pytest.approx(value, abs=1e-6), key
     assert metrics["ARmax100"] > 0  # the random model does hit something, so the comparison is not 0 == 0
+
+
+def write_eval_spec(folder, records, gt_json, **evaluate) -> str:
+    import yaml
+    from infer_support import TINY_SPEC
+
+    spec = {**TINY_SPEC, "dataset": {**TINY_SPEC["dataset"], "val_tfrecords": [str(records)],
+                                     "val_json_file": str(gt_json)},
+            "evaluate": {**TINY_SPEC["evaluate"], **evaluate}, "results_dir": str(folder / "results")}
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def test_evaluate_command_with_model_matches_library(engine, val_set, tmp_path, capsys):
+    import json
+
+    from effdet_rt.cli.main import run
+    from effdet_rt.evaluation.run import evaluate_engine
+
+    records, gt_json, _ = val_set
+    spec = write_eval_spec(tmp_path, records, gt_json, num_samples=3, batch_size=2)
+    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint()), "-k", KEY]) == 0
+    out = capsys.readouterr().out
+    assert "AP50" in out and "ARmax100" in out and "tiny.edrt" in out
+    written = json.loads((tmp_path / "results" / "eval_results.json").read_text())
+    want = evaluate_engine(engine, [str(records)], gt_json, num_samples=3, batch_size=1, max_detections=100)
+    for key, value in want.items():
+        assert written[key] == pytest.approx(value, abs=1e-6), key
+    assert (tmp_path / "results" / "pr_curve.png").stat().st_size > 1000
+
+
+def test_evaluate_command_model_errors(val_set, tmp_path, capsys):
+    from effdet_rt.cli.main import run
+
+    records, gt_json, _ = val_set
+    spec = write_eval_spec(tmp_path, records, tmp_path / "nope.json")
+    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint()), "-k", KEY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.json" in err[0] and err[0].startswith("error: ")
+    spec = write_eval_spec(tmp_path, records, gt_json)
+    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint()), "-k", "bad key"]) == 2
+    assert "wrong encryption key" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

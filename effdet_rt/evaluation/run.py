@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effdet_rt.data.preprocess import decode_image
 from effdet_rt.engines.base import Engine
 from effdet_rt.errors import DataError
 from effdet_rt.infer.runner import ImageResult, Source, infer_batches
+
+if TYPE_CHECKING:
+    from effdet_rt.evaluation.coco import CocoEvaluation
 
 
 def coco_image_id(source_id: bytes, where: str) -> int | str:
@@ -70,6 +73,27 @@ def results_to_coco(results: Sequence[ImageResult]) -> list[dict[str, Any]]:
     return entries
 
 
+def run_engine_evaluation(
+    engine: Engine,
+    val_tfrecords: Sequence[str],
+    val_json_file: str | os.PathLike,
+    *,
+    num_samples: int | None,
+    batch_size: int,
+    max_detections: int = 100,
+    label_map: dict[int, str] | None = None,
+    per_class: bool = False,
+) -> CocoEvaluation:
+    """Run ``engine`` on the first ``num_samples`` validation records (all when None) and score them."""
+    from effdet_rt.evaluation.coco import run_coco_evaluation
+
+    results = detect_all(engine, tfrecord_sources(val_tfrecords, num_samples), batch_size)
+    if not results:
+        raise DataError(f"{', '.join(map(str, val_tfrecords))}: no validation records found")
+    return run_coco_evaluation(val_json_file, results_to_coco(results), max_detections=max_detections,
+                               label_map=label_map, image_ids=[r.key for r in results], per_class=per_class)
+
+
 def evaluate_engine(
     engine: Engine,
     val_tfrecords: Sequence[str],
@@ -80,11 +104,38 @@ def evaluate_engine(
     max_detections: int = 100,
     label_map: dict[int, str] | None = None,
 ) -> dict[str, float]:
-    """The COCO metrics of ``engine`` on the first ``num_samples`` validation records (all when None)."""
-    from effdet_rt.evaluation.coco import evaluate_coco
+    """The COCO metrics (evaluate_coco's keys) of ``engine`` on the validation TFRecords."""
+    return run_engine_evaluation(engine, val_tfrecords, val_json_file, num_samples=num_samples,
+                                 batch_size=batch_size, max_detections=max_detections, label_map=label_map).metrics
 
-    results = detect_all(engine, tfrecord_sources(val_tfrecords, num_samples), batch_size)
-    if not results:
-        raise DataError(f"{', '.join(map(str, val_tfrecords))}: no validation records found")
-    return evaluate_coco(val_json_file, results_to_coco(results), max_detections=max_detections,
-                         label_map=label_map, image_ids=[r.key for r in results])
+
+def evaluate_model_file(
+    model: str | os.PathLike,
+    spec: Any,
+    *,
+    key: str | None = None,
+    annotations: str | os.PathLike | None = None,
+    label_map: str | os.PathLike | None = None,
+    max_detections: int | None = None,
+) -> CocoEvaluation:
+    """`evaluate -m`: load any model file and score it on dataset.val_tfrecords / val_json_file, honouring
+    evaluate.num_samples, batch_size, max_detections_per_image and label_map (arguments given win)."""
+    from pathlib import Path
+
+    from effdet_rt.data.labels import load_label_map
+    from effdet_rt.engines import load
+
+    dataset, settings = spec.dataset, spec.evaluate
+    val_json = annotations or dataset.val_json_file
+    if not val_json:
+        raise DataError("no ground truth: set dataset.val_json_file in the spec or pass -a/--annotations-file")
+    if not Path(val_json).is_file():
+        raise DataError(f"{val_json}: ground-truth json not found; fix dataset.val_json_file or -a")
+    _unique_files(dataset.val_tfrecords)  # a glob matching nothing fails here, before the model loads
+    names_file = label_map or settings.label_map
+    names = load_label_map(names_file) if names_file else None
+    engine = load(model, key=key, spec=spec)
+    return run_engine_evaluation(engine, dataset.val_tfrecords, val_json, num_samples=settings.num_samples,
+                                 batch_size=settings.batch_size,
+                                 max_detections=max_detections or settings.max_detections_per_image,
+                                 label_map=names, per_class=True)
