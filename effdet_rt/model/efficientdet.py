@@ -61,6 +61,26 @@ def freeze_batch_norms(model: keras.Model) -> None:
             layer.trainable = False
 
 
+def efficientdet_network(
+    cfg: DetectorConfig,
+    num_classes: int,
+    input_size: tuple[int | None, int | None],
+    num_anchors: int,
+    min_level: int,
+    max_level: int,
+) -> keras.Model:
+    """The network without argument checks; input_size may be (None, None) for any multiple of 2**max_level."""
+    images = keras.Input((*input_size, 3), name="images", dtype=tf.float32)
+    normalized = ImageNormalization(name="normalize")(images)
+    features, _ = efficientnet_features(normalized, cfg.backbone_config, _backbone_survival_prob(cfg))
+    features = {level: x for level, x in features.items() if min_level <= level <= max_level}
+    pyramid = bifpn(features, cfg, min_level, max_level)
+    levels = list(range(min_level, max_level + 1))
+    class_outputs = class_head(pyramid, levels, cfg, num_classes, num_anchors)
+    box_outputs = box_head(pyramid, levels, cfg, num_anchors)
+    return keras.Model(images, class_outputs + box_outputs, name=cfg.name)
+
+
 def build_efficientdet(
     name: str,
     num_classes: int,
@@ -84,15 +104,7 @@ def build_efficientdet(
     size = (cfg.image_size, cfg.image_size) if input_size is None else (int(input_size[0]), int(input_size[1]))
     check_input_size(size, max_level)
 
-    images = keras.Input((*size, 3), name="images", dtype=tf.float32)
-    normalized = ImageNormalization(name="normalize")(images)
-    features, _ = efficientnet_features(normalized, cfg.backbone_config, _backbone_survival_prob(cfg))
-    features = {level: x for level, x in features.items() if min_level <= level <= max_level}
-    pyramid = bifpn(features, cfg, min_level, max_level)
-    levels = list(range(min_level, max_level + 1))
-    class_outputs = class_head(pyramid, levels, cfg, int(num_classes), int(num_anchors))
-    box_outputs = box_head(pyramid, levels, cfg, int(num_anchors))
-    model = keras.Model(images, class_outputs + box_outputs, name=cfg.name)
+    model = efficientdet_network(cfg, int(num_classes), size, int(num_anchors), min_level, max_level)
     if freeze_blocks:
         freeze_backbone_blocks(model, freeze_blocks)
     if freeze_bn:
