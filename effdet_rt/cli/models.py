@@ -1,0 +1,77 @@
+"""`effdet-rt models`: every EfficientDet variant with its input size, parameters and multiply-adds."""
+
+from __future__ import annotations
+
+import typer
+
+from effdet_rt.errors import UserError
+
+FLOPS_HELP = (
+    "Also count multiply-adds at batch 1 (automl's FLOPs: tfprof float_ops / 2). Computed exactly but cheaply: "
+    "each network is traced at the two smallest allowed input sizes and the count extended linearly in H*W "
+    "to the native size (about 10-60 s per model on a CPU)."
+)
+
+
+def _selected_models(names: list[str] | None) -> list[str]:
+    from effdet_rt.model.configs import MODEL_NAMES, get_config
+
+    return [get_config(n).name for n in names] if names else list(MODEL_NAMES)
+
+
+def _rows(names: list[str], num_classes: int, with_flops: bool) -> list[tuple[str, ...]]:
+    import tf_keras as keras
+
+    from effdet_rt.model.configs import get_config
+    from effdet_rt.model.efficientdet import build_efficientdet
+    from effdet_rt.model.flops import detector_cost
+    from effdet_rt.utils.status import track
+
+    rows = []
+    label = "counting parameters" + (" and FLOPs" if with_flops else "")
+    for name in track(names, label, total=len(names)):
+        cfg = get_config(name)
+        if with_flops:
+            cost = detector_cost(name, num_classes)
+            params, flops = cost.trainable_params, f"{cost.multiply_adds / 1e9:.3f}"
+        else:
+            side = 2**cfg.max_level
+            model = build_efficientdet(name, num_classes, (side, side))
+            params, flops = sum(int(w.shape.num_elements()) for w in model.trainable_weights), "-"
+        keras.backend.clear_session()
+        rows.append(
+            (
+                cfg.name,
+                f"{cfg.image_size}x{cfg.image_size}",
+                cfg.backbone,
+                f"{cfg.fpn_num_filters} x {cfg.fpn_cell_repeats}",
+                f"P{cfg.min_level}-P{cfg.max_level}",
+                f"{params:,}",
+                flops,
+            )
+        )
+    return rows
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("models")
+    def models(
+        num_classes: int = typer.Option(90, "-n", "--num-classes", help="Real classes (no background)."),
+        model: list[str] = typer.Option(
+            None, "-m", "--model", help="Only these models (repeat the option); default: all of D0..D7x."
+        ),
+        flops: bool = typer.Option(True, "--flops/--no-flops", help=FLOPS_HELP),
+    ) -> None:
+        """List EfficientDet D0..D7x: input size, backbone, BiFPN, trainable parameters and GFLOPs."""
+        if num_classes < 1:
+            raise UserError(f"--num-classes {num_classes} is not allowed: give the number of real classes (>= 1)")
+        names = _selected_models(model)
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"EfficientDet models ({num_classes} classes)")
+        for column in ("model", "input", "backbone", "BiFPN ch x cells", "levels", "trainable params", "GFLOPs"):
+            table.add_column(column, justify="right" if column in ("trainable params", "GFLOPs") else "left")
+        for row in _rows(names, num_classes, flops):
+            table.add_row(*row)
+        Console(width=120).print(table)
