@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "infer",
     "engine_info",
     "deepstream",
+    "models",
 ]
 
 app = typer.Typer(
