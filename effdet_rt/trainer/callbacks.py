@@ -88,9 +88,15 @@ def evaluate_during_training(model: Any, setup: Any, spec: Any) -> dict[str, flo
     from effdet_rt.engines.checkpoint import KerasEngine, nms_config_from_spec
     from effdet_rt.evaluation.run import evaluate_engine
 
+    label_map = None
+    if spec.evaluate.label_map:
+        from effdet_rt.data.labels import load_label_map
+
+        label_map = load_label_map(spec.evaluate.label_map)
     engine = KerasEngine(model, setup, nms_config_from_spec(spec))
     metrics = evaluate_engine(
         engine, data.val_tfrecords, data.val_json_file, num_samples=spec.evaluate.num_samples,
         batch_size=spec.evaluate.batch_size, max_detections=spec.evaluate.max_detections_per_image,
+        label_map=label_map,
     )
     return {key: float(np.asarray(value)) for key, value in metrics.items() if np.ndim(value) == 0}
