@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COMMAND_MODULES: list[str] = [
     "spec",
     "dataset",
+    "train",
     "evaluate",
     "infer",
     "engine_info",
