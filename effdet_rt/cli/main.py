@@ -27,6 +27,8 @@ COMMAND_MODULES: list[str] = [
     "train",
     "evaluate",
     "infer",
+    "export",
+    "build",
     "engine_info",
     "deepstream",
     "models",

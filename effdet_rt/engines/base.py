@@ -17,6 +17,7 @@ from effdet_rt.errors import ModelFileError
 # file suffix -> module under effdet_rt.engines exposing `load_engine(path, key=..., spec=...) -> Engine`
 BACKENDS: dict[str, str] = {
     ".edrt": "checkpoint",
+    ".onnx": "ort_engine",
     ".plan": "tensorrt",
     ".engine": "tensorrt",
 }

@@ -1,0 +1,89 @@
+"""INT8 Q/DQ ONNX with onnxruntime.quantization, calibrated on batches from calib/batches.
+
+QDQ format, per-channel symmetric INT8 weights, symmetric INT8 activations: the ONNX Runtime INT8 engine on CPU and
+the explicit-quantization input that TensorRT 11 needs. Only the network is quantized; NMS stays in float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from effdet_rt.errors import DataError, ModelFileError
+from effdet_rt.utils.atomic import atomic_path
+
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+
+
+class BatchReader:
+    """onnxruntime CalibrationDataReader over preprocessed batches (float32 NHWC 0..255)."""
+
+    def __init__(self, input_name: str, batches: Iterable[np.ndarray]):
+        self.input_name = input_name
+        self._batches: Iterator[np.ndarray] = iter(batches)
+        self.count = 0
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        if batch is None:
+            return None
+        self.count += 1
+        return {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    def rewind(self) -> None:  # onnxruntime may call it; calibration makes one pass
+        pass
+
+
+def postprocess_node_names(model) -> list[str]:
+    """Nodes after the network's raw heads (NMS, decoding): kept in float."""
+    heads = {"class_logits", "box_codes"}
+    downstream: set[str] = set()
+    excluded = []
+    for node in model.graph.node:  # nodes are topologically sorted
+        if heads & set(node.input) or downstream & set(node.input):
+            excluded.append(node.name)
+            downstream.update(node.output)
+    return excluded
+
+
+def _head_tensor_names(model) -> None:
+    names = {o for n in model.graph.node for o in n.output} | {o.name for o in model.graph.output}
+    if not {"class_logits", "box_codes"} <= names:
+        raise ModelFileError("the ONNX model has no class_logits/box_codes tensors; export it with `effdet-rt export`")
+
+
+def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Iterable[np.ndarray], log=print) -> Path:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from effdet_rt.export.graph import read_metadata, set_metadata
+
+    source = onnx.load(str(onnx_path))
+    _head_tensor_names(source)
+    input_name = source.graph.input[0].name
+    reader = BatchReader(input_name, batches)
+    with atomic_path(output_path) as tmp:
+        quantize_static(
+            str(onnx_path),
+            str(tmp),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=postprocess_node_names(source),
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )
+        if reader.count == 0:
+            raise DataError("no calibration batches: the calibration TFRecords hold fewer images than one batch")
+        quantized = onnx.load(str(tmp))
+        meta = read_metadata(source)
+        meta.update({"precision": "int8", "calibration_batches": reader.count})
+        set_metadata(quantized, meta)
+        onnx.save(quantized, str(tmp))
+    log(f"INT8 Q/DQ model calibrated on {reader.count} batches -> {output_path}")
+    return Path(output_path)

@@ -1,0 +1,82 @@
+"""`build --backend onnxruntime`: an FP32 model with graph optimisations saved, or an INT8 Q/DQ model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.utils.atomic import atomic_path
+
+
+def check_detector_onnx(path: Path):
+    """The ONNX file must be one of ours and runnable by ONNX Runtime."""
+    from effdet_rt.engines.ort_engine import RAW_OUTPUTS, read_onnx
+    from effdet_rt.export.nms import OUTPUT_NAMES
+
+    proto = read_onnx(path)
+    outputs = tuple(o.name for o in proto.graph.output)
+    if outputs not in (OUTPUT_NAMES, RAW_OUTPUTS):
+        raise ModelFileError(
+            f"{path}: outputs {list(outputs)} are not an effdet-rt detector's; export it with `effdet-rt export`"
+        )
+    if any(node.op_type == "EfficientNMS_TRT" for node in proto.graph.node):
+        raise ModelFileError(
+            f"{path}: has TensorRT's EfficientNMS_TRT plugin, which ONNX Runtime cannot run; export with "
+            "--nms onnx for the onnxruntime backend, or build it with --backend tensorrt"
+        )
+    return proto
+
+
+def optimize_fp32(onnx_path: Path, output: Path) -> Path:
+    """Save ONNX Runtime's portable (extended-level) graph optimisations, keeping our metadata."""
+    import onnx
+    import onnxruntime as ort
+
+    from effdet_rt.export.graph import read_metadata, set_metadata
+
+    source = check_detector_onnx(onnx_path)
+    with atomic_path(output) as tmp:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(tmp)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(str(tmp))
+        meta = read_metadata(source)
+        meta.update({"precision": "fp32", "ort_optimized": "extended"})
+        set_metadata(optimized, meta)
+        onnx.save(optimized, str(tmp))
+    return output
+
+
+def build_onnxruntime_engine(
+    onnx_path: str | Path,
+    output: str | Path,
+    *,
+    precision: str,
+    calibration: Callable[[], Iterable[np.ndarray]] | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    onnx_path, output = Path(onnx_path), Path(output)
+    if output.suffix.lower() != ".onnx":
+        raise UserError(f"{output}: an ONNX Runtime engine is an .onnx file; name the output *.onnx")
+    if output.resolve() == onnx_path.resolve():
+        raise UserError(f"{output}: the output would overwrite the input model; choose another -o")
+    if precision == "fp32":
+        optimize_fp32(onnx_path, output)
+        log(f"ONNX Runtime FP32 engine (extended graph optimisations) -> {output}")
+        return output
+    if precision == "int8":
+        from effdet_rt.calib.quantize import quantize_int8
+
+        check_detector_onnx(onnx_path)
+        if calibration is None:
+            raise UserError("int8 needs calibration data: pass --calib-tfrecords GLOB (or build.calibration.tfrecords)")
+        return quantize_int8(onnx_path, output, calibration(), log=log)
+    raise UserError(
+        f"--precision {precision} is not available with ONNX Runtime on CPU: choose fp32 or int8 "
+        "(fp16 engines need --backend tensorrt)"
+    )

@@ -1,0 +1,57 @@
+"""`export --verify`: TensorFlow vs ONNX Runtime on sample images, raw heads and detections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from effdet_rt.errors import UserError
+from effdet_rt.export.verify import MatchReport, match_detections
+
+MAX_HEAD_DIFF = 1e-4
+MIN_MATCH_RATE = 0.99
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    max_abs_diff: float
+    match: MatchReport
+    images: int
+
+    def passed(self) -> bool:
+        return self.max_abs_diff <= MAX_HEAD_DIFF and self.match.rate >= MIN_MATCH_RATE
+
+    def summary(self) -> str:
+        return (
+            f"verify on {self.images} images: raw heads max |TF - ONNX| = {self.max_abs_diff:.2e} (limit {MAX_HEAD_DIFF:.0e}); "
+            f"detections matched {self.match.matched}/{max(self.match.reference, self.match.candidate)} "
+            f"= {self.match.rate:.1%} (same class, IoU >= 0.99; limit {MIN_MATCH_RATE:.0%})"
+        )
+
+
+def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> VerifyReport:
+    """Compare the Keras network with the ONNX raw heads, and the checkpoint engine's detections with the
+    ONNX `--nms onnx` graph's on the same preprocessed batch."""
+    import onnxruntime as ort
+
+    from effdet_rt.detections import Detections
+    from effdet_rt.engines.ort_engine import session_options
+    from effdet_rt.export.heads import raw_heads_model
+    from effdet_rt.model.postprocess import CLASS_ID_OFFSET
+
+    setup = keras_engine.setup
+    heads = raw_heads_model(keras_engine.model, setup.num_levels, setup.num_classes)
+    tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
+    raw = ort.InferenceSession(raw_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    onnx_logits, onnx_codes = raw.run(None, {"images": batch})
+    diff = float(max(np.abs(tf_logits - onnx_logits).max(), np.abs(tf_codes - onnx_codes).max()))
+    nms = ort.InferenceSession(nms_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
+    num, boxes, scores, classes = nms.run(None, {"images": batch})
+    onnx_dets = Detections(boxes, scores, classes + CLASS_ID_OFFSET, num[:, 0])
+    return VerifyReport(diff, match_detections(keras_engine.run(batch), onnx_dets), len(batch))
+
+
+def require_passed(report: VerifyReport) -> None:
+    if not report.passed():
+        raise UserError(f"export verification failed: {report.summary()}")

@@ -1,0 +1,169 @@
+"""Export: raw heads match TF, --nms onnx equals the TF post-processing, the EfficientNMS graph is well formed."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from effdet_rt.cli.main import run
+from tests.infer_support import KEY, bccd_images, tiny_checkpoint, tiny_model, tiny_spec
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from effdet_rt.model.factory import setup_from_spec
+
+    return setup_from_spec(tiny_spec())
+
+
+@pytest.fixture(scope="module")
+def raw_proto(setup):
+    from effdet_rt.export.exporter import convert_raw_heads
+
+    return convert_raw_heads(tiny_model(), setup, None, 17)
+
+
+@pytest.fixture(scope="module")
+def exported_onnx(tmp_path_factory):
+    """The CLI export (--nms onnx, static batch 2, with --verify) of the tiny checkpoint."""
+    out = tmp_path_factory.mktemp("export") / "tiny.onnx"
+    code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(out), "-k", KEY, "--nms", "onnx",
+                "--min-score", "0.05", "--batch-size", "2", "--verify"])
+    assert code == 0
+    return out
+
+
+def _images(count=3, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (count, 128, 128, 3)).astype(np.float32)
+
+
+def test_raw_heads_match_tensorflow(raw_proto, setup):
+    import onnxruntime as ort
+
+    from effdet_rt.export.heads import raw_heads_model
+
+    batch = _images()
+    tf_logits, tf_codes = (t.numpy() for t in raw_heads_model(tiny_model(), setup.num_levels, setup.num_classes)(batch))
+    logits, codes = ort.InferenceSession(raw_proto.SerializeToString()).run(None, {"images": batch})
+    assert logits.shape == (3, 3069, 3) and codes.shape == (3, 3069, 4)
+    assert np.abs(logits - tf_logits).max() <= 1e-4
+    assert np.abs(codes - tf_codes).max() <= 1e-4
+
+
+def test_onnx_nms_subgraph_equals_tensorflow_postprocess():
+    """The standard-op NMS graph on its own, fed random heads, against effdet_rt.model.postprocess."""
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    from effdet_rt.detections import Detections
+    from effdet_rt.export.graph import clean_graph
+    from effdet_rt.export.nms import NmsSettings, add_onnx_nms
+    from effdet_rt.export.verify import match_detections
+    from effdet_rt.model.anchors import generate_anchors
+    from effdet_rt.model.postprocess import NmsConfig, postprocess
+
+    anchors = generate_anchors((128, 128))
+    count, classes = len(anchors), 3
+    logits_in = gs.Variable("in_logits", np.float32, ["batch", count, classes])
+    codes_in = gs.Variable("in_codes", np.float32, ["batch", count, 4])
+    logits = gs.Variable("class_logits", np.float32, ["batch", count, classes])
+    codes = gs.Variable("box_codes", np.float32, ["batch", count, 4])
+    graph = gs.Graph(
+        nodes=[gs.Node("Identity", inputs=[logits_in], outputs=[logits]), gs.Node("Identity", inputs=[codes_in], outputs=[codes])],
+        inputs=[logits_in, codes_in], outputs=[logits, codes], opset=17,
+    )
+    add_onnx_nms(graph, anchors, classes, NmsSettings(score_threshold=0.05), "batch")
+    model = gs.export_onnx(clean_graph(graph))
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    rng = np.random.default_rng(0)
+    x_logits = rng.normal(-3, 2, (3, count, classes)).astype(np.float32)
+    x_codes = rng.normal(0, 0.3, (3, count, 4)).astype(np.float32)
+    num, boxes, scores, cls = ort.InferenceSession(model.SerializeToString()).run(None, {"in_logits": x_logits, "in_codes": x_codes})
+    tf_out = [t.numpy() for t in postprocess(x_logits, x_codes, anchors, NmsConfig(score_threshold=0.05))]
+    assert num[:, 0].tolist() == tf_out[3].tolist() == [100, 100, 100]
+    report = match_detections(Detections(*tf_out), Detections(boxes, scores, cls, num[:, 0]))
+    assert report.matched == report.reference == 300
+
+
+def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
+    from effdet_rt.data.preprocess import read_image
+    from effdet_rt.engines import load
+    from effdet_rt.export.graph import read_metadata
+    from effdet_rt.export.verify import match_detections
+
+    proto = onnx.load(str(exported_onnx))
+    assert [o.name for o in proto.graph.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
+    meta = read_metadata(proto)
+    assert meta["nms"] == "onnx" and meta["input_size"] == [128, 128] and meta["num_classes"] == 3
+    images = [read_image(p) for p in bccd_images(bccd_root, 4)]
+    onnx_engine = load(exported_onnx)
+    checkpoint = load(tiny_checkpoint(), key=KEY)
+    from effdet_rt.model.postprocess import NmsConfig
+
+    checkpoint.nms_config = NmsConfig(score_threshold=0.05)
+    from effdet_rt.engines.checkpoint import KerasEngine
+
+    reference = KerasEngine(checkpoint.model, checkpoint.setup, NmsConfig(score_threshold=0.05))
+    ours, theirs = onnx_engine.infer(images), reference.infer(images)
+    assert theirs.num_detections.sum() > 20
+    report = match_detections(theirs, ours)
+    # the tiny random network hits the 100-box cap; only near-tied scores at that cut may swap between backends
+    assert report.reference == report.candidate == 400 and report.rate >= 0.99
+    # boxes are in original-image pixels (BCCD is 640x480)
+    assert ours.boxes[..., 2].max() > 128 and ours.boxes[..., 2].max() <= 640
+
+
+def test_efficient_nms_graph(raw_proto, setup):
+    from effdet_rt.export.exporter import ExportOptions, attach_nms
+    from effdet_rt.export.nms import NmsSettings, anchors_center_size_xfirst
+
+    proto = attach_nms(raw_proto, setup, ExportOptions(nms="efficient", nms_settings=NmsSettings(0.3, 0.6, 50)))
+    onnx.checker.check_model(proto)
+    (node,) = [n for n in proto.graph.node if n.op_type == "EfficientNMS_TRT"]
+    assert node.domain == "trt.plugins"
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs == {
+        "plugin_version": b"1", "background_class": -1, "max_output_boxes": 50, "score_threshold": pytest.approx(0.3),
+        "iou_threshold": pytest.approx(0.6), "score_activation": 1, "class_agnostic": 0, "box_coding": 1,
+    }
+    outputs = {o.name: o for o in proto.graph.output}
+    assert list(outputs) == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
+    elem = {name: o.type.tensor_type.elem_type for name, o in outputs.items()}
+    assert elem == {"num_detections": onnx.TensorProto.INT32, "detection_boxes": onnx.TensorProto.FLOAT,
+                    "detection_scores": onnx.TensorProto.FLOAT, "detection_classes": onnx.TensorProto.INT32}
+    shapes = {name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for name, o in outputs.items()}
+    assert shapes == {"num_detections": ["batch", 1], "detection_boxes": ["batch", 50, 4],
+                      "detection_scores": ["batch", 50], "detection_classes": ["batch", 50]}
+    # third input: the anchors as (1, A, 4) x-first centre-size constants
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    anchors = inits[node.input[2]]
+    np.testing.assert_allclose(anchors[0], anchors_center_size_xfirst(setup.anchors()))
+    assert anchors[0, 0].tolist() == [4.0, 4.0, 32.0, 32.0]
+
+
+def test_static_batch_engine_splits_and_pads(exported_onnx):
+    from effdet_rt.engines import load
+
+    engine = load(exported_onnx)
+    assert engine.max_batch_size == 2 and engine.input_size == (128, 128)
+    batch = _images(3)
+    together = engine.run_scaled(batch, np.ones(3, np.float32), [(128, 128)] * 3)  # runs 2 + 1 (padded to 2)
+    alone = engine.run_scaled(batch[2:], np.ones(1, np.float32), [(128, 128)])
+    assert len(together) == 3
+    np.testing.assert_array_equal(together.boxes[2], alone.boxes[0])
+    np.testing.assert_array_equal(together.classes[2], alone.classes[0])
+
+
+def test_export_bad_inputs(tmp_path, capsys):
+    not_ckpt = tmp_path / "x.edrt"
+    not_ckpt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    code = run(["export", "-m", str(not_ckpt), "-o", str(tmp_path / "m.onnx"), "-k", KEY])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "x.edrt" in err
+    code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(tmp_path / "m.txt"), "-k", KEY])
+    assert code == 2 and "*.onnx" in capsys.readouterr().err
+    code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(tmp_path / "m.onnx"), "-k", KEY, "--nms", "fast"])
+    assert code == 2 and "efficient, onnx, none" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
