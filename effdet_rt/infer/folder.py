@@ -85,16 +85,17 @@ def class_names(label_map: dict[int, str], classes: Any) -> list[str]:
 def write_image_outputs(staging: Path, path: Path, result: ImageResult, options: InferOptions) -> None:
     """The annotated picture (same name, original size) and, with dump_label, its KITTI label file."""
     from effdet_rt.evaluation.draw import draw_detections
-    from effdet_rt.evaluation.kitti import write_kitti_labels
+    from effdet_rt.evaluation.kitti import kitti_line
 
     picture = draw_detections(result.image, result.boxes, result.scores, result.classes,
                               label_map=options.label_map, min_score=0.0, max_boxes=options.max_boxes_to_draw)
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     name = path.name if fmt == "JPEG" or path.suffix.lower() == ".png" else path.stem + ".png"
     picture.save(staging / ANNOTATED_DIR / name, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    if options.dump_label:
-        write_kitti_labels(staging / LABELS_DIR / f"{path.stem}.txt", result.boxes, result.scores,
-                           class_names(options.label_map, result.classes))
+    if options.dump_label:  # the staging folder is moved in as a whole, so a plain write (no fsync) is enough
+        names = class_names(options.label_map, result.classes)
+        lines = [kitti_line(n, box, score) for n, box, score in zip(names, result.boxes, result.scores, strict=True)]
+        (staging / LABELS_DIR / f"{path.stem}.txt").write_text("".join(line + "\n" for line in lines))
 
 
 def coco_entries(image_id: Any, result: ImageResult) -> list[dict[str, Any]]:

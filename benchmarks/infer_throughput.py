@@ -1,0 +1,139 @@
+"""Images/s of `infer` end to end (read, preprocess, model, NMS, draw + write) next to the engine alone.
+
+Run: .venv/bin/python benchmarks/infer_throughput.py [--images 32] [--batch-sizes 1,8] [--input-size 512]
+     [--backends checkpoint,onnxruntime=model.onnx,tensorrt=model.plan]
+`checkpoint` builds a random-weight EfficientDet-D0 (3 classes) in memory; other backends take a model file.
+"Engine only" runs the backend's `run` on batches preprocessed beforehand, so the gap to "end to end" is what
+reading, preprocessing and writing cost once they overlap with the model. Writes benchmarks/results/
+infer_throughput.{json,md}. Target: end to end at batch 8 within 15% of engine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+BCCD_IMAGES = REPO.parent / "shared" / "data" / "bccd" / "BCCD" / "JPEGImages"
+RESULTS = REPO / "benchmarks" / "results"
+TARGET_GAP = 0.15
+
+
+def checkpoint_engine(input_size: int):
+    import tf_keras as keras
+
+    from effdet_rt.engines.checkpoint import KerasEngine, nms_config_from_spec
+    from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
+    from effdet_rt.spec.validation import validate_spec
+
+    keras.utils.set_random_seed(0)
+    spec = validate_spec({"model": {"name": "efficientdet-d0", "input_width": input_size,
+                                    "input_height": input_size}, "dataset": {"num_classes": 4}}, "benchmark")
+    setup = setup_from_spec(spec)
+    return KerasEngine(build_model_from_spec(spec, setup), setup, nms_config_from_spec(spec))
+
+
+def open_engine(backend: str, input_size: int):
+    name, _, model_file = backend.partition("=")
+    if name == "checkpoint" and not model_file:
+        return name, checkpoint_engine(input_size)
+    from effdet_rt.engines import load
+
+    return name, load(model_file)
+
+
+def engine_only(engine, images: list[Path], batch_size: int) -> float:
+    """Seconds for engine.run over every image, batches preprocessed beforehand (one warm-up batch first)."""
+    import numpy as np
+
+    from effdet_rt.data.preprocess import preprocess_batch, read_image
+
+    batches = [preprocess_batch([read_image(p) for p in images[i:i + batch_size]], engine.input_size)[0]
+               for i in range(0, len(images), batch_size)]
+    engine.run(batches[0])
+    start = time.perf_counter()
+    for batch in batches:
+        np.asarray(engine.run(batch).boxes)
+    return time.perf_counter() - start
+
+
+def end_to_end(engine, image_dir: Path, batch_size: int, min_score: float, max_draw: int) -> float:
+    """Seconds for infer_folder: read, preprocess, run, draw, write KITTI + annotated images + json."""
+    from effdet_rt.infer.folder import InferOptions, infer_folder
+
+    options = InferOptions(batch_size=batch_size, min_score=min_score, max_boxes_to_draw=max_draw, dump_label=True)
+    with tempfile.TemporaryDirectory() as out:
+        infer_folder(engine, image_dir, Path(out) / "warmup", options)  # traces the graph for this batch shape
+        start = time.perf_counter()
+        summary = infer_folder(engine, image_dir, Path(out) / "run", options)
+        seconds = time.perf_counter() - start
+    assert not summary.failures, summary.failures
+    return seconds
+
+
+def measure(backend: str, engine, image_dir: Path, images: list[Path], batch_size: int, args) -> dict:
+    model_s = engine_only(engine, images, batch_size)
+    e2e_s = end_to_end(engine, image_dir, batch_size, args.min_score, args.max_boxes_to_draw)
+    row = {"backend": backend, "batch_size": batch_size, "images": len(images),
+           "engine_only_images_per_s": round(len(images) / model_s, 2),
+           "end_to_end_images_per_s": round(len(images) / e2e_s, 2)}
+    row["gap"] = round(1 - row["end_to_end_images_per_s"] / row["engine_only_images_per_s"], 3)
+    return row
+
+
+def markdown(result: dict) -> str:
+    lines = ["| backend | batch | images | engine only img/s | end to end img/s | gap |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['backend']} | {r['batch_size']} | {r['images']} | {r['engine_only_images_per_s']} | "
+              f"{r['end_to_end_images_per_s']} | {r['gap']:.1%} |" for r in result["rows"]]
+    lines.append(f"\nD0 at {result['input_size']}x{result['input_size']}, random weights, BCCD 640x480 JPEGs, "
+                 f"min score {result['min_score']}, {result['max_boxes_to_draw']} boxes drawn per image, "
+                 f"{result['cpu_count']} CPUs "
+                 f"({result['machine']}), GPU: {result['gpu'] or 'none'}. Target: gap at batch 8 <= "
+                 f"{TARGET_GAP:.0%}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--batch-sizes", default="1,8")
+    parser.add_argument("--input-size", type=int, default=512)
+    parser.add_argument("--min-score", type=float, default=0.0, help="0: all 100 detections kept and dumped")
+    parser.add_argument("--max-boxes-to-draw", type=int, default=100, help="boxes drawn (with a text tag) per image")
+    parser.add_argument("--backends", default="checkpoint",
+                        help="comma list: checkpoint (random D0) and/or name=MODEL_FILE (.edrt, .onnx, .plan)")
+    args = parser.parse_args()
+    import tensorflow as tf
+
+    images = sorted(BCCD_IMAGES.glob("*.jpg"))[: args.images]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        image_dir = Path(tmp)
+        for path in images:
+            (image_dir / path.name).symlink_to(path)
+        for backend in args.backends.split(","):
+            name, engine = open_engine(backend.strip(), args.input_size)
+            for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+                rows.append(measure(name, engine, image_dir, images, batch_size, args))
+                print(rows[-1], flush=True)
+    result = {"input_size": args.input_size, "min_score": args.min_score, "max_boxes_to_draw": args.max_boxes_to_draw,
+              "cpu_count": os.cpu_count(),
+              "machine": platform.processor() or platform.machine(),
+              "gpu": ", ".join(d.name for d in tf.config.list_physical_devices("GPU")), "rows": rows}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "infer_throughput.json").write_text(json.dumps(result, indent=1) + "\n")
+    (RESULTS / "infer_throughput.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
