@@ -174,3 +174,37 @@ def test_inference_alias_and_missing_model(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["error: no model: pass -m/--model (a .edrt, .onnx or .plan file) or set "
                                  "inference.checkpoint"]
+
+
+def test_spec_inference_fields_are_the_defaults(bccd_root, tmp_path):
+    import yaml
+
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for path in bccd_images(bccd_root, 2):
+        shutil.copy(path, images / path.name)
+    (tmp_path / "labels.yaml").write_text("1: Platelets\n2: RBC\n3: WBC\n")
+    spec = {"encryption_key": KEY, "inference": {
+        "checkpoint": str(tiny_checkpoint()), "image_dir": str(images), "output_dir": str(tmp_path / "out"),
+        "dump_label": True, "min_score_thresh": 0.9, "label_map": str(tmp_path / "labels.yaml"), "batch_size": 2}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert run(["inference", "-e", str(tmp_path / "spec.yaml")]) == 0
+    grouped = detections_by_image(tmp_path / "out")
+    assert sorted(grouped) == sorted(p.name for p in images.iterdir())
+    assert min(e["score"] for entries in grouped.values() for e in entries) >= 0.9
+    parsed = parse_kitti_file(tmp_path / "out" / "labels" / (Path(sorted(grouped)[0]).stem + ".txt"))
+    assert {name for name, _, _ in parsed} <= {"Platelets", "RBC", "WBC"} and parsed
+
+
+def test_image_missing_from_annotation_file_is_an_error_before_anything_runs(bccd_root, tmp_path, capsys):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    shutil.copy(bccd_images(bccd_root, 1)[0], images / "stranger.jpg")
+    (tmp_path / "gt.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "other.jpg", "width": 640,
+                                                              "height": 480}], "annotations": [],
+                                                  "categories": [{"id": 1, "name": "RBC"}]}))
+    code = run(["infer", "-m", str(tiny_checkpoint()), "-k", KEY, "-i", str(images), "-o", str(tmp_path / "out"),
+                "-a", str(tmp_path / "gt.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "stranger.jpg" in err[0] and "gt.json" in err[0]
+    assert not (tmp_path / "out").exists()

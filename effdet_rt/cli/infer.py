@@ -42,7 +42,7 @@ def infer(
     from effdet_rt.data.labels import load_label_map
     from effdet_rt.engines import load
     from effdet_rt.errors import UserError
-    from effdet_rt.infer.folder import InferOptions, infer_folder, list_images
+    from effdet_rt.infer.folder import InferOptions, image_ids_from_annotations, infer_folder, list_images
     from effdet_rt.spec.loader import load_task_spec
     from effdet_rt.utils.status import StatusLogger, progress_bar
 
@@ -65,13 +65,14 @@ def infer(
     )
     if not 0.0 <= options.min_score <= 1.0:
         raise UserError(f"--min-score {options.min_score} is not allowed; use a value from 0 to 1")
-    total = len(list_images(image_dir))
+    images = list_images(image_dir)
+    image_ids = image_ids_from_annotations(annotations, images) if annotations else None
     engine = load(model, key=key, spec=settings)
     status = StatusLogger(output_dir)
-    status.write("STARTED", f"inference on {total} image(s) from {image_dir}")
+    status.write("STARTED", f"inference on {len(images)} image(s) from {image_dir}")
     with progress_bar() as progress:
-        task = progress.add_task("infer", total=total, info="")
-        summary = infer_folder(engine, image_dir, output_dir, options, annotations_file=annotations,
+        task = progress.add_task("infer", total=len(images), info="")
+        summary = infer_folder(engine, image_dir, output_dir, options, image_ids=image_ids,
                                on_image=lambda _: progress.advance(task))
     kpi = {"images": summary.images, "failed": len(summary.failures), "detections": summary.detections}
     for name, reason in summary.failures:

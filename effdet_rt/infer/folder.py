@@ -115,12 +115,15 @@ def infer_folder(
     out_dir: str | os.PathLike,
     options: InferOptions,
     *,
-    annotations_file: str | os.PathLike | None = None,
+    image_ids: dict[str, Any] | None = None,
     on_image: Callable[[ImageResult], None] | None = None,
 ) -> InferSummary:
-    """Run ``engine`` on every image of ``image_dir``; outputs land in ``out_dir`` when the run completes."""
+    """Run ``engine`` on every image of ``image_dir``; outputs land in ``out_dir`` when the run completes.
+
+    ``image_ids`` maps file names to the ids detections.json uses (see image_ids_from_annotations); default: names.
+    """
     images = list_images(image_dir)
-    ids = image_ids_from_annotations(annotations_file, images) if annotations_file else {p.name: p.name for p in images}
+    ids = image_ids or {p.name: p.name for p in images}
     summary = InferSummary(images=len(images))
     entries: list[dict[str, Any]] = []
     sources = [Source(p, lambda p=p: read_image(p)) for p in images]
