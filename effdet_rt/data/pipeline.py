@@ -177,7 +177,7 @@ def scale_crop_pad(
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.minimum(jitter * out_h / shape[0], jitter * out_w / shape[1])
     new_size = tf.maximum(1, tf.cast(tf.round(shape * scale), tf.int32))
-    resized = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bilinear")
+    resized = tf.image.resize(tf.cast(image, tf.float32), new_size, method="bilinear", antialias=True)  # as PIL
     excess = tf.maximum(0, new_size - [out_h, out_w])
     offset = tf.cast(tf.floor(tf.cast(excess, tf.float32) * crop_fraction), tf.int32)
     cropped = resized[offset[0]: offset[0] + out_h, offset[1]: offset[1] + out_w]
