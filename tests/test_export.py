@@ -167,3 +167,64 @@ def test_export_bad_inputs(tmp_path, capsys):
     code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(tmp_path / "m.onnx"), "-k", KEY, "--nms", "fast"])
     assert code == 2 and "efficient, onnx, none" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def bccd_val_tfrecords(tmp_path_factory, bccd_root):
+    out = tmp_path_factory.mktemp("bccd_val")
+    assert run(["dataset-convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "-s", "2"]) == 0
+    return out
+
+
+def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd_root, tmp_path):
+    from effdet_rt.data.preprocess import read_image
+    from effdet_rt.engines import load
+    from effdet_rt.export.graph import read_metadata
+    from effdet_rt.export.verify import match_detections
+
+    fp32_path, int8_path = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    assert run(["build", "-m", str(exported_onnx), "-o", str(fp32_path), "--backend", "onnxruntime"]) == 0
+    assert run(["build", "-m", str(exported_onnx), "-o", str(int8_path), "--backend", "onnxruntime", "--precision", "int8",
+                "--calib-tfrecords", str(bccd_val_tfrecords / "val-*.tfrecord"), "--calib-batches", "3",
+                "--calib-batch-size", "2"]) == 0
+    int8 = onnx.load(str(int8_path))
+    producers = {o: n for n in int8.graph.node for o in n.output}
+    convs = [n for n in int8.graph.node if n.op_type == "Conv"]
+    assert len(convs) > 100
+    for conv in convs:  # Q/DQ around every conv: activations and weights both come through DequantizeLinear
+        assert producers[conv.input[0]].op_type == "DequantizeLinear", conv.name
+        assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name
+    assert read_metadata(int8)["precision"] == "int8" and read_metadata(int8)["calibration_batches"] == 3
+    assert int8_path.stat().st_size < 0.45 * exported_onnx.stat().st_size
+
+    images = [read_image(p) for p in bccd_images(bccd_root, 4)]
+    source, fp32, q8 = (load(p) for p in (exported_onnx, fp32_path, int8_path))
+    reference = source.infer(images)
+    # fused graph, same maths: only near-tied scores at the 100-box cut may swap
+    assert match_detections(reference, fp32.infer(images)).rate >= 0.99
+    int8_match = match_detections(reference, q8.infer(images), iou_threshold=0.5, score_tolerance=None)
+    print(f"INT8 vs FP32 detections matched (same class, IoU >= 0.5): {int8_match.rate:.1%}")
+    assert q8.precision == "int8" and int8_match.reference == 400
+
+
+def test_build_bad_inputs(exported_onnx, tmp_path, capsys):
+    not_onnx = tmp_path / "fake.onnx"
+    not_onnx.write_text("hello")
+    assert run(["build", "-m", str(not_onnx), "-o", str(tmp_path / "o.onnx"), "--backend", "onnxruntime"]) == 2
+    assert "fake.onnx: not an ONNX model" in capsys.readouterr().err
+
+    import onnx.helper as h
+
+    x = h.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 8, 8, 3])
+    y = h.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 8, 8, 3])
+    foreign = h.make_model(h.make_graph([h.make_node("Relu", ["images"], ["scores"])], "g", [x], [y]))
+    onnx.save(foreign, str(tmp_path / "foreign.onnx"))
+    assert run(["build", "-m", str(tmp_path / "foreign.onnx"), "-o", str(tmp_path / "o.onnx"), "--backend", "onnxruntime"]) == 2
+    assert "are not an effdet-rt detector's" in capsys.readouterr().err
+
+    code = run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "o.onnx"), "--backend", "onnxruntime",
+                "--precision", "int8", "--calib-tfrecords", str(tmp_path / "none-*.tfrecord")])
+    assert code == 2 and "no TFRecord files match this glob" in capsys.readouterr().err
+    code = run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "o.onnx"), "--backend", "onnxruntime", "--precision", "fp16"])
+    assert code == 2 and "fp16 engines need --backend tensorrt" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()

@@ -6,6 +6,7 @@ the explicit-quantization input that TensorRT 11 needs. Only the network is quan
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def _head_tensor_names(model) -> None:
 def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Iterable[np.ndarray], log=print) -> Path:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from effdet_rt.export.graph import read_metadata, set_metadata
 
@@ -64,9 +66,12 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
     _head_tensor_names(source)
     input_name = source.graph.input[0].name
     reader = BatchReader(input_name, batches)
-    with atomic_path(output_path) as tmp:
+    with atomic_path(output_path) as tmp, tempfile.TemporaryDirectory(prefix="effdet-quant-") as work:
+        prepared = Path(work) / "prepared.onnx"
+        # fold BatchNorm into Conv and fuse what ONNX Runtime fuses, so Q/DQ pairs sit on the convs that run
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
-            str(onnx_path),
+            str(prepared),
             str(tmp),
             reader,
             quant_format=QuantFormat.QDQ,
