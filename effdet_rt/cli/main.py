@@ -29,6 +29,7 @@ COMMAND_MODULES: list[str] = [
     "infer",
     "export",
     "build",
+    "demo",
     "engine_info",
     "deepstream",
     "models",

@@ -6,11 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from effdet_rt.detections import Detections
 from effdet_rt.errors import UserError
 from effdet_rt.export.verify import MatchReport, match_detections
 
 MAX_HEAD_DIFF = 1e-4
 MIN_MATCH_RATE = 0.99
+# Scores below this, and scores within TIE_MARGIN of the last kept box when the per-image cap is hit, are near-ties
+# whose order float rounding decides (a weak or untrained model has thousands of them); they are not compared.
+COMPARE_MIN_SCORE = 0.05
+TIE_MARGIN = 1e-4
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,25 @@ class VerifyReport:
         return (
             f"verify on {self.images} images: raw heads max |TF - ONNX| = {self.max_abs_diff:.2e} (limit {MAX_HEAD_DIFF:.0e}); "
             f"detections matched {self.match.matched}/{max(self.match.reference, self.match.candidate)} "
-            f"= {self.match.rate:.1%} (same class, IoU >= 0.99; limit {MIN_MATCH_RATE:.0%})"
+            f"= {self.match.rate:.1%} (same class, IoU >= 0.99, scores >= {COMPARE_MIN_SCORE} clear of the top-k cut; "
+            f"limit {MIN_MATCH_RATE:.0%})"
         )
+
+
+def comparable(reference: Detections, candidate: Detections, cap: int) -> tuple[Detections, Detections]:
+    """Both sides restricted, per image, to scores the ranking decides (see COMPARE_MIN_SCORE)."""
+    floors = np.full(len(reference), COMPARE_MIN_SCORE, np.float32)
+    for i in range(len(reference)):
+        if reference.num_detections[i] >= cap:
+            floors[i] = max(floors[i], reference.scores[i, cap - 1] + TIE_MARGIN)
+    return _above(reference, floors), _above(candidate, floors)
+
+
+def _above(dets: Detections, floors: np.ndarray) -> Detections:
+    keep = (dets.scores >= floors[:, None]) & (np.arange(dets.scores.shape[1])[None] < dets.num_detections[:, None])
+    order = np.argsort(~keep, axis=1, kind="stable")
+    take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[..., None], axis=1)  # noqa: E731
+    return Detections(take(dets.boxes), take(dets.scores), take(dets.classes), keep.sum(axis=1))
 
 
 def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> VerifyReport:
@@ -35,7 +57,6 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
     ONNX `--nms onnx` graph's on the same preprocessed batch."""
     import onnxruntime as ort
 
-    from effdet_rt.detections import Detections
     from effdet_rt.engines.ort_engine import session_options
     from effdet_rt.export.heads import raw_heads_model
     from effdet_rt.model.postprocess import CLASS_ID_OFFSET
@@ -49,7 +70,8 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
     nms = ort.InferenceSession(nms_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     num, boxes, scores, classes = nms.run(None, {"images": batch})
     onnx_dets = Detections(boxes, scores, classes + CLASS_ID_OFFSET, num[:, 0])
-    return VerifyReport(diff, match_detections(keras_engine.run(batch), onnx_dets), len(batch))
+    reference, candidate = comparable(keras_engine.run(batch), onnx_dets, keras_engine.nms_config.max_detections)
+    return VerifyReport(diff, match_detections(reference, candidate), len(batch))
 
 
 def require_passed(report: VerifyReport) -> None:

@@ -1,0 +1,34 @@
+"""`effdet-rt demo`: train, evaluate, export and compare engines on real or synthetic data in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def demo_command(
+    data: Path = typer.Option(None, "--data", help="Pascal VOC root or COCO folder; default: a synthetic shapes set."),
+    minutes: float = typer.Option(10.0, "--minutes", help="Training time budget in minutes (stops after that epoch)."),
+    output: Path = typer.Option(Path("demo_out"), "-o", "--output-dir", help="Where everything is written."),
+    image_size: int = typer.Option(256, "--image-size", help="Model input size (a multiple of 128)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Training batch size."),
+) -> None:
+    """Convert data, train a small EfficientDet-D0, evaluate, export to ONNX, build ONNX Runtime FP32 and INT8
+    engines, run inference and evaluation on each, and print one table (backend, precision, mAP, AP50, latency)."""
+    from effdet_rt.demo.run import DemoSettings, format_table, run_demo
+    from effdet_rt.errors import UserError
+
+    if minutes <= 0:
+        raise UserError(f"--minutes {minutes} is not allowed: give a positive time budget")
+    if image_size <= 0 or image_size % 128:
+        raise UserError(f"--image-size {image_size} is not allowed: must be a positive multiple of 128")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} is not allowed: must be a positive integer")
+    rows = run_demo(DemoSettings(data, output, minutes, image_size, batch_size), log=typer.echo)
+    typer.echo("\n" + format_table(rows))
+    typer.echo(f"\nresults: {output / 'demo_results.md'}, annotated images: {output}/infer_*/images_annotated/")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_command)
