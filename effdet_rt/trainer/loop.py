@@ -176,6 +176,7 @@ class _Trainer:
 
         spec = self.spec
         steps = schedule_steps(spec.train.lr_schedule, self.plan.steps_per_epoch, self.plan.num_epochs)
+        self.schedule = steps
         previous_policy = keras.mixed_precision.global_policy()
         if self.amp:
             keras.mixed_precision.set_global_policy("mixed_float16")
@@ -322,7 +323,9 @@ class _Trainer:
             losses.append(total)
             self.history.append(step, total)
             if step % LOG_EVERY_STEPS == 0 or step == end:
-                lr = float(self.parts.optimizer.learning_rate)
+                from effdet_rt.trainer.lr_schedule import learning_rate_at
+
+                lr = learning_rate_at(self.schedule, step - 1)
                 self.log.scalars(step, {**{f"train/{k}": float(v) for k, v in values.items()}, "train/learning_rate": lr})
             progress.update(task, completed=step, info=f"epoch {epoch} loss {total:.4f}")
         return losses
