@@ -1,1 +1,5 @@
 """Training: losses, learning-rate schedules, EMA, anchor labelling, the loop and its callbacks."""
+
+from effdet_rt.trainer.loop import train
+
+__all__ = ["train"]
