@@ -58,7 +58,7 @@ def test_onnx_nms_subgraph_equals_tensorflow_postprocess():
 
     from effdet_rt.detections import Detections
     from effdet_rt.export.graph import clean_graph
-    from effdet_rt.export.nms import NmsSettings, add_onnx_nms
+    from effdet_rt.export.nms import add_onnx_nms
     from effdet_rt.export.verify import match_detections
     from effdet_rt.model.anchors import generate_anchors
     from effdet_rt.model.postprocess import NmsConfig, postprocess
@@ -73,7 +73,7 @@ def test_onnx_nms_subgraph_equals_tensorflow_postprocess():
         nodes=[gs.Node("Identity", inputs=[logits_in], outputs=[logits]), gs.Node("Identity", inputs=[codes_in], outputs=[codes])],
         inputs=[logits_in, codes_in], outputs=[logits, codes], opset=17,
     )
-    add_onnx_nms(graph, anchors, classes, NmsSettings(score_threshold=0.05), "batch")
+    add_onnx_nms(graph, anchors, classes, NmsConfig(score_threshold=0.05), "batch")
     model = gs.export_onnx(clean_graph(graph))
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -117,9 +117,10 @@ def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
 
 def test_efficient_nms_graph(raw_proto, setup):
     from effdet_rt.export.exporter import ExportOptions, attach_nms
-    from effdet_rt.export.nms import NmsSettings, anchors_center_size_xfirst
+    from effdet_rt.export.nms import anchors_center_size_xfirst
+    from effdet_rt.model.postprocess import NmsConfig
 
-    proto = attach_nms(raw_proto, setup, ExportOptions(nms="efficient", nms_settings=NmsSettings(0.3, 0.6, 50)))
+    proto = attach_nms(raw_proto, setup, ExportOptions(nms="efficient", nms_settings=NmsConfig(0.3, 0.6, 50)))
     onnx.checker.check_model(proto)
     (node,) = [n for n in proto.graph.node if n.op_type == "EfficientNMS_TRT"]
     assert node.domain == "trt.plugins"

@@ -8,13 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.spec.overrides import first_given as _pick
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def _pick(value, default):
-    return default if value is None else value
 
 
 @dataclass(frozen=True)

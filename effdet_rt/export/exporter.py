@@ -19,8 +19,9 @@ from effdet_rt.export.graph import (
     use_asymmetric_nearest_resize,
 )
 from effdet_rt.export.heads import raw_heads_model
-from effdet_rt.export.nms import PLUGIN_DOMAIN, NmsSettings, add_efficient_nms, add_onnx_nms
+from effdet_rt.export.nms import PLUGIN_DOMAIN, add_efficient_nms, add_onnx_nms
 from effdet_rt.model.factory import DetectorSetup
+from effdet_rt.model.postprocess import NmsConfig
 from effdet_rt.utils.atomic import atomic_write_bytes
 
 NmsMode = Literal["efficient", "onnx", "none"]
@@ -32,7 +33,7 @@ class ExportOptions:
     nms: NmsMode = "efficient"
     batch_size: int | None = None  # None: dynamic batch
     opset: int = 17
-    nms_settings: NmsSettings = field(default_factory=NmsSettings)
+    nms_settings: NmsConfig = field(default_factory=NmsConfig)
 
 
 def check_options(options: ExportOptions) -> None:

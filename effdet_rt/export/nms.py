@@ -13,24 +13,15 @@ exactly what effdet_rt.model.postprocess computes in TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from effdet_rt.export.graph import constant
+from effdet_rt.model.postprocess import NmsConfig
 
 PLUGIN_DOMAIN = "trt.plugins"
 OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 X_FIRST = np.array([1, 0, 3, 2], np.int64)  # (ty, tx, th, tw) -> (tx, ty, tw, th)
-
-
-@dataclass(frozen=True)
-class NmsSettings:
-    score_threshold: float = 0.001
-    iou_threshold: float = 0.5
-    max_detections: int = 100
-    pre_nms_top_k: int = 5000
 
 
 def anchors_center_size_xfirst(anchors_yxyx: np.ndarray) -> np.ndarray:
@@ -54,7 +45,7 @@ def _heads(graph: gs.Graph) -> tuple[gs.Variable, gs.Variable]:
     return tensors["class_logits"], tensors["box_codes"]
 
 
-def add_efficient_nms(graph: gs.Graph, anchors: np.ndarray, settings: NmsSettings, batch: int | str) -> gs.Graph:
+def add_efficient_nms(graph: gs.Graph, anchors: np.ndarray, settings: NmsConfig, batch: int | str) -> gs.Graph:
     logits, codes = _heads(graph)
     codes_xy = graph.layer(op="Gather", inputs=[codes, constant("xfirst_order", X_FIRST)], outputs=["box_codes_xfirst"], attrs={"axis": 2})[0]
     anchors_const = constant("anchors_center_size", anchors_center_size_xfirst(anchors)[None])
@@ -102,7 +93,7 @@ class _Builder:
         return constant(f"{self.prefix}/const_{self.count}", np.asarray(value, dtype))
 
 
-def add_onnx_nms(graph: gs.Graph, anchors: np.ndarray, num_classes: int, settings: NmsSettings, batch: int | str) -> gs.Graph:
+def add_onnx_nms(graph: gs.Graph, anchors: np.ndarray, num_classes: int, settings: NmsConfig, batch: int | str) -> gs.Graph:
     logits, codes = _heads(graph)
     b = _Builder(graph, "nms")
     i64 = np.int64

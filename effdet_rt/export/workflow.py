@@ -10,11 +10,8 @@ import numpy as np
 
 from effdet_rt.errors import UserError
 from effdet_rt.export.exporter import ExportOptions, attach_nms, check_options, convert_raw_heads, write_onnx
-from effdet_rt.export.nms import NmsSettings
-
-
-def _pick(value, default):
-    return default if value is None else value
+from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.spec.overrides import first_given as _pick
 
 
 def export_options_from_spec(spec: Any, *, nms=None, batch_size=None, dynamic_batch=None, opset=None,
@@ -25,7 +22,7 @@ def export_options_from_spec(spec: Any, *, nms=None, batch_size=None, dynamic_ba
         nms=_pick(nms, e.nms),
         batch_size=None if dynamic else _pick(batch_size, e.batch_size),
         opset=_pick(opset, e.opset),
-        nms_settings=NmsSettings(
+        nms_settings=NmsConfig(
             score_threshold=float(_pick(min_score, e.min_score_thresh)),
             iou_threshold=float(_pick(iou, e.iou_thresh)),
             max_detections=int(_pick(max_detections, e.max_detections)),
@@ -72,10 +69,8 @@ def export_from_spec(spec: Any, *, checkpoint: Path | None, output: Path | None,
 
         from effdet_rt.engines.checkpoint import KerasEngine
         from effdet_rt.export.verify_run import require_passed, verify_export
-        from effdet_rt.model.postprocess import NmsConfig
 
-        s = export_options.nms_settings
-        reference = KerasEngine(engine.model, setup, NmsConfig(s.score_threshold, s.iou_threshold, s.max_detections))
+        reference = KerasEngine(engine.model, setup, export_options.nms_settings)
         onnx_nms = proto if export_options.nms == "onnx" else attach_nms(raw, setup, replace(export_options, nms="onnx"))
         batch = verification_batch(spec, setup.input_size, count=export_options.batch_size or 4)
         report = verify_export(reference, raw, onnx_nms, batch)

@@ -73,3 +73,7 @@ def set_dotted(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
         node = child
     node[path[-1]] = value
 
+
+def first_given(value: Any, spec_default: Any) -> Any:
+    """A command-line option when given (not None), else the spec's value."""
+    return spec_default if value is None else value
