@@ -61,6 +61,7 @@ EXPECTED_DEFAULTS = {
     "train.clip_gradients_norm": 5.0,
     "train.qat": False,
     "train.image_preview": True,
+    "train.precise_bn_batches": 0,
     "train.optimizer.name": "sgd",
     "train.optimizer.momentum": 0.9,
     "train.lr_schedule.name": "cosine",

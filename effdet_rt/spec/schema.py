@@ -174,6 +174,9 @@ class TrainConfig(Section):
     clip_gradients_norm: NonNegativeFloat = 5.0
     qat: bool = False
     image_preview: bool = True
+    # ours, not TAO's: before each checkpoint, re-estimate BatchNorm statistics over this many training batches with
+    # the weights being saved ("precise BN"); 0 keeps the moving averages as they are (TAO's behaviour)
+    precise_bn_batches: NonNegativeInt = 0
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)
 

@@ -347,6 +347,8 @@ class _Trainer:
         from effdet_rt.spec.loader import spec_to_yaml
         from effdet_rt.trainer.state import checkpoint_name, save_training_checkpoint
 
+        if self.spec.train.precise_bn_batches:
+            self.refresh_batch_norms(self.spec.train.precise_bn_batches)
         metadata = {
             "model_name": self.setup.name,
             "epoch": epoch,
@@ -363,6 +365,19 @@ class _Trainer:
         self.last_checkpoint = path
         self.log.status.write("RUNNING", f"saved {path.name}", epoch=epoch, cur_iter=step)
         return path
+
+    def refresh_batch_norms(self, num_batches: int) -> None:
+        """train.precise_bn_batches: BatchNorm statistics of the averaged weights, from fresh training batches."""
+        from effdet_rt.trainer.precise_bn import recompute_batch_norm_statistics
+
+        model = self.parts.model
+        run = None
+        if self.plan.replicas > 1:
+            run = lambda images: self.strategy.run(lambda x: model(x, training=True), args=(images,))  # noqa: E731
+        images = (batch[0] for batch in self.dataset(0))
+        with self.parts.ema.swapped_in():
+            used = recompute_batch_norm_statistics(model, images, num_batches, run)
+        self.log.message(f"BatchNorm statistics re-estimated on {used} training batches (train.precise_bn_batches)")
 
     def evaluate(self, epoch: int, step: int) -> None:
         from effdet_rt.trainer.callbacks import evaluate_during_training
