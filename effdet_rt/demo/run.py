@@ -65,6 +65,7 @@ def demo_spec(data: DemoData, settings: DemoSettings, results_dir: Path):
         "train.lr_schedule.warmup_epoch=1",
         "train.lr_schedule.annealing_epoch=500",
         "train.moving_average_decay=0.99",
+        "train.precise_bn_batches=8",  # a short run's BatchNorm averages trail the weights
         "train.amp=false",
         "train.image_preview=false",
         "evaluate.start_eval_epoch=100000",  # evaluated once at the end instead
