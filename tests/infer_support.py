@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -66,6 +68,7 @@ def tiny_checkpoint() -> Path:
     from effdet_rt.checkpoint.keys import ScryptCost
 
     folder = Path(tempfile.mkdtemp(prefix="effdet-infer-test-"))
+    atexit.register(shutil.rmtree, folder, True)
     return save_checkpoint(
         folder / "tiny.edrt",
         model_weights(tiny_model()),
