@@ -195,7 +195,19 @@ def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd
     for conv in convs:  # Q/DQ around every conv: activations and weights both come through DequantizeLinear
         assert producers[conv.input[0]].op_type == "DequantizeLinear", conv.name
         assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name
-    assert read_metadata(int8)["precision"] == "int8" and read_metadata(int8)["calibration_batches"] == 3
+    meta = read_metadata(int8)
+    assert meta["precision"] == "int8" and meta["calibration_batches"] == 3 and meta["int8_profile"] == "onnxruntime"
+    zero_points = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer if i.name.endswith("zero_point")}
+    assert {z.dtype for z in zero_points.values()} >= {np.dtype(np.uint8)}  # CPU layout: UINT8 activations
+
+    trt_path = tmp_path / "int8_trt.onnx"
+    assert run(["build", "-m", str(exported_onnx), "-o", str(trt_path), "--backend", "onnxruntime", "--precision", "int8",
+                "--int8-profile", "tensorrt", "--calib-tfrecords", str(bccd_val_tfrecords / "val-*.tfrecord"),
+                "--calib-batches", "2", "--calib-batch-size", "2"]) == 0
+    trt_qdq = onnx.load(str(trt_path))
+    trt_zero_points = [onnx.numpy_helper.to_array(i) for i in trt_qdq.graph.initializer if i.name.endswith("zero_point")]
+    # symmetric INT8 activations and weights (int32 bias zero points are 0 too); no UINT8 anywhere
+    assert trt_zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in trt_zero_points)
     assert int8_path.stat().st_size < 0.45 * exported_onnx.stat().st_size
 
     images = [read_image(p) for p in bccd_images(bccd_root, 4)]

@@ -30,6 +30,7 @@ class BuildRequest:
     opt_batch: int
     max_batch: int
     timing_cache: str | None
+    int8_profile: str = "onnxruntime"
 
     @classmethod
     def from_spec(cls, spec: Any, *, model: Path, output: Path | None, **given: Any) -> BuildRequest:
@@ -53,6 +54,7 @@ class BuildRequest:
             opt_batch=int(_pick(given.get("opt_batch"), b.opt_batch_size)),
             max_batch=int(_pick(given.get("max_batch"), b.max_batch_size)),
             timing_cache=_pick(given.get("timing_cache"), b.timing_cache) or None,
+            int8_profile=given.get("int8_profile") or "onnxruntime",
         )
         request.check()
         return request
@@ -64,6 +66,8 @@ class BuildRequest:
             raise UserError(f"--precision {self.precision} is not allowed: choose one of {', '.join(PRECISIONS)}")
         if not self.model.is_file():
             raise ModelFileError(f"{self.model}: model file not found; pass the ONNX file written by `effdet-rt export`")
+        if self.int8_profile not in ("onnxruntime", "tensorrt"):
+            raise UserError(f"--int8-profile {self.int8_profile} is not allowed: choose onnxruntime or tensorrt")
         if self.calib_batches < 1 or self.calib_batch_size < 1:
             raise UserError("--calib-batches and --calib-batch-size must be positive integers")
 
@@ -109,7 +113,8 @@ def build_engine(request: BuildRequest, log: Callable[[str], None] = print) -> P
     if backend == "onnxruntime":
         from effdet_rt.engines.ort_build import build_onnxruntime_engine
 
-        return build_onnxruntime_engine(request.model, request.output, precision=request.precision, calibration=calibration, log=log)
+        return build_onnxruntime_engine(request.model, request.output, precision=request.precision,
+                                        calibration=calibration, int8_profile=request.int8_profile, log=log)
     from effdet_rt.engines.tensorrt import build_tensorrt_engine
 
     if request.output.suffix.lower() not in (".plan", ".engine"):

@@ -58,6 +58,7 @@ def build_onnxruntime_engine(
     *,
     precision: str,
     calibration: Callable[[], Iterable[np.ndarray]] | None = None,
+    int8_profile: str = "onnxruntime",
     log: Callable[[str], None] = print,
 ) -> Path:
     onnx_path, output = Path(onnx_path), Path(output)
@@ -75,7 +76,7 @@ def build_onnxruntime_engine(
         check_detector_onnx(onnx_path)
         if calibration is None:
             raise UserError("int8 needs calibration data: pass --calib-tfrecords GLOB (or build.calibration.tfrecords)")
-        return quantize_int8(onnx_path, output, calibration(), log=log)
+        return quantize_int8(onnx_path, output, calibration(), log=log, profile=int8_profile)
     raise UserError(
         f"--precision {precision} is not available with ONNX Runtime on CPU: choose fp32 or int8 "
         "(fp16 engines need --backend tensorrt)"
