@@ -43,10 +43,11 @@ class Detections:
         boxes = np.clip(boxes, 0.0, limits)
         return Detections(boxes, self.scores.copy(), self.classes.copy(), self.num_detections.copy())
 
-    def filtered(self, min_score: float) -> Detections:
-        """Keep only detections with score >= min_score (order is kept; detections are sorted by score)."""
+    def filtered(self, min_score: float | np.ndarray) -> Detections:
+        """Keep only detections with score >= min_score (one value, or one per image); order is kept."""
+        floors = np.asarray(min_score, np.float32)
         keep = np.arange(self.scores.shape[1])[None, :] < self.num_detections[:, None]
-        keep &= self.scores >= min_score
+        keep &= self.scores >= (floors[:, None] if floors.ndim else floors)
         num = keep.sum(axis=1).astype(np.int32)
         order = np.argsort(~keep, axis=1, kind="stable")
         take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[..., None], axis=1)  # noqa: E731

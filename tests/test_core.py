@@ -50,3 +50,15 @@ def test_atomic_dir_leaves_nothing_on_error(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "new.txt"]
     atomic_write_text(out / "keep.txt", "replaced")
     assert (out / "keep.txt").read_text() == "replaced"
+
+
+def test_detections_filtered_per_image_thresholds():
+    det = Detections(
+        boxes=np.zeros((2, 3, 4), np.float32),
+        scores=np.array([[0.9, 0.5, 0.1], [0.8, 0.7, 0.6]]),
+        classes=np.array([[1, 2, 3], [4, 5, 6]]),
+        num_detections=np.array([3, 2]),
+    )
+    kept = det.filtered(np.array([0.4, 0.75]))
+    assert kept.num_detections.tolist() == [2, 1]
+    assert kept.classes[0, :2].tolist() == [1, 2] and kept.classes[1, 0] == 4

@@ -42,14 +42,7 @@ def comparable(reference: Detections, candidate: Detections, cap: int) -> tuple[
     for i in range(len(reference)):
         if reference.num_detections[i] >= cap:
             floors[i] = max(floors[i], reference.scores[i, cap - 1] + TIE_MARGIN)
-    return _above(reference, floors), _above(candidate, floors)
-
-
-def _above(dets: Detections, floors: np.ndarray) -> Detections:
-    keep = (dets.scores >= floors[:, None]) & (np.arange(dets.scores.shape[1])[None] < dets.num_detections[:, None])
-    order = np.argsort(~keep, axis=1, kind="stable")
-    take = lambda a: np.take_along_axis(a, order if a.ndim == 2 else order[..., None], axis=1)  # noqa: E731
-    return Detections(take(dets.boxes), take(dets.scores), take(dets.classes), keep.sum(axis=1))
+    return reference.filtered(floors), candidate.filtered(floors)
 
 
 def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> VerifyReport:
