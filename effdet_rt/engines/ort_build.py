@@ -7,27 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.engines.ort_engine import read_detector_onnx
+from effdet_rt.errors import UserError
 from effdet_rt.utils.atomic import atomic_path
-
-
-def check_detector_onnx(path: Path):
-    """The ONNX file must be one of ours and runnable by ONNX Runtime."""
-    from effdet_rt.engines.ort_engine import RAW_OUTPUTS, read_onnx
-    from effdet_rt.export.nms import OUTPUT_NAMES
-
-    proto = read_onnx(path)
-    outputs = tuple(o.name for o in proto.graph.output)
-    if outputs not in (OUTPUT_NAMES, RAW_OUTPUTS):
-        raise ModelFileError(
-            f"{path}: outputs {list(outputs)} are not an effdet-rt detector's; export it with `effdet-rt export`"
-        )
-    if any(node.op_type == "EfficientNMS_TRT" for node in proto.graph.node):
-        raise ModelFileError(
-            f"{path}: has TensorRT's EfficientNMS_TRT plugin, which ONNX Runtime cannot run; export with "
-            "--nms onnx for the onnxruntime backend, or build it with --backend tensorrt"
-        )
-    return proto
 
 
 def optimize_fp32(onnx_path: Path, output: Path) -> Path:
@@ -37,7 +19,7 @@ def optimize_fp32(onnx_path: Path, output: Path) -> Path:
 
     from effdet_rt.export.graph import read_metadata, set_metadata
 
-    source = check_detector_onnx(onnx_path)
+    source = read_detector_onnx(onnx_path)
     with atomic_path(output) as tmp:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -73,7 +55,7 @@ def build_onnxruntime_engine(
     if precision == "int8":
         from effdet_rt.calib.quantize import quantize_int8
 
-        check_detector_onnx(onnx_path)
+        read_detector_onnx(onnx_path)
         if calibration is None:
             raise UserError("int8 needs calibration data: pass --calib-tfrecords GLOB (or build.calibration.tfrecords)")
         return quantize_int8(onnx_path, output, calibration(), log=log, profile=int8_profile)

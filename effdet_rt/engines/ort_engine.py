@@ -27,6 +27,23 @@ def read_onnx(path: Path):
         raise ModelFileError(f"{path}: not an ONNX model ({exc.__class__.__name__}); pass a file written by `effdet-rt export`") from exc
 
 
+def read_detector_onnx(path: Path):
+    """Load an ONNX file that must be an effdet-rt detector ONNX Runtime can run (the engine and `build` both ask)."""
+    proto = read_onnx(path)
+    outputs = tuple(o.name for o in proto.graph.output)
+    if any(node.op_type == "EfficientNMS_TRT" for node in proto.graph.node):
+        raise ModelFileError(
+            f"{path}: this model uses TensorRT's EfficientNMS_TRT plugin, which ONNX Runtime cannot run; export with "
+            "--nms onnx (or --nms none) for ONNX Runtime, or build a TensorRT engine from it (--backend tensorrt)"
+        )
+    if outputs not in (OUTPUT_NAMES, RAW_OUTPUTS):
+        raise ModelFileError(
+            f"{path}: outputs {list(outputs)} are not an effdet-rt detector's; expected {list(OUTPUT_NAMES)} "
+            f"or {list(RAW_OUTPUTS)} (export with `effdet-rt export`)"
+        )
+    return proto
+
+
 def session_options(threads: int | None = None):
     import onnxruntime as ort
 
@@ -52,18 +69,10 @@ class OnnxRuntimeEngine(Engine):
         from effdet_rt.export.graph import read_metadata
 
         self.path = Path(path)
-        proto = read_onnx(self.path)
-        if any(node.op_type == "EfficientNMS_TRT" for node in proto.graph.node):
-            raise ModelFileError(
-                f"{self.path}: this model uses TensorRT's EfficientNMS_TRT plugin, which ONNX Runtime cannot run; "
-                "export with --nms onnx (or --nms none) for ONNX Runtime, or build a TensorRT engine from it"
-            )
+        proto = read_detector_onnx(self.path)
         self.metadata = read_metadata(proto)
-        outputs = [o.name for o in proto.graph.output]
-        if tuple(outputs) == OUTPUT_NAMES:
-            self.mode = "nms"
-        elif tuple(outputs) == RAW_OUTPUTS:
-            self.mode = "raw"
+        self.mode = "nms" if tuple(o.name for o in proto.graph.output) == OUTPUT_NAMES else "raw"
+        if self.mode == "raw":
             if "anchors" not in self.metadata:
                 raise ModelFileError(f"{self.path}: raw-heads model without anchor metadata; re-export it with effdet-rt")
             self.anchors = generate_anchors(tuple(self.metadata["input_size"]), _anchor_config(self.metadata))
@@ -71,11 +80,6 @@ class OnnxRuntimeEngine(Engine):
                 score_threshold=self.metadata.get("score_threshold", 0.001),
                 iou_threshold=self.metadata.get("iou_threshold", 0.5),
                 max_detections=self.metadata.get("max_detections", 100),
-            )
-        else:
-            raise ModelFileError(
-                f"{self.path}: outputs {outputs} are not an effdet-rt detector's; expected {list(OUTPUT_NAMES)} "
-                f"or {list(RAW_OUTPUTS)} (export with `effdet-rt export`)"
             )
         inputs = proto.graph.input
         if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
