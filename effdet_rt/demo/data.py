@@ -29,21 +29,26 @@ class DemoData:
         return max(self.categories) + 1
 
 
-def _convert(coco: dict, source: str, image_dir: Path, out_dir: Path, tag: str):
-    from effdet_rt.data.coco import parse_coco
+def _convert(dataset, json_bytes: bytes, image_dir: Path, out_dir: Path, tag: str):
+    """TFRecords of a checked COCO dataset into out_dir/tag, with its json beside them as tag.json."""
     from effdet_rt.data.convert import convert_dataset
 
-    dataset = parse_coco(coco, source)
-    extra = {f"{tag}.json": json.dumps(coco).encode("utf-8")}
-    report = convert_dataset(dataset, image_dir, out_dir / tag, tag, num_shards=4, extra_files=extra)
-    return dataset, report
+    extra = {f"{tag}.json": json_bytes}
+    return convert_dataset(dataset, image_dir, out_dir / tag, tag, num_shards=4, extra_files=extra)
 
 
-def _read_json(path: Path) -> dict:
+def _coco_file(path: Path, image_dir: Path):
     from effdet_rt.data.coco import load_coco
 
-    load_coco(path)  # checks shape, names the problem
-    return json.loads(path.read_text(encoding="utf-8"))
+    return load_coco(path), path.read_bytes(), image_dir
+
+
+def _voc_split_set(root: Path, split: str):
+    from effdet_rt.data.coco import parse_coco
+    from effdet_rt.data.voc import voc_to_coco
+
+    coco = voc_to_coco(root, split)
+    return parse_coco(coco, f"{root} (split {split})"), json.dumps(coco).encode("utf-8"), root / "JPEGImages"
 
 
 def _voc_split(root: Path, names: tuple[str, ...]) -> str:
@@ -67,8 +72,6 @@ def _coco_pairs(root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
 
 def prepare_demo_data(data: Path | None, work: Path, log=print) -> DemoData:
     """Convert the data the demo was given into work/train and work/val TFRecords."""
-    from effdet_rt.data.voc import voc_to_coco
-
     if data is None:
         from effdet_rt.data.synth import write_synthetic_dataset
 
@@ -77,29 +80,29 @@ def prepare_demo_data(data: Path | None, work: Path, log=print) -> DemoData:
         pairs = ((work / "synth_train" / "annotations.json", work / "synth_train" / "images"),
                  (work / "synth_val" / "annotations.json", work / "synth_val" / "images"))
         source = f"synthetic shapes ({SYNTH_TRAIN_IMAGES} train / {SYNTH_VAL_IMAGES} val images)"
-        cocos = [(_read_json(j), str(j), d) for j, d in pairs]
+        sets = [_coco_file(j, d) for j, d in pairs]
     elif not data.is_dir():
         raise DataError(f"{data}: --data folder not found")
     elif (data / "Annotations").is_dir():
         train_split = _voc_split(data, ("train", "trainval"))
         val_split = _voc_split(data, ("val", "test"))
         source = f"Pascal VOC {data} (train: {train_split}, val: {val_split})"
-        cocos = [(voc_to_coco(data, s), f"{data} (split {s})", data / "JPEGImages") for s in (train_split, val_split)]
+        sets = [_voc_split_set(data, s) for s in (train_split, val_split)]
     else:
         pairs = _coco_pairs(data)
         source = f"COCO {data}" + (" (the same images for training and evaluation)" if pairs[0] == pairs[1] else "")
-        cocos = [(_read_json(j), str(j), d) for j, d in pairs]
-    (train_coco, train_src, train_dir), (val_coco, val_src, val_dir) = cocos
+        sets = [_coco_file(j, d) for j, d in pairs]
+    (train_set, train_json, train_dir), (val_set, val_json, val_dir) = sets
     log(f"data: {source}")
-    train_set, train_report = _convert(train_coco, train_src, train_dir, work, "train")
-    val_set, _ = _convert(val_coco, val_src, val_dir, work, "val")
+    train_report = _convert(train_set, train_json, train_dir, work, "train")
+    _convert(val_set, val_json, val_dir, work, "val")
     return DemoData(
         source=source,
         train_tfrecords=str(work / "train" / "train-*.tfrecord"),
         val_tfrecords=str(work / "val" / "val-*.tfrecord"),
         val_json=work / "val" / "val.json",
         val_image_dir=val_dir,
-        val_file_names=tuple(img["file_name"] for img in val_coco["images"]),
+        val_file_names=tuple(img["file_name"] for img in val_set.images),
         categories=dict(val_set.categories) | dict(train_set.categories),
         train_images=train_report.images_written,
     )
