@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -110,17 +109,5 @@ def attach_nms(raw: onnx.ModelProto, setup: DetectorSetup, options: ExportOption
     return result
 
 
-def build_onnx(model, setup: DetectorSetup, options: ExportOptions, extra_metadata: dict[str, Any] | None = None) -> onnx.ModelProto:
-    """The ONNX model (in memory) for a Keras detector built for `setup`."""
-    check_options(options)
-    raw = convert_raw_heads(model, setup, options.batch_size, options.opset)
-    return attach_nms(raw, setup, options, extra_metadata)
-
-
 def write_onnx(proto: onnx.ModelProto, path: str | Path) -> Path:
     return atomic_write_bytes(path, proto.SerializeToString())
-
-
-def sample_images(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.uniform(0, 255, size=(count, *size, 3)).astype(np.float32)
