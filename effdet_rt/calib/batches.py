@@ -6,7 +6,6 @@ Both INT8 paths (TensorRT's calibrator and the ONNX Runtime Q/DQ quantizer) cons
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -19,18 +18,10 @@ IMAGE_FEATURE = "image/encoded"
 
 
 def resolve_tfrecords(tfrecord_globs: Sequence[str]) -> list[Path]:
-    """Every file the globs match, sorted and without duplicates; a glob that matches nothing is an error."""
-    if isinstance(tfrecord_globs, str | Path):
-        tfrecord_globs = [str(tfrecord_globs)]
-    if not tfrecord_globs:
-        raise DataError("calibration.tfrecords is empty; give one or more TFRecord file globs")
-    files: set[str] = set()
-    for pattern in tfrecord_globs:
-        matched = [m for m in glob.glob(str(pattern)) if Path(m).is_file()]
-        if not matched:
-            raise DataError(f"{pattern}: no TFRecord files match this glob; fix calibration.tfrecords")
-        files.update(matched)
-    return [Path(f) for f in sorted(files)]
+    """Every file the calibration globs match, sorted and once each (see data.tfrecord.resolve_tfrecords)."""
+    from effdet_rt.data.tfrecord import resolve_tfrecords as resolve
+
+    return [Path(f) for f in resolve(tfrecord_globs, "calibration.tfrecords")]
 
 
 def encoded_images(files: Sequence[Path]) -> Iterator[tuple[bytes, str]]:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from effdet_rt.data.tfrecord import feature_spec, tfrecord_files
+from effdet_rt.data.tfrecord import feature_spec
+from effdet_rt.data.tfrecord import resolve_tfrecords as resolve_tfrecord_globs
 from effdet_rt.errors import DataError
 from effdet_rt.trainer.labeler import label_anchors
 
@@ -69,15 +70,7 @@ def options_from_spec(spec: Any, num_classes: int, augment: bool = True) -> Pipe
 
 
 def resolve_tfrecords(patterns: list[str], field: str = "dataset.train_tfrecords") -> list[str]:
-    if not patterns:
-        raise DataError(f"{field} is empty; set it to the TFRecord glob(s) written by dataset-convert")
-    files: list[str] = []
-    for pattern in patterns:
-        try:
-            files.extend(tfrecord_files(pattern))
-        except DataError as exc:
-            raise DataError(f"{field}: {exc}") from exc
-    return sorted(set(files))
+    return resolve_tfrecord_globs(patterns, field)
 
 
 def check_records(files: list[str], num_classes: int, min_examples: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +126,24 @@ def tfrecord_files(pattern: str | os.PathLike) -> list[str]:
         text = os.path.join(text, "*.tfrecord")
     files = sorted(glob.glob(text))
     if not files:
-        raise DataError(f"{pattern}: no TFRecord files match; pass a pattern such as 'out/train-*.tfrecord'")
+        raise DataError(f"{pattern}: no TFRecord files match this glob; pass a pattern such as 'out/train-*.tfrecord'")
     return files
+
+
+def resolve_tfrecords(patterns: str | os.PathLike | Sequence[str], field: str) -> list[str]:
+    """Every file the globs of spec field ``field`` match, sorted, each once; an empty list or a glob that
+    matches nothing is an error naming the field."""
+    if isinstance(patterns, str | os.PathLike):
+        patterns = [str(patterns)]
+    if not patterns:
+        raise DataError(f"{field} is empty; set it to the TFRecord glob(s) written by dataset-convert")
+    files: set[str] = set()
+    for pattern in patterns:
+        try:
+            files.update(tfrecord_files(pattern))
+        except DataError as exc:
+            raise DataError(f"{field}: {exc}") from exc
+    return sorted(files)
 
 
 def read_tfrecords(pattern: str | os.PathLike) -> Iterator[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,13 +25,9 @@ def coco_image_id(source_id: bytes, where: str) -> int | str:
 
 
 def _unique_files(patterns: Sequence[str]) -> list[str]:
-    from effdet_rt.data.tfrecord import tfrecord_files
+    from effdet_rt.data.tfrecord import resolve_tfrecords
 
-    if isinstance(patterns, str | os.PathLike):
-        patterns = [str(patterns)]
-    if not patterns:
-        raise DataError("dataset.val_tfrecords is empty; give the validation TFRecord globs")
-    return list(dict.fromkeys(itertools.chain.from_iterable(tfrecord_files(p) for p in patterns)))
+    return resolve_tfrecords(patterns, "dataset.val_tfrecords")
 
 
 def tfrecord_sources(val_tfrecords: Sequence[str], limit: int | None = None) -> Iterator[Source]:
