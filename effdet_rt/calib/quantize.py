@@ -54,7 +54,7 @@ def postprocess_node_names(model) -> list[str]:
     return excluded
 
 
-def _head_tensor_names(model) -> None:
+def check_heads_present(model) -> None:
     names = {o for n in model.graph.node for o in n.output} | {o.name for o in model.graph.output}
     if not {"class_logits", "box_codes"} <= names:
         raise ModelFileError("the ONNX model has no class_logits/box_codes tensors; export it with `effdet-rt export`")
@@ -72,7 +72,7 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
         raise ValueError(f"unknown INT8 profile {profile!r}")
     for_tensorrt = profile == "tensorrt"
     source = onnx.load(str(onnx_path))
-    _head_tensor_names(source)
+    check_heads_present(source)
     input_name = source.graph.input[0].name
     reader = BatchReader(input_name, batches)
     with atomic_path(output_path) as tmp, tempfile.TemporaryDirectory(prefix="effdet-quant-") as work:
