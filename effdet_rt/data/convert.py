@@ -1,8 +1,10 @@
 """dataset-convert: a COCO json + image folder -> sharded TFRecords, <tag>_warnings.json, label_map.yaml.
 
-Worker processes read each image, check that it decodes, clean its boxes and serialise the Example; the
-main process writes records round-robin into the shards (record k -> shard k % n, as TAO does), in image
-order, so the output is the same for any number of workers.
+Image k of the json goes to shard k % n (as TAO does when no image is skipped; a skipped image leaves its
+shard one record short). Each worker process converts whole shards: it reads each image, checks that it
+decodes, cleans its boxes, serialises the Example and writes the shard's TFRecord file itself, in image order;
+only small per-image summaries (counts, warnings) go back to the main process. So the files are the same for
+any number of workers, and neither the main process nor the workers need TensorFlow.
 
 Box cleaning: a box reaching outside the image is clipped to it and kept; a box with no area (width or
 height <= 0, also after clipping) is dropped. Both are listed in the warnings file, TAO's format:
@@ -29,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from effdet_rt.data.coco import CocoDataset
 from effdet_rt.data.labels import LABEL_MAP_NAME, write_label_map
+from effdet_rt.data.record_file import RecordFileWriter
 from effdet_rt.data.tfrecord import encode_example, shard_path
 from effdet_rt.errors import DataError, UserError
 from effdet_rt.utils.atomic import atomic_dir
@@ -93,13 +96,6 @@ class ConvertReport:
 
 # ---- one image (runs in worker processes) ----------------------------------------------------------------
 
-_CATEGORIES: dict[int, str] = {}
-
-
-def _set_categories(categories: dict[int, str]) -> None:
-    _CATEGORIES.clear()
-    _CATEGORIES.update(categories)
-
 
 def check_image_bytes(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) of encoded image bytes; decodes the image (JPEG at 1/8 scale) to catch damage."""
@@ -111,8 +107,10 @@ def check_image_bytes(data: bytes) -> tuple[str, int, int]:
     return fmt, width, height
 
 
-def convert_image(task: tuple[dict[str, Any], list[dict[str, Any]], str, bool]) -> ImageResult:
-    image, annotations, image_dir, include_mask = task
+def convert_image(
+    image: dict[str, Any], annotations: list[dict[str, Any]], categories: dict[int, str], image_dir: str,
+    include_mask: bool,
+) -> ImageResult:
     result = ImageResult(image["id"])
     path = os.path.join(image_dir, image["file_name"])
     try:
@@ -129,12 +127,13 @@ def convert_image(task: tuple[dict[str, Any], list[dict[str, Any]], str, bool]) 
     if (width, height) != (image["width"], image["height"]):
         result.skipped = f"{path} is {width}x{height} but the json says {image['width']}x{image['height']}"
         return result
-    result.record = encode_example(_features(image, annotations, data, fmt, include_mask, result))
+    result.record = encode_example(_features(image, annotations, categories, data, fmt, include_mask, result))
     return result
 
 
 def _features(
-    image: dict[str, Any], annotations: list[dict[str, Any]], data: bytes, fmt: str, include_mask: bool, result: ImageResult
+    image: dict[str, Any], annotations: list[dict[str, Any]], categories: dict[int, str], data: bytes, fmt: str,
+    include_mask: bool, result: ImageResult,
 ) -> dict[str, Any]:
     width, height = image["width"], image["height"]
     boxes: list[tuple[float, float, float, float]] = []
@@ -150,7 +149,7 @@ def _features(
         result.clipped += status == BOX_CLIPPED
         boxes.append(box)
         labels.append(int(ann["category_id"]))
-        texts.append(_CATEGORIES[int(ann["category_id"])].encode("utf-8"))
+        texts.append(categories[int(ann["category_id"])].encode("utf-8"))
         areas.append(float(ann.get("area", (box[2] - box[0]) * (box[3] - box[1]))))
         crowd.append(int(ann.get("iscrowd", 0)))
         if include_mask:
@@ -209,7 +208,7 @@ def _png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-# ---- the whole dataset -----------------------------------------------------------------------------------
+# ---- input checks ----------------------------------------------------------------------------------------
 
 
 def check_masks_available(dataset: CocoDataset) -> None:
@@ -230,16 +229,67 @@ def check_output_dir(out_dir: Path) -> None:
         raise UserError(f"{out_dir}: output folder is not writable; choose a writable path")
 
 
-def _results(tasks: list[tuple], dataset: CocoDataset, workers: int) -> Iterator[ImageResult]:
+# ---- one shard (runs in worker processes) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvertJob:
+    """Everything a worker needs; handed to each worker process once, so a task is just a shard index."""
+
+    images: list[dict[str, Any]]
+    annotations_by_image: dict[Any, list[dict[str, Any]]]
+    categories: dict[int, str]
+    image_dir: str
+    include_mask: bool
+    shard_dir: str
+    tag: str
+    num_shards: int
+
+    def shard_images(self, index: int) -> range:
+        """Positions (in the json's image order) of the images shard ``index`` holds: index, index + n, ..."""
+        return range(index, len(self.images), self.num_shards)
+
+
+def write_shard(job: ConvertJob, index: int) -> list[tuple[int, ImageResult]]:
+    """Convert the images of one shard and write its TFRecord file; returns (position, result) without records."""
+    results = []
+    with RecordFileWriter(shard_path(job.shard_dir, job.tag, index, job.num_shards)) as writer:
+        for position in job.shard_images(index):
+            image = job.images[position]
+            annotations = job.annotations_by_image.get(image["id"], [])
+            result = convert_image(image, annotations, job.categories, job.image_dir, job.include_mask)
+            if result.record is not None:
+                writer.write(result.record)
+                result.record = None  # only the small summary goes back to the main process
+            results.append((position, result))
+    return results
+
+
+_WORKER_JOB: list[ConvertJob] = []
+
+
+def _start_worker(job: ConvertJob) -> None:
+    _WORKER_JOB[:] = [job]
+
+
+def _write_shard_in_worker(index: int) -> list[tuple[int, ImageResult]]:
+    return write_shard(_WORKER_JOB[0], index)
+
+
+def _shard_results(job: ConvertJob, workers: int) -> Iterator[list[tuple[int, ImageResult]]]:
+    """Each shard's results as it finishes: in shard order in this process, in any order from a worker pool."""
+    workers = min(workers, job.num_shards)
     if workers <= 1:
-        _set_categories(dataset.categories)
-        yield from map(convert_image, tasks)
+        yield from (write_shard(job, index) for index in range(job.num_shards))
         return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    chunk = max(1, min(16, len(tasks) // (workers * 8)))
-    with context.Pool(workers, initializer=_set_categories, initargs=(dataset.categories,)) as pool:
-        yield from pool.imap(convert_image, tasks, chunksize=chunk)
+    # fork: workers inherit the job and the imported modules, so starting one costs milliseconds
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    shards_per_task = max(1, job.num_shards // (workers * 4))
+    with context.Pool(workers, initializer=_start_worker, initargs=(job,)) as pool:
+        yield from pool.imap_unordered(_write_shard_in_worker, range(job.num_shards), chunksize=shards_per_task)
+
+
+# ---- the whole dataset -------------------------------------------------------------------------------------
 
 
 def convert_dataset(
@@ -252,9 +302,11 @@ def convert_dataset(
     workers: int | None = None,
     extra_files: dict[str, bytes] | None = None,
 ) -> ConvertReport:
-    """Convert a checked COCO dataset; everything lands in ``out_dir`` at once, or nothing does."""
-    import tensorflow as tf
+    """Convert a checked COCO dataset; everything lands in ``out_dir`` at once, or nothing does.
 
+    Image k (json order) goes to shard k % n, whichever worker writes it, so the files are the same for any
+    number of workers.
+    """
     image_dir, out_dir = Path(image_dir), Path(out_dir)
     if not image_dir.is_dir():
         raise DataError(f"{image_dir}: image folder not found; pass the folder the json's file_name entries are in")
@@ -267,28 +319,23 @@ def convert_dataset(
     check_output_dir(out_dir)
     workers = workers or default_workers()
     count = min(num_shards, len(dataset.images))
-    tasks = [
-        (image, dataset.annotations_by_image.get(image["id"], []), str(image_dir), include_mask)
-        for image in dataset.images
-    ]
     start = time.perf_counter()
     totals = ConvertReport(out_dir, tag, [], 0, 0, 0, 0, 0, {}, 0.0)
     with atomic_dir(out_dir) as tmp:
-        writers = [tf.io.TFRecordWriter(str(shard_path(tmp, tag, i, count))) for i in range(count)]
-        try:
-            with progress_bar() as progress:
-                bar = progress.add_task(f"converting {tag}", total=len(tasks), info="")
-                for result in _results(tasks, dataset, workers):
-                    _add(totals, result)
-                    if result.record is not None:
-                        writers[(totals.images_written - 1) % count].write(result.record)
-                    progress.update(bar, advance=1, info=f"{totals.boxes_kept} boxes")
-        finally:
-            for writer in writers:
-                writer.close()
+        job = ConvertJob(list(dataset.images), dataset.annotations_by_image, dataset.categories, str(image_dir),
+                         include_mask, str(tmp), tag, count)
+        by_position: list[ImageResult | None] = [None] * len(job.images)
+        with progress_bar() as progress:
+            bar = progress.add_task(f"converting {tag}", total=len(job.images), info="")
+            for shard in _shard_results(job, workers):
+                for position, result in shard:
+                    by_position[position] = result
+                progress.update(bar, advance=len(shard))
+        for result in by_position:
+            _add(totals, result)
         if totals.images_written == 0:
             first = next(iter(totals.warnings.values()))
-            raise DataError(f"{dataset.source}: none of the {len(tasks)} images could be used (first: {first['image']})")
+            raise DataError(f"{dataset.source}: none of the {len(job.images)} images could be used (first: {first['image']})")
         (tmp / totals.warnings_path.name).write_text(json.dumps(totals.warnings, indent=1) + "\n", encoding="utf-8")
         write_label_map(tmp / LABEL_MAP_NAME, dataset.categories)
         for name, content in (extra_files or {}).items():
@@ -299,7 +346,7 @@ def convert_dataset(
 
 
 def _add(totals: ConvertReport, result: ImageResult) -> None:
-    if result.record is not None:
+    if result.skipped is None:
         totals.images_written += 1
     else:
         totals.images_skipped += 1
