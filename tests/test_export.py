@@ -51,6 +51,39 @@ def test_raw_heads_match_tensorflow(raw_proto, setup):
     assert np.abs(codes - tf_codes).max() <= 1e-4
 
 
+def test_input_normalisation_is_a_channel_conv_after_the_transpose(raw_proto):
+    from effdet_rt.model.efficientnet import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+
+    first, second = raw_proto.graph.node[:2]
+    assert [n.op_type for n in raw_proto.graph.node if "images" in n.input] == ["Transpose"]
+    assert first.op_type == "Transpose" and list(first.attribute[0].ints) == [0, 3, 1, 2]
+    assert second.op_type == "Conv" and second.name == "input_normalization" and second.input[0] == first.output[0]
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in second.attribute}["group"] == 3
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in raw_proto.graph.initializer}
+    scale, bias = inits[second.input[1]], inits[second.input[2]]
+    np.testing.assert_allclose(scale.ravel(), 1 / np.array(IMAGENET_STD_RGB), rtol=1e-6)
+    np.testing.assert_allclose(bias, -np.array(IMAGENET_MEAN_RGB) / np.array(IMAGENET_STD_RGB), rtol=1e-6)
+
+
+def test_dynamic_engine_micro_batches_give_the_same_detections(raw_proto, setup, tmp_path):
+    from effdet_rt.engines.ort_engine import OnnxRuntimeEngine
+    from effdet_rt.export.exporter import ExportOptions, attach_nms
+    from effdet_rt.model.postprocess import NmsConfig
+
+    path = tmp_path / "dynamic.onnx"
+    options = ExportOptions(nms="onnx", nms_settings=NmsConfig(score_threshold=0.05))
+    path.write_bytes(attach_nms(raw_proto, setup, options).SerializeToString())
+    batch = _images(5, seed=3)
+    one, whole = OnnxRuntimeEngine(path, micro_batch=1), OnnxRuntimeEngine(path, micro_batch=8)
+    assert one.describe()["micro_batch"] == 1 and whole.describe()["micro_batch"] == 8
+    split, together = one.run(batch), whole.run(batch)  # 5 runs of 1 vs one run of 5
+    assert len(split) == 5 and split.num_detections.tolist() == together.num_detections.tolist()
+    assert split.num_detections.sum() > 0
+    np.testing.assert_array_equal(split.classes, together.classes)
+    np.testing.assert_allclose(split.boxes, together.boxes, atol=1e-3)
+    np.testing.assert_allclose(split.scores, together.scores, atol=1e-5)
+
+
 def test_onnx_nms_subgraph_equals_tensorflow_postprocess():
     """The standard-op NMS graph on its own, fed random heads, against effdet_rt.model.postprocess."""
     import onnx_graphsurgeon as gs
@@ -190,8 +223,10 @@ def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd
                 "--calib-batch-size", "2"]) == 0
     int8 = onnx.load(str(int8_path))
     producers = {o: n for n in int8.graph.node for o in n.output}
-    convs = [n for n in int8.graph.node if n.op_type == "Conv"]
+    convs = [n for n in int8.graph.node if n.op_type == "Conv" and n.name != "input_normalization"]
     assert len(convs) > 100
+    normalization = next(n for n in int8.graph.node if n.name == "input_normalization")
+    assert producers[normalization.input[0]].op_type == "Transpose"  # float: quantizing starts at the stem conv
     for conv in convs:  # Q/DQ around every conv: activations and weights both come through DequantizeLinear
         assert producers[conv.input[0]].op_type == "DequantizeLinear", conv.name
         assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name

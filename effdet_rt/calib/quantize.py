@@ -5,7 +5,7 @@ QDQ format with per-channel symmetric INT8 weights, in two flavours from the sam
   the layout ONNX Runtime's CPU kernels are fast at (measured on BCCD D0 256: 16.7 ms vs 45 ms for symmetric INT8
   activations, whose s8s8 kernels are slow; FP32 15.5 ms);
 - `tensorrt` (the explicit-quantization input TensorRT 11 needs): symmetric INT8 activations on the convolutions.
-Only the network is quantized; decoding and NMS stay in float.
+Only the network is quantized; the input normalisation (a per-channel 1x1 Conv), decoding and NMS stay in float.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from effdet_rt.export.graph import read_metadata, set_metadata
+    from effdet_rt.export.graph import NORMALIZE_NODE, read_metadata, set_metadata
 
     if profile not in PROFILES:
         raise ValueError(f"unknown INT8 profile {profile!r}")
@@ -88,7 +88,7 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
             per_channel=True,
             activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=postprocess_node_names(source),
+            nodes_to_exclude=[NORMALIZE_NODE, *postprocess_node_names(source)],
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True},
         )

@@ -60,10 +60,16 @@ def _anchor_config(meta: dict[str, Any]) -> AnchorConfig:
     return AnchorConfig(a["min_level"], a["max_level"], a["num_scales"], tuple(tuple(r) for r in a["aspect_ratios"]), a["anchor_scale"])
 
 
+# Images per session run on a dynamic-batch model. On a CPU a big batch buys no parallelism ONNX Runtime does not
+# already get inside each convolution, and its activations (8 x 512 x 512 x 32 floats after the stem alone) fall out
+# of cache: benchmarks/engine_latency.py measured D0 512 at batch 8 slower per image than at batch 1.
+CPU_MICRO_BATCH = 1
+
+
 class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, micro_batch: int = CPU_MICRO_BATCH):
         import onnxruntime as ort
 
         from effdet_rt.export.graph import read_metadata
@@ -89,6 +95,7 @@ class OnnxRuntimeEngine(Engine):
         self.input_size = (int(dims[1].dim_value), int(dims[2].dim_value))
         self.static_batch = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
         self.max_batch_size = self.static_batch
+        self.micro_batch = max(1, micro_batch)
         self.precision = self.metadata.get("precision", "fp32")
         try:
             self.session = ort.InferenceSession(proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
@@ -96,6 +103,12 @@ class OnnxRuntimeEngine(Engine):
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model ({exc})") from exc
 
     def run(self, batch: np.ndarray) -> Detections:
+        if self.static_batch or len(batch) <= self.micro_batch:
+            return self._run_once(batch)
+        step = self.micro_batch
+        return Detections.concat([self._run_once(batch[i:i + step]) for i in range(0, len(batch), step)])
+
+    def _run_once(self, batch: np.ndarray) -> Detections:
         count = len(batch)
         if self.static_batch and count < self.static_batch:
             pad = np.zeros((self.static_batch - count, *batch.shape[1:]), np.float32)
@@ -109,7 +122,8 @@ class OnnxRuntimeEngine(Engine):
         return Detections(boxes[:count], scores[:count], classes[:count] + CLASS_ID_OFFSET, num[:count, 0])
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": str(self.path), "nms": self.mode, "batch": self.static_batch or "dynamic"}
+        return {**super().describe(), "model": str(self.path), "nms": self.mode, "batch": self.static_batch or "dynamic",
+                "micro_batch": None if self.static_batch else self.micro_batch}
 
 
 def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> OnnxRuntimeEngine:

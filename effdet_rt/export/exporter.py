@@ -13,6 +13,7 @@ from effdet_rt.errors import UserError
 from effdet_rt.export.graph import (
     clean_graph,
     keras_to_onnx,
+    normalize_after_transpose,
     rename_input,
     set_metadata,
     use_asymmetric_nearest_resize,
@@ -85,6 +86,7 @@ def convert_raw_heads(model, setup: DetectorSetup, batch_size: int | None, opset
         tensor.name = tensor.name.split(":")[0]
         tensor.shape = [batch, *tensor.shape[1:]]
     use_asymmetric_nearest_resize(graph)
+    normalize_after_transpose(graph)
     return gs.export_onnx(clean_graph(graph))
 
 
