@@ -27,6 +27,18 @@ def pairwise_iou(anchors: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
     return inter / tf.maximum(area_a + area_b - inter, 1e-8)
 
 
+def drop_padding(boxes: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The real boxes in their order plus one padding box (so the IoU matrix is never empty).
+
+    Labelling only ever matches real boxes, so this gives the same targets as the padded input while the IoU
+    matrix shrinks from (A, max_instances) to (A, real + 1).
+    """
+    real = classes >= 0
+    boxes = tf.concat([tf.boolean_mask(boxes, real), tf.zeros([1, 4], boxes.dtype)], axis=0)
+    classes = tf.concat([tf.boolean_mask(classes, real), tf.constant([-1], classes.dtype)], axis=0)
+    return boxes, classes
+
+
 def label_anchors(anchors: np.ndarray | tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Targets for one image.
 
@@ -34,8 +46,7 @@ def label_anchors(anchors: np.ndarray | tf.Tensor, boxes: tf.Tensor, classes: tf
     Returns class targets (A,) int32 (class index or BACKGROUND) and box targets (A, 4) float32 (zeros for negatives).
     """
     anchors = tf.convert_to_tensor(anchors, tf.float32)
-    boxes = tf.convert_to_tensor(boxes, tf.float32)
-    classes = tf.cast(classes, tf.int32)
+    boxes, classes = drop_padding(tf.convert_to_tensor(boxes, tf.float32), tf.cast(classes, tf.int32))
     valid = classes >= 0
     iou = tf.where(valid[None, :], pairwise_iou(anchors, boxes), -1.0)
     has_boxes = tf.reduce_any(valid)

@@ -192,6 +192,10 @@ class _Trainer:
             keras.mixed_precision.set_global_policy(previous_policy)
         if self.plan.replicas > 1:
             synchronize_batch_norms(model)
+        if spec.train.xla_swish_gradient:
+            from effdet_rt.trainer.fast_swish import use_fused_swish_gradient
+
+            use_fused_swish_gradient(model)
         self.parts = TrainingParts(model, optimizer, ema)
 
     def start_step(self) -> int:
