@@ -194,16 +194,6 @@ def test_results_dir_not_writable(bccd_records, tmp_path, capsys, spec_file):
     assert str(blocker) in err and "results dir" in err
 
 
-def test_qat_without_the_extra(bccd_records, tmp_path, capsys, spec_file):
-    try:
-        import tensorflow_model_optimization  # noqa: F401
-        pytest.skip("tensorflow-model-optimization is installed")
-    except ImportError:
-        pass
-    err = cli_error(capsys, ["train", "-e", spec_file, "-r", str(tmp_path), *tiny_overrides(bccd_records, "train.qat=true")])
-    assert "[qat] extra" in err
-
-
 @pytest.mark.parametrize("damage", ["wrong_key", "truncated", "foreign"])
 def test_bad_checkpoint_in_results_dir(bccd_records, tmp_path, capsys, damage, spec_file):
     from effdet_rt.checkpoint import save_checkpoint

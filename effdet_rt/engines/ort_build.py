@@ -34,6 +34,25 @@ def optimize_fp32(onnx_path: Path, output: Path) -> Path:
     return output
 
 
+def keep_quantized_model(onnx_path: Path, output: Path, log: Callable[[str], None]) -> Path:
+    """An ONNX model that already has Q/DQ nodes (a QAT export) is INT8 as it is: optimise it, do not re-quantize."""
+    import tempfile
+
+    import onnx
+
+    from effdet_rt.export.graph import read_metadata, set_metadata
+
+    with tempfile.TemporaryDirectory(prefix="effdet-qdq-") as work, atomic_path(output) as tmp:
+        model = onnx.load(str(optimize_fp32(onnx_path, Path(work) / "optimized.onnx")))
+        meta = read_metadata(model)
+        meta.update({"precision": "int8", "int8_source": "qdq in the input model (quantization-aware training)"})
+        set_metadata(model, meta)
+        onnx.save(model, str(tmp))
+    log(f"{onnx_path} already holds QuantizeLinear/DequantizeLinear nodes (a QAT export): calibration skipped, "
+        f"the model's own INT8 scales are kept -> {output}")
+    return output
+
+
 def build_onnxruntime_engine(
     onnx_path: str | Path,
     output: str | Path,
@@ -53,9 +72,11 @@ def build_onnxruntime_engine(
         log(f"ONNX Runtime FP32 engine (extended graph optimisations) -> {output}")
         return output
     if precision == "int8":
+        from effdet_rt.calib.fp16 import has_qdq_nodes
         from effdet_rt.calib.quantize import quantize_int8
 
-        read_detector_onnx(onnx_path)
+        if has_qdq_nodes(read_detector_onnx(onnx_path)):
+            return keep_quantized_model(onnx_path, output, log)
         if calibration is None:
             raise UserError("int8 needs calibration data: pass --calib-tfrecords GLOB (or build.calibration.tfrecords)")
         return quantize_int8(onnx_path, output, calibration(), log=log, profile=int8_profile)

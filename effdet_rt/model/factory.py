@@ -48,7 +48,7 @@ def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None):
     from effdet_rt.model.efficientdet import build_efficientdet
 
     setup = setup or setup_from_spec(spec)
-    return build_efficientdet(
+    model = build_efficientdet(
         setup.name,
         setup.num_classes,
         setup.input_size,
@@ -58,3 +58,8 @@ def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None):
         freeze_blocks=tuple(spec.model.freeze_blocks),
         freeze_bn=bool(spec.model.freeze_bn),
     )
+    if spec.train.qat:  # trained with fake-quant convs: so are its checkpoints, evaluation and export
+        from effdet_rt.model.qat import quantize_model
+
+        model = quantize_model(model)
+    return model

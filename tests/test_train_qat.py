@@ -1,0 +1,202 @@
+"""train.qat: fake-quant convs, a QAT run from a float checkpoint, its checkpoint, Q/DQ export and INT8 build."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from effdet_rt.cli.main import run
+
+KEY = "qat-test-key"
+CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
+
+
+@pytest.fixture(scope="module")
+def records(bccd_root, tmp_path_factory) -> Path:
+    """The first 4 BCCD val images as one TFRecord file."""
+    import tensorflow as tf
+
+    out = tmp_path_factory.mktemp("qat_records")
+    assert run(["dataset-convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "-s", "1"]) == 0
+    with tf.io.TFRecordWriter(str(out / "first4.tfrecord")) as writer:
+        for record in tf.data.TFRecordDataset(str(out / "val-00000-of-00001.tfrecord")).take(4):
+            writer.write(record.numpy())
+    return out / "first4.tfrecord"
+
+
+def qat_overrides(records: Path, *extra: str) -> list[str]:
+    return [
+        f"dataset.train_tfrecords={records}", "dataset.num_classes=4",
+        "model.input_width=128", "model.input_height=128", "model.anchor_scale=2",
+        "train.batch_size=2", "train.num_examples_per_epoch=4", "train.num_epochs=1",
+        "train.checkpoint_interval=1", "train.image_preview=false", "train.qat=true",
+        "train.lr_schedule.learning_rate=0.01", "train.lr_schedule.warmup_epoch=1",
+        "dataset.loader.shuffle_buffer=4", f"encryption_key={KEY}", *extra,
+    ]
+
+
+def test_every_conv_gets_fake_quant_and_keeps_its_weights(tiny_d0):
+    from effdet_rt.model.qat import count_quantized_convs, quantize_model
+
+    convs = [layer.name for layer in tiny_d0.layers if type(layer).__name__ in CONV_TYPES]
+    quantized = quantize_model(tiny_d0)
+    assert len(convs) == 118 and count_quantized_convs(quantized) == 118
+    assert all(type(quantized.get_layer(name)).__name__ == "Quant" + type(tiny_d0.get_layer(name)).__name__
+               for name in convs)
+    np.testing.assert_array_equal(quantized.get_layer("stem_conv").kernel.numpy(), tiny_d0.get_layer("stem_conv").kernel.numpy())
+    # 118 conv inputs + the pointwise inputs inside the 32 separable convs (BiFPN 24, heads 8) have a range each
+    assert sum("amax" in v.name for v in quantized.weights) == 118 + 32
+    assert len(quantized.trainable_variables) == len(tiny_d0.trainable_variables)
+
+    images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+    quantized(images, training=True)
+    normalized = tiny_d0.get_layer("normalize")(images).numpy()
+    # the first training batch sets the range to its own max |x|
+    assert quantized.get_layer("stem_conv").input_amax.numpy() == pytest.approx(np.abs(normalized).max(), rel=1e-6)
+
+
+def test_fake_quant_rounds_to_255_symmetric_levels():
+    import tensorflow as tf
+
+    from effdet_rt.model.qat import fake_quant_activations, fake_quant_weights
+
+    x = tf.constant(np.linspace(-2.0, 2.0, 1001, dtype=np.float32))
+    levels = np.unique(fake_quant_activations(x, tf.constant(1.0)).numpy())
+    assert len(levels) == 255 and levels.min() == -1.0 and levels.max() == 1.0  # clipped to the range
+    kernel = tf.constant(np.stack([np.linspace(-1, 1, 9), np.linspace(-4, 4, 9)], axis=-1).reshape(1, 1, 9, 2), tf.float32)
+    quantized = fake_quant_weights(kernel, channel_axis=3).numpy()
+    for channel, amax in enumerate((1.0, 4.0)):  # each output channel gets its own scale amax / 127
+        steps = quantized[..., channel] / (amax / 127)
+        np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+        assert np.abs(quantized[..., channel]).max() == pytest.approx(amax)
+
+
+@pytest.fixture(scope="module")
+def qat_run(records, tmp_path_factory):
+    """A float checkpoint of a fresh tiny D0, then a 2-step QAT run that starts from it (TAO's flow)."""
+    from effdet_rt.checkpoint import model_weights, save_checkpoint
+    from effdet_rt.model.factory import build_model_from_spec
+    from effdet_rt.spec.loader import load_spec, spec_to_yaml
+    from effdet_rt.trainer.loop import train
+
+    root = tmp_path_factory.mktemp("qat_run")
+    float_spec = load_spec(None, qat_overrides(records, "train.qat=false"))
+    float_model = build_model_from_spec(float_spec)
+    pretrained = save_checkpoint(root / "float.edrt", model_weights(float_model), key=KEY,
+                                 spec_yaml=spec_to_yaml(float_spec), metadata={"step": 0})
+    messages: list[str] = []
+    spec = load_spec(None, qat_overrides(records, f"train.checkpoint={pretrained}"))
+    checkpoint = train(spec, root / "results", None, log=messages.append)
+    return {"checkpoint": checkpoint, "messages": messages, "float": model_weights(float_model), "root": root,
+            "spec": spec}
+
+
+def test_qat_run_starts_from_the_float_checkpoint_and_trains(qat_run):
+    from effdet_rt.checkpoint import load_checkpoint
+
+    text = "\n".join(qat_run["messages"])
+    assert "train.qat" in text and "loaded pretrained weights" in text
+    saved = load_checkpoint(qat_run["checkpoint"], KEY)
+    assert saved.metadata["step"] == 2
+    losses = saved.metadata["history_losses"]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    ranges = {name: value for name, value in saved.weights.items() if "amax" in name}
+    assert len(ranges) == 150 and all(float(v) > 0 for v in ranges.values())
+    float_names = set(qat_run["float"])
+    assert float_names < set(saved.weights) and set(saved.weights) - float_names == set(ranges)
+
+
+def test_qat_checkpoint_round_trips_and_resumes(qat_run, records):
+    from effdet_rt.checkpoint import load_checkpoint, model_weights
+    from effdet_rt.engines.checkpoint import load_engine
+    from effdet_rt.model.qat import is_quantized
+    from effdet_rt.spec.loader import load_spec
+    from effdet_rt.trainer.loop import train
+
+    saved = load_checkpoint(qat_run["checkpoint"], KEY)
+    engine = load_engine(qat_run["checkpoint"], key=KEY)
+    assert is_quantized(engine.model)
+    loaded = model_weights(engine.model)
+    assert sorted(loaded) == sorted(saved.weights)
+    for name, value in saved.weights.items():
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+    import shutil
+
+    results = qat_run["root"] / "resume"
+    shutil.copytree(qat_run["checkpoint"].parent, results)
+    messages: list[str] = []
+    spec = load_spec(None, qat_overrides(records, "train.num_epochs=2"))
+    resumed = train(spec, results, None, log=messages.append)
+    assert any("resuming from efficientdet-d0_001.edrt" in m for m in messages)
+    assert load_checkpoint(resumed, KEY).metadata["step"] == 4
+
+
+def _producer(model) -> dict:
+    return {output: node for node in model.graph.node for output in node.output}
+
+
+def _through_layout_ops(name: str, producer: dict):
+    node = producer.get(name)
+    while node is not None and node.op_type in ("Reshape", "Transpose"):
+        node = producer.get(node.input[0])
+    return node
+
+
+@pytest.fixture(scope="module")
+def qat_onnx(qat_run):
+    """The QAT checkpoint exported once (standard-op NMS so ONNX Runtime runs it)."""
+    path = qat_run["root"] / "qat.onnx"
+    assert run(["export", "-m", str(qat_run["checkpoint"]), "-o", str(path), "-k", KEY, "--nms", "onnx",
+                "--min-score", "0.0", "--max-detections", "20"]) == 0
+    return path
+
+
+def test_export_has_qdq_around_every_conv(qat_onnx):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(qat_onnx))
+    producer = _producer(model)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 214  # 118 conv layers; the shared head convs run once per level (5), separables twice
+    for conv in convs:
+        assert producer[conv.input[0]].op_type == "DequantizeLinear", conv.name
+        assert _through_layout_ops(conv.input[1], producer).op_type == "DequantizeLinear", conv.name
+    initializers = {t.name: t for t in model.graph.initializer}
+    zero_points = [numpy_helper.to_array(initializers[n.input[2]]) for n in model.graph.node
+                   if n.op_type == "QuantizeLinear" and n.input[2] in initializers]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # symmetric INT8
+
+
+def test_onnx_runtime_matches_the_qat_model(qat_run, qat_onnx, bccd_root):
+    from effdet_rt.data.preprocess import read_image
+    from effdet_rt.engines.base import load
+    from effdet_rt.engines.checkpoint import KerasEngine, load_engine
+    from effdet_rt.model.postprocess import NmsConfig
+
+    images = [read_image(p) for p in sorted((bccd_root / "JPEGImages").glob("*.jpg"))[:2]]
+    loaded = load_engine(qat_run["checkpoint"], key=KEY)
+    reference = KerasEngine(loaded.model, loaded.setup, NmsConfig(score_threshold=0.0, max_detections=20))
+    tf_dets = reference.infer(images)
+    ort_dets = load(qat_onnx).infer(images)
+    top = 5
+    np.testing.assert_allclose(ort_dets.scores[:, :top], tf_dets.scores[:, :top], atol=2e-3)
+    np.testing.assert_allclose(ort_dets.boxes[:, :top], tf_dets.boxes[:, :top], atol=1.0)
+    np.testing.assert_array_equal(ort_dets.classes[:, :top], tf_dets.classes[:, :top])
+
+
+def test_int8_build_of_a_qat_export_skips_calibration(qat_onnx, tmp_path, capsys):
+    import onnx
+
+    from effdet_rt.export.graph import read_metadata
+
+    out = tmp_path / "qat_int8.onnx"
+    assert run(["build", "-m", str(qat_onnx), "-o", str(out), "--backend", "onnxruntime", "--precision", "int8"]) == 0
+    assert "calibration skipped" in capsys.readouterr().out
+    built = onnx.load(str(out))
+    meta = read_metadata(built)
+    assert meta["precision"] == "int8" and "calibration_batches" not in meta
+    ops = {n.op_type for n in built.graph.node}
+    assert "QuantizeLinear" in ops or "QLinearConv" in ops
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qat_int8.onnx"]
