@@ -20,7 +20,7 @@ from effdet_rt.export.graph import (
 )
 from effdet_rt.export.heads import raw_heads_model
 from effdet_rt.export.nms import PLUGIN_DOMAIN, add_efficient_nms, add_onnx_nms
-from effdet_rt.export.qdq import fix_weight_quant_axes
+from effdet_rt.export.qdq import requantize_conv_weights
 from effdet_rt.model.factory import DetectorSetup
 from effdet_rt.model.postprocess import NmsConfig
 from effdet_rt.utils.atomic import atomic_write_bytes
@@ -88,7 +88,7 @@ def convert_raw_heads(model, setup: DetectorSetup, batch_size: int | None, opset
         tensor.shape = [batch, *tensor.shape[1:]]
     use_asymmetric_nearest_resize(graph)
     normalize_after_transpose(graph)
-    fix_weight_quant_axes(graph)  # QAT exports: per-channel weight Q/DQ axes after tf2onnx moved kernels to OIHW
+    requantize_conv_weights(graph)  # QAT exports: per-channel kernel Q/DQ redone in OIHW (see export/qdq.py)
     return gs.export_onnx(clean_graph(graph))
 
 
