@@ -251,6 +251,8 @@ def compare_sections(records: Path, rounds: int) -> dict:
 def markdown(report: dict) -> list[str]:
     lines = ["# Training throughput (EfficientDet-D0, CPU)", "", f"Machine: {report['machine']}"]
     if report.get("throughput"):
+        if report.get("throughput_settings"):
+            lines += ["", f"Settings: {report['throughput_settings']}"]
         lines += ["", "| input | batch | images/s | s/step | peak RSS GB |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {r.get('input')} | {r.get('batch')} | {r.get('images_per_s')} | {r.get('s_per_step')} | "
                   f"{r.get('peak_rss_gb')} |" for r in report["throughput"]]
