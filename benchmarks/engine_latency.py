@@ -79,8 +79,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--data", type=Path, default=BCCD)
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--keep", type=Path, help="work folder to keep (checkpoint, models, demo outputs); default: a temp folder")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="effdet-engine-latency-") as tmp:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="effdet-engine-latency-") as scratch:
+        tmp = str(args.keep or scratch)
         if args.speed_only:
             rows = speed_only(args.image_size, Path(tmp))
             title = f"D0 {args.image_size}x{args.image_size}, random weights (speed only)"

@@ -190,6 +190,23 @@ def test_static_batch_engine_splits_and_pads(exported_onnx):
     np.testing.assert_array_equal(together.classes[2], alone.classes[0])
 
 
+def test_verification_failure_raises_when_strict_and_warns_in_the_demo():
+    from effdet_rt.errors import UserError
+    from effdet_rt.export.verify import MatchReport
+    from effdet_rt.export.verify_run import VerifyReport, settle_verification
+
+    good = VerifyReport(5e-5, MatchReport(10, 10, 10), 4)
+    off = VerifyReport(2.03e-4, MatchReport(396, 396, 396), 4)
+    logged: list[str] = []
+    settle_verification(good, True, logged.append)
+    settle_verification(good, False, logged.append)
+    assert logged == []
+    with pytest.raises(UserError, match=r"export verification failed: .*2\.03e-04 \(limit 1e-04\)"):
+        settle_verification(off, True, logged.append)
+    settle_verification(off, False, logged.append)
+    assert len(logged) == 1 and logged[0].startswith("warning: export verification is outside its limits")
+
+
 def test_export_bad_inputs(tmp_path, capsys):
     not_ckpt = tmp_path / "x.edrt"
     not_ckpt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)

@@ -136,7 +136,9 @@ def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     log(f"training efficientdet-d0 at {settings.image_size}x{settings.image_size} for about {settings.minutes:g} min")
     checkpoint = train(spec, out / "train", DEMO_KEY, log=log, max_seconds=settings.minutes * 60)
     engines: list[tuple[Any, Path]] = [(load(checkpoint, key=DEMO_KEY, spec=spec), checkpoint)]
-    onnx_path = export_from_spec(spec, checkpoint=checkpoint, output=out / "model.onnx", key=DEMO_KEY, verify=True, log=log)
+    # the demo reports the verification and goes on: its table shows what each engine really gives
+    onnx_path = export_from_spec(spec, checkpoint=checkpoint, output=out / "model.onnx", key=DEMO_KEY, verify=True,
+                                 strict_verify=False, log=log)
     fp32 = build_onnxruntime_engine(onnx_path, out / "model_ort_fp32.onnx", precision="fp32", log=log)
     calibration = lambda: calibration_batches([data.train_tfrecords], spec.model.input_size, 4, settings.calib_batches, log=log)  # noqa: E731
     int8 = build_onnxruntime_engine(onnx_path, out / "model_ort_int8.onnx", precision="int8", calibration=calibration, log=log)

@@ -44,7 +44,9 @@ def verification_batch(spec: Any, input_size: tuple[int, int], count: int = 4) -
 
 
 def export_from_spec(spec: Any, *, checkpoint: Path | None, output: Path | None, key: str | None,
-                     verify: bool = False, log: Callable[[str], None] = print, **options: Any) -> Path:
+                     verify: bool = False, strict_verify: bool = True, log: Callable[[str], None] = print,
+                     **options: Any) -> Path:
+    """Export a checkpoint; with ``verify``, a failed check raises (``strict_verify``) or is logged as a warning."""
     from effdet_rt.engines.checkpoint import load_engine
 
     checkpoint = checkpoint or (Path(spec.export.checkpoint) if spec.export.checkpoint else None)
@@ -68,12 +70,12 @@ def export_from_spec(spec: Any, *, checkpoint: Path | None, output: Path | None,
         from dataclasses import replace
 
         from effdet_rt.engines.checkpoint import KerasEngine
-        from effdet_rt.export.verify_run import require_passed, verify_export
+        from effdet_rt.export.verify_run import settle_verification, verify_export
 
         reference = KerasEngine(engine.model, setup, export_options.nms_settings)
         onnx_nms = proto if export_options.nms == "onnx" else attach_nms(raw, setup, replace(export_options, nms="onnx"))
         batch = verification_batch(spec, setup.input_size, count=export_options.batch_size or 4)
         report = verify_export(reference, raw, onnx_nms, batch)
         log(report.summary())
-        require_passed(report)
+        settle_verification(report, strict_verify, log)
     return write_onnx(proto, output)
