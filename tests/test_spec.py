@@ -62,6 +62,7 @@ EXPECTED_DEFAULTS = {
     "train.qat": False,
     "train.image_preview": True,
     "train.precise_bn_batches": 0,
+    "train.xla_swish_gradient": False,
     "train.optimizer.name": "sgd",
     "train.optimizer.momentum": 0.9,
     "train.lr_schedule.name": "cosine",
