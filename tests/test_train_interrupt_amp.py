@@ -60,16 +60,24 @@ def test_ctrl_c_saves_a_whole_checkpoint_and_exits_130(records, tmp_path):
     # many epochs of 2 steps: the first epoch end writes status.json, then SIGINT lands mid-run
     args = ["train", "-e", str(spec), "-r", str(results), *tiny(records, "train.num_epochs=1000", "evaluate.start_eval_epoch=100000")]
     env = {**os.environ, "EFFDET_NO_PROGRESS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # a child started from a background job inherits SIGINT ignored, and Python then installs no Ctrl-C handler:
+    # give it the default disposition, as a terminal would
     process = subprocess.Popen([sys.executable, "-m", "effdet_rt.cli.main", *args], cwd=REPO, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 150  # TF import, model build and the first traced step; exits the wait at step 2
-    while time.monotonic() < deadline and process.poll() is None:
-        if any(line.get("cur_iter", 0) >= 2 for line in status_lines(results)):
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, process.communicate()[1][-2000:]
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 150  # TF import, model build and the first traced step; the wait ends at step 2
+        while time.monotonic() < deadline and process.poll() is None:
+            if any(line.get("cur_iter", 0) >= 2 for line in status_lines(results)):
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:  # never leave a training process behind
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err[-2000:]
     assert "error: training interrupted at step" in err
     step = int(err.split("interrupted at step ")[1].split(";")[0])
