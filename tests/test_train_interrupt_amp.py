@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effdet_rt.cli.main import run
+from tests.data_support import bccd_val_head
 
 KEY = "interrupt-test-key"
 REPO = Path(__file__).resolve().parents[1]
@@ -19,14 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def records(bccd_root, tmp_path_factory) -> Path:
-    import tensorflow as tf
-
-    out = tmp_path_factory.mktemp("interrupt_records")
-    assert run(["dataset-convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "-s", "1"]) == 0
-    with tf.io.TFRecordWriter(str(out / "first4.tfrecord")) as writer:
-        for record in tf.data.TFRecordDataset(str(out / "val-00000-of-00001.tfrecord")).take(4):
-            writer.write(record.numpy())
-    return out / "first4.tfrecord"
+    return bccd_val_head(bccd_root, tmp_path_factory.mktemp("interrupt_records"), 4)
 
 
 def tiny(records: Path, *extra: str) -> list[str]:

@@ -4,21 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from effdet_rt.cli.main import run
+from tests.data_support import bccd_val_head
 
 KEY = "overfit-key"
 
 
 @pytest.fixture(scope="module")
 def two_images(bccd_root, tmp_path_factory) -> Path:
-    import tensorflow as tf
-
-    out = tmp_path_factory.mktemp("overfit")
-    assert run(["dataset-convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "-s", "1"]) == 0
-    with tf.io.TFRecordWriter(str(out / "first2.tfrecord")) as writer:
-        for record in tf.data.TFRecordDataset(str(out / "val-00000-of-00001.tfrecord")).take(2):
-            writer.write(record.numpy())
-    return out
+    return bccd_val_head(bccd_root, tmp_path_factory.mktemp("overfit"), 2).parent
 
 
 def test_overfitting_two_images_reaches_ap50_09(two_images, tmp_path):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from effdet_rt.cli.main import run
+from tests.data_support import bccd_val_head
 
 KEY = "qat-test-key"
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
@@ -16,14 +17,7 @@ LOGIT_CORRELATION = 0.8
 @pytest.fixture(scope="module")
 def records(bccd_root, tmp_path_factory) -> Path:
     """The first 4 BCCD val images as one TFRecord file."""
-    import tensorflow as tf
-
-    out = tmp_path_factory.mktemp("qat_records")
-    assert run(["dataset-convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "-s", "1"]) == 0
-    with tf.io.TFRecordWriter(str(out / "first4.tfrecord")) as writer:
-        for record in tf.data.TFRecordDataset(str(out / "val-00000-of-00001.tfrecord")).take(4):
-            writer.write(record.numpy())
-    return out / "first4.tfrecord"
+    return bccd_val_head(bccd_root, tmp_path_factory.mktemp("qat_records"), 4)
 
 
 def record_images(records: Path) -> list[np.ndarray]:
