@@ -1,7 +1,9 @@
-"""Small real training sets for the training tests: the first images of BCCD's val split as one TFRecord file."""
+"""Support for the training tests: the first images of BCCD's val split as one TFRecord file, and eager steps."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from effdet_rt.cli.main import run
@@ -18,3 +20,17 @@ def bccd_val_head(bccd_root: Path, out: Path, count: int) -> Path:
         for record in tf.data.TFRecordDataset(str(out / "val-00000-of-00001.tfrecord")).take(count):
             writer.write(record.numpy())
     return head
+
+
+@contextmanager
+def steps_run_eagerly() -> Iterator[None]:
+    """Run the trainer's tf.function step eagerly: for a run of a few steps, tracing D0's train step (20-100 s on
+    two cores, more with fake-quant or two replicas) costs far more than the steps. The code that runs is the same;
+    the overfit, demo and Ctrl-C tests keep covering the traced step."""
+    import tensorflow as tf
+
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(False)

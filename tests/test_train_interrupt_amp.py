@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.data_support import bccd_val_head
+from tests.data_support import bccd_val_head, steps_run_eagerly
 
 KEY = "interrupt-test-key"
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,8 @@ def test_amp_on_cpu_says_so_and_trains_in_float32(records, tmp_path):
 
     messages: list[str] = []
     spec = load_spec(None, tiny(records, "train.amp=true", "train.num_examples_per_epoch=2", "train.num_epochs=1"))
-    path = train(spec, tmp_path / "amp", None, log=messages.append)
+    with steps_run_eagerly():
+        path = train(spec, tmp_path / "amp", None, log=messages.append)
     assert any("train.amp: no GPU, so training runs in float32" in m for m in messages)
     checkpoint = load_checkpoint(path, KEY)
     assert all(value.dtype == np.float32 for value in checkpoint.weights.values())

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effdet_rt.cli.main import run
-from tests.data_support import bccd_val_head
+from tests.data_support import bccd_val_head, steps_run_eagerly
 
 KEY = "qat-test-key"
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
@@ -110,7 +110,8 @@ def qat_run(records, tmp_path_factory):
                                  metadata={"step": 0})
     messages: list[str] = []
     spec = load_spec(None, qat_overrides(records, f"train.checkpoint={pretrained}"))
-    checkpoint = train(spec, root / "results", None, log=messages.append)
+    with steps_run_eagerly():
+        checkpoint = train(spec, root / "results", None, log=messages.append)
     return {"checkpoint": checkpoint, "messages": messages, "float": float_weights, "root": root, "spec": spec}
 
 

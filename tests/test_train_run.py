@@ -13,6 +13,7 @@ from effdet_rt.checkpoint import load_checkpoint
 from effdet_rt.cli.main import run
 from effdet_rt.errors import UserError
 from effdet_rt.spec.loader import load_spec
+from tests.data_support import steps_run_eagerly
 
 KEY = "train-test-key"
 REPO = Path(__file__).resolve().parents[1]
@@ -62,12 +63,12 @@ def test_resume_gives_the_same_weights_and_loss_falls(bccd_records, tmp_path):
     from effdet_rt.trainer.loop import train
 
     spec = load_spec(None, tiny_overrides(bccd_records, "train.num_epochs=3"))
-    straight = train(spec, tmp_path / "straight", None, log=quiet)
+    with steps_run_eagerly():
+        straight = train(spec, tmp_path / "straight", None, log=quiet)
+        first = train(spec, tmp_path / "resumed", None, log=quiet, max_seconds=0)  # stops after epoch 1
+        resumed = train(spec, tmp_path / "resumed", None, log=quiet)
     assert straight.name == "efficientdet-d0_003.edrt"
-
-    first = train(spec, tmp_path / "resumed", None, log=quiet, max_seconds=0)  # stops after epoch 1
     assert first.name == "efficientdet-d0_001.edrt"
-    resumed = train(spec, tmp_path / "resumed", None, log=quiet)
     assert resumed.name == "efficientdet-d0_003.edrt"
 
     a, b = load_checkpoint(straight, KEY), load_checkpoint(resumed, KEY)
@@ -101,7 +102,8 @@ def test_nan_loss_names_the_step(bccd_records, tmp_path, capsys, spec_file):
     args = ["train", "-e", spec_file, "-r", str(tmp_path / "nan"), *tiny_overrides(
         bccd_records, "train.lr_schedule.learning_rate=1e30", "train.lr_schedule.warmup_epoch=0",
         "train.clip_gradients_norm=0", "train.num_epochs=3")]
-    assert run(args) == 2
+    with steps_run_eagerly():
+        assert run(args) == 2
     err = capsys.readouterr().err
     assert "error: loss became" in err and "at step" in err
     assert "Traceback" not in err
@@ -111,10 +113,13 @@ def test_nan_loss_names_the_step(bccd_records, tmp_path, capsys, spec_file):
     assert kept == [f"efficientdet-d0_{e:03d}.edrt" for e in range(1, (step - 1) // 2 + 1)]
 
 
+# Eager steps (see tests/data_support.steps_run_eagerly): tracing the two-replica step alone took 90 s.
 MIRROR_SCRIPT = """
 import json, sys
 from effdet_rt.trainer.distribute import configure_logical_cpus
 configure_logical_cpus(2)
+import tensorflow as tf
+tf.config.run_functions_eagerly(True)
 from effdet_rt.spec.loader import load_spec
 from effdet_rt.checkpoint import read_metadata
 from effdet_rt.trainer.loop import train
