@@ -84,6 +84,18 @@ def test_dynamic_engine_micro_batches_give_the_same_detections(raw_proto, setup,
     np.testing.assert_allclose(split.scores, together.scores, atol=1e-5)
 
 
+def test_default_micro_batch_keeps_about_2_mib_of_activations_per_run(raw_proto, setup, tmp_path):
+    from effdet_rt.engines.ort_engine import OnnxRuntimeEngine, cpu_micro_batch
+
+    assert [cpu_micro_batch((s, s), "fp32") for s in (1024, 640, 512, 384, 256, 128)] == [1, 1, 2, 3, 8, 32]
+    assert [cpu_micro_batch((s, s), "int8") for s in (1024, 512, 256)] == [2, 8, 32]
+    from effdet_rt.export.exporter import ExportOptions, attach_nms
+
+    path = tmp_path / "dynamic.onnx"
+    path.write_bytes(attach_nms(raw_proto, setup, ExportOptions(nms="onnx")).SerializeToString())
+    assert OnnxRuntimeEngine(path).describe()["micro_batch"] == 32  # the tiny 128x128 FP32 model
+
+
 def test_onnx_nms_subgraph_equals_tensorflow_postprocess():
     """The standard-op NMS graph on its own, fed random heads, against effdet_rt.model.postprocess."""
     import onnx_graphsurgeon as gs
