@@ -217,6 +217,24 @@ def test_verification_failure_raises_when_strict_and_warns_in_the_demo():
         settle_verification(off, True, logged.append)
     settle_verification(off, False, logged.append)
     assert len(logged) == 1 and logged[0].startswith("warning: export verification is outside its limits")
+    # a trained D0 at 512: the graph matches TF to 6e-6, ORT's NCHWc kernels alone move the heads by 2.8e-4
+    trained = VerifyReport(5.72e-6, MatchReport(394, 394, 394), 4, layout_kernels_diff=2.76e-4)
+    assert trained.passed()
+    assert "= 5.72e-06 (limit 1e-04), 2.76e-04 with ORT's CPU layout kernels;" in trained.summary()
+
+
+def test_verify_export_reports_both_optimisation_levels(raw_proto, setup):
+    from effdet_rt.engines.checkpoint import KerasEngine
+    from effdet_rt.export.exporter import ExportOptions, attach_nms
+    from effdet_rt.export.verify_run import verify_export
+    from effdet_rt.model.postprocess import NmsConfig
+
+    settings = NmsConfig(score_threshold=0.05)
+    nms = attach_nms(raw_proto, setup, ExportOptions(nms="onnx", nms_settings=settings))
+    report = verify_export(KerasEngine(tiny_model(), setup, settings), raw_proto, nms, _images(2))
+    assert report.passed() and report.match.rate == 1.0
+    assert report.max_abs_diff <= 1e-5  # the graph's own math: float rounding only
+    assert report.layout_kernels_diff is not None and report.layout_kernels_diff <= 1e-4
 
 
 def test_export_bad_inputs(tmp_path, capsys):

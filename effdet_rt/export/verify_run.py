@@ -20,16 +20,24 @@ TIE_MARGIN = 1e-4
 
 @dataclass(frozen=True)
 class VerifyReport:
+    """max_abs_diff: the exported graph as ONNX Runtime runs it with its portable graph optimisations (the level
+    `build --precision fp32` saves), the figure the limit applies to. layout_kernels_diff: the same heads with every
+    optimisation, i.e. also ONNX Runtime's NCHWc CPU kernels, which sum in another order; on a trained D0 at 512 that
+    alone moved the heads by 2.8e-4 while the graph itself matched TF to 6e-6, so it is reported, not limited. The
+    detections are compared as engines run (every optimisation)."""
+
     max_abs_diff: float
     match: MatchReport
     images: int
+    layout_kernels_diff: float | None = None
 
     def passed(self) -> bool:
         return self.max_abs_diff <= MAX_HEAD_DIFF and self.match.rate >= MIN_MATCH_RATE
 
     def summary(self) -> str:
+        layout = "" if self.layout_kernels_diff is None else f", {self.layout_kernels_diff:.2e} with ORT's CPU layout kernels"
         return (
-            f"verify on {self.images} images: raw heads max |TF - ONNX| = {self.max_abs_diff:.2e} (limit {MAX_HEAD_DIFF:.0e}); "
+            f"verify on {self.images} images: raw heads max |TF - ONNX| = {self.max_abs_diff:.2e} (limit {MAX_HEAD_DIFF:.0e}){layout}; "
             f"detections matched {self.match.matched}/{max(self.match.reference, self.match.candidate)} "
             f"= {self.match.rate:.1%} (same class, IoU >= 0.99, scores >= {COMPARE_MIN_SCORE} clear of the top-k cut; "
             f"limit {MIN_MATCH_RATE:.0%})"
@@ -57,14 +65,21 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
     setup = keras_engine.setup
     heads = raw_heads_model(keras_engine.model, setup.num_levels, setup.num_classes)
     tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
-    raw = ort.InferenceSession(raw_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
-    onnx_logits, onnx_codes = raw.run(None, {"images": batch})
-    diff = float(max(np.abs(tf_logits - onnx_logits).max(), np.abs(tf_codes - onnx_codes).max()))
+
+    def heads_diff(level) -> float:
+        options = session_options()
+        options.graph_optimization_level = level
+        raw = ort.InferenceSession(raw_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        onnx_logits, onnx_codes = raw.run(None, {"images": batch})
+        return float(max(np.abs(tf_logits - onnx_logits).max(), np.abs(tf_codes - onnx_codes).max()))
+
+    diff = heads_diff(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    layout_diff = heads_diff(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     nms = ort.InferenceSession(nms_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     num, boxes, scores, classes = nms.run(None, {"images": batch})
     onnx_dets = Detections(boxes, scores, classes + CLASS_ID_OFFSET, num[:, 0])
     reference, candidate = comparable(keras_engine.run(batch), onnx_dets, keras_engine.nms_config.max_detections)
-    return VerifyReport(diff, match_detections(reference, candidate), len(batch))
+    return VerifyReport(diff, match_detections(reference, candidate), len(batch), layout_diff)
 
 
 def require_passed(report: VerifyReport) -> None:
