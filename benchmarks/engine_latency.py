@@ -76,7 +76,7 @@ class ReferenceRunner:
     """An ONNX model of raw heads on NCHW input (effdet's), timed alone: its input is converted once, outside the
     timing (effdet normalises on the host), and it has no post-processing."""
 
-    def __init__(self, path: Path, image_size: int):
+    def __init__(self, path: Path):
         import onnxruntime as ort
 
         from effdet_rt.engines.ort_engine import session_options
@@ -84,7 +84,6 @@ class ReferenceRunner:
         self.session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.backend, self.precision = f"effdet reference ({path.stem})", "fp32"
-        self.input_size = (image_size, image_size)
         self._converted: dict = {}
 
     def run(self, batch):
@@ -123,7 +122,7 @@ def remeasure_with_references(rows: list[dict], references: list[Path], image_si
     from effdet_rt.demo.run import DEMO_KEY
     from effdet_rt.engines import load
 
-    refs = [ReferenceRunner(path, image_size) for path in references]
+    refs = [ReferenceRunner(path) for path in references]
     engines = [load(Path(row["model_file"]), key=DEMO_KEY) for row in rows]
     measured = side_by_side([*refs, *engines], image_size, rounds)
     base = measured[0][0]
