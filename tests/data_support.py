@@ -9,17 +9,26 @@ from pathlib import Path
 from effdet_rt.cli.main import run
 
 
-def bccd_val_head(bccd_root: Path, out: Path, count: int) -> Path:
-    """Convert BCCD's val split into ``out`` (one shard, plus val.json) and write its first ``count`` records to
-    ``out/first{count}.tfrecord``; returns that file."""
+def convert_bccd_val(bccd_root: Path, out: Path) -> Path:
+    """Convert BCCD's val split into ``out`` (one shard, plus val.json); returns the shard."""
+    assert run(["dataset-convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "-s", "1"]) == 0
+    return out / "val-00000-of-00001.tfrecord"
+
+
+def write_first_records(source: Path, count: int) -> Path:
+    """The first ``count`` records of ``source`` as ``first{count}.tfrecord`` beside it."""
     import tensorflow as tf
 
-    assert run(["dataset-convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "-s", "1"]) == 0
-    head = out / f"first{count}.tfrecord"
+    head = source.parent / f"first{count}.tfrecord"
     with tf.io.TFRecordWriter(str(head)) as writer:
-        for record in tf.data.TFRecordDataset(str(out / "val-00000-of-00001.tfrecord")).take(count):
+        for record in tf.data.TFRecordDataset(str(source)).take(count):
             writer.write(record.numpy())
     return head
+
+
+def bccd_val_head(bccd_root: Path, out: Path, count: int) -> Path:
+    """BCCD's val split converted into ``out``; returns ``out/first{count}.tfrecord``, its first ``count`` records."""
+    return write_first_records(convert_bccd_val(bccd_root, out), count)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from effdet_rt.checkpoint import load_checkpoint
 from effdet_rt.cli.main import run
 from effdet_rt.errors import UserError
 from effdet_rt.spec.loader import load_spec
-from tests.data_support import steps_run_eagerly
+from tests.data_support import convert_bccd_val, steps_run_eagerly, write_first_records
 
 KEY = "train-test-key"
 REPO = Path(__file__).resolve().parents[1]
@@ -22,16 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def bccd_records(bccd_root, tmp_path_factory):
     """BCCD val split as TFRecords, plus subsets of its first 8 and first 2 records."""
-    import tensorflow as tf
-
-    out = tmp_path_factory.mktemp("bccd_records")
-    assert run(["dataset-convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "-s", "1"]) == 0
-    source = str(out / "val-00000-of-00001.tfrecord")
+    source = convert_bccd_val(bccd_root, tmp_path_factory.mktemp("bccd_records"))
     for count in (8, 2):
-        with tf.io.TFRecordWriter(str(out / f"first{count}.tfrecord")) as writer:
-            for record in tf.data.TFRecordDataset(source).take(count):
-                writer.write(record.numpy())
-    return out
+        write_first_records(source, count)
+    return source.parent
 
 
 def tiny_overrides(records: Path, *extra: str) -> list[str]:
