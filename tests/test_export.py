@@ -65,6 +65,73 @@ def test_input_normalisation_is_a_channel_conv_after_the_transpose(raw_proto):
     np.testing.assert_allclose(bias, -np.array(IMAGENET_MEAN_RGB) / np.array(IMAGENET_STD_RGB), rtol=1e-6)
 
 
+def test_export_drops_identity_reshapes_so_ort_fuses_residual_adds(raw_proto, tmp_path):
+    """tf2onnx's (-1, C, 1, 1) Reshapes after each squeeze-excite pool are gone, the batch dimension keeps its
+    name through shape inference, and ONNX Runtime folds every residual Add of the backbone into a convolution."""
+    import onnxruntime as ort
+
+    from effdet_rt.export.graph import _reshape_keeps_shape
+
+    assert _reshape_keeps_shape([None, 32, 1, 1], [-1, 32, 1, 1])
+    assert _reshape_keeps_shape([None, 32, 4, 4], [0, 32, -1, 4])
+    assert not _reshape_keeps_shape([None, 32, 1, 1], [-1, 1, 1, 32])
+    assert not _reshape_keeps_shape([None, None, 1, 1], [-1, 32, 1, 1])
+
+    inferred = onnx.shape_inference.infer_shapes(raw_proto)
+    producers = {out: n for n in inferred.graph.node for out in n.output}
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    reshape_sources = [producers[n.input[0]].op_type for n in raw_proto.graph.node if n.op_type == "Reshape"]
+    # only the heads' (N, H, W, A*C) -> (N, HWA, C) flattens are left, none after the squeeze-excite pool or swish
+    assert len(reshape_sources) == 10 and set(reshape_sources) <= {"Transpose", "Conv"}
+    residual_adds = [n for n in inferred.graph.node if n.op_type == "Add" and n.name.endswith("_add/add")]
+    assert len(residual_adds) == 9
+    assert all(dims[i][0] == "batch" for add in residual_adds for i in add.input)
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(raw_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath)
+    assert [n.name for n in optimized.graph.node if n.op_type == "Add" and n.name.endswith("_add/add")] == []
+
+
+def test_fusion_normalisation_is_folded_into_the_input_weights():
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    from effdet_rt.export.graph import fold_scale_into_weighted_sums
+
+    def fusion_graph():
+        a, b, c = (gs.Variable(n, np.float32, [1, 8, 4, 4]) for n in "abc")
+        out = gs.Variable("out", np.float32, [1, 8, 4, 4])
+        graph = gs.Graph(inputs=[a, b, c], outputs=[out], opset=17)
+        terms = [graph.layer(op="Mul", inputs=[x, gs.Constant(f"w{i}", np.array(w, np.float32))], outputs=[f"t{i}"])[0]
+                 for i, (x, w) in enumerate(zip((a, b), (0.7, 1.3), strict=True))]
+        total = graph.layer(op="Sum", inputs=terms, outputs=["total"])[0]
+        fused = graph.layer(op="Mul", inputs=[total, gs.Constant("k", np.array(1 / 2.0001, np.float32))], outputs=["fused"])[0]
+        graph.layer(op="Add", inputs=[fused, c], outputs=[out])  # c: a third input the rewrite must not touch
+        return graph
+
+    feeds = {n: np.random.default_rng(i).normal(size=(1, 8, 4, 4)).astype(np.float32) for i, n in enumerate("abc")}
+    def run_graph(graph):
+        model = gs.export_onnx(graph)
+        model.ir_version = 8
+        return ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+
+    expected = run_graph(fusion_graph())
+    graph = fusion_graph()
+    assert fold_scale_into_weighted_sums(graph) == 1
+    assert [n.op for n in graph.nodes] == ["Mul", "Mul", "Sum", "Add"]
+    weights = sorted(n.inputs[1].values.item() for n in graph.nodes if n.op == "Mul")
+    np.testing.assert_allclose(weights, [0.7 / 2.0001, 1.3 / 2.0001], rtol=1e-6)
+    np.testing.assert_allclose(run_graph(graph), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(expected, (0.7 * feeds["a"] + 1.3 * feeds["b"]) / 2.0001 + feeds["c"], rtol=1e-5)
+
+    shared = fusion_graph()  # a weighted term that is also used elsewhere cannot take the scale
+    shared.outputs.append(next(n for n in shared.nodes if n.op == "Mul").outputs[0])
+    assert fold_scale_into_weighted_sums(shared) == 0
+
+
 def test_dynamic_engine_micro_batches_give_the_same_detections(raw_proto, setup, tmp_path):
     from effdet_rt.engines.ort_engine import OnnxRuntimeEngine
     from effdet_rt.export.exporter import ExportOptions, attach_nms

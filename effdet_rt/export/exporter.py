@@ -12,6 +12,8 @@ import onnx_graphsurgeon as gs
 from effdet_rt.errors import UserError
 from effdet_rt.export.graph import (
     clean_graph,
+    drop_identity_reshapes,
+    fold_scale_into_weighted_sums,
     keras_to_onnx,
     normalize_after_transpose,
     rename_input,
@@ -89,7 +91,10 @@ def convert_raw_heads(model, setup: DetectorSetup, batch_size: int | None, opset
     use_asymmetric_nearest_resize(graph)
     normalize_after_transpose(graph)
     requantize_conv_weights(graph)  # QAT exports: per-channel kernel Q/DQ redone in OIHW (see export/qdq.py)
-    return gs.export_onnx(clean_graph(graph))
+    graph = clean_graph(graph)
+    drop_identity_reshapes(graph)
+    fold_scale_into_weighted_sums(graph)
+    return gs.export_onnx(graph)
 
 
 def attach_nms(raw: onnx.ModelProto, setup: DetectorSetup, options: ExportOptions, extra_metadata: dict[str, Any] | None = None) -> onnx.ModelProto:

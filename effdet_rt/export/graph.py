@@ -50,6 +50,97 @@ def use_asymmetric_nearest_resize(graph: gs.Graph) -> int:
     return changed
 
 
+def _inferred_dims(graph: gs.Graph) -> dict[str, list[int | None]]:
+    """Each tensor's dimensions from ONNX shape inference; None where a dimension is not a known number."""
+    inferred = onnx.shape_inference.infer_shapes(gs.export_onnx(graph))
+    infos = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    return {
+        info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        for info in infos
+        if info.type.tensor_type.HasField("shape")
+    }
+
+
+def _reshape_keeps_shape(dims: list[int | None], target: list[int]) -> bool:
+    """True when Reshape(x, target) provably returns x's shape (0 copies a dimension, one -1 takes the rest)."""
+    if len(dims) != len(target) or target.count(-1) > 1:
+        return False
+    return all(t == 0 or t == -1 or (d is not None and d == t) for d, t in zip(dims, target, strict=True))
+
+
+def drop_identity_reshapes(graph: gs.Graph) -> int:
+    """Remove Reshapes that do not change their input's shape, such as tf2onnx's (-1, C, 1, 1) after a pooling.
+
+    Besides the wasted op, their `-1` gives the batch dimension a fresh unknown name in shape inference, so ONNX
+    Runtime cannot prove that a residual Add's two inputs have the same shape and leaves the Add out of the
+    convolution it would otherwise fuse it into.
+    """
+    dims = _inferred_dims(graph)
+    graph_outputs = {id(t) for t in graph.outputs}
+    dropped = 0
+    for node in graph.nodes:
+        if node.op != "Reshape" or not isinstance(node.inputs[1], gs.Constant) or node.attrs.get("allowzero", 0):
+            continue
+        source, result = node.inputs[0], node.outputs[0]
+        if id(result) in graph_outputs or source.name not in dims:
+            continue
+        if not _reshape_keeps_shape(dims[source.name], [int(v) for v in node.inputs[1].values.ravel()]):
+            continue
+        for consumer in list(result.outputs):
+            for slot, tensor in enumerate(consumer.inputs):
+                if tensor is result:
+                    consumer.inputs[slot] = source
+        node.outputs.clear()
+        dropped += 1
+    graph.cleanup().toposort()
+    return dropped
+
+
+def _scalar_product(node: gs.Node) -> tuple[gs.Tensor, gs.Constant] | None:
+    """(x, c) when ``node`` is Mul(x, c) or Mul(c, x) with a one-element constant c."""
+    if node.op != "Mul" or len(node.inputs) != 2:
+        return None
+    for tensor, other in (node.inputs, reversed(node.inputs)):
+        if isinstance(other, gs.Constant) and other.values.size == 1 and not isinstance(tensor, gs.Constant):
+            return tensor, other
+    return None
+
+
+def _only_consumer(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
+    """The one node reading ``tensor``; None if several do or it is also a graph output."""
+    if len(tensor.outputs) != 1 or any(tensor is out for out in graph.outputs):
+        return None
+    return tensor.outputs[0]
+
+
+def fold_scale_into_weighted_sums(graph: gs.Graph) -> int:
+    """Rewrite ``Sum(x_i * w_i) * k`` as ``Sum(x_i * (w_i * k))`` when every w_i and k are constant scalars.
+
+    This is BiFPN's fast normalised fusion, ``sum_i(w_i x_i) / (sum_i w_i + eps)``, once the learnt weights are
+    constants: one full-size multiplication per fusion node fewer, the same values up to rounding.
+    """
+    folded = 0
+    for node in [n for n in graph.nodes if n.op == "Sum"]:
+        after = _only_consumer(graph, node.outputs[0])
+        scale = _scalar_product(after) if after is not None else None
+        terms = [t.inputs[0] if len(t.inputs) == 1 else None for t in node.inputs]
+        if scale is None or any(t is None or _only_consumer(graph, t.outputs[0]) is not node for t in terms):
+            continue
+        products = [_scalar_product(t) for t in terms]
+        if any(p is None for p in products):
+            continue
+        k = float(np.asarray(scale[1].values).ravel()[0])
+        for term, (_, weight) in zip(terms, products, strict=True):
+            value = np.asarray(np.asarray(weight.values).ravel()[0] * k, dtype=weight.values.dtype)
+            slot = 1 if term.inputs[1] is weight else 0
+            term.inputs[slot] = constant(f"{weight.name}_scaled_{folded}", value.reshape(weight.values.shape))
+        node.outputs = [after.outputs[0]]
+        after.outputs.clear()
+        folded += 1
+    graph.cleanup().toposort()
+    return folded
+
+
 NORMALIZE_NODE = "input_normalization"
 
 
