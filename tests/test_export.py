@@ -132,6 +132,51 @@ def test_fusion_normalisation_is_folded_into_the_input_weights():
     assert fold_scale_into_weighted_sums(shared) == 0
 
 
+def test_fp32_build_keeps_weighted_sums_in_ort_blocked_layout(tmp_path):
+    """BiFPN-style fusion: (y * 0.7) + (maxpool(y) * 1.3) -> conv. As BatchNormalizations the weighted terms stay
+    in ONNX Runtime's NCHWc layout; as broadcast Muls each term is reordered to NCHW and the Sum back again."""
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    from effdet_rt.engines.ort_build import sum_weights_as_channel_scales
+
+    rng = np.random.default_rng(3)
+
+    def fusion_graph():
+        x = gs.Variable("x", np.float32, ["batch", 16, 8, 8])
+        out = gs.Variable("out", np.float32, None)
+        graph = gs.Graph(inputs=[x], outputs=[out], opset=17)
+        conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+        weights = [gs.Constant(f"k{i}", np.random.default_rng(i).normal(0, 0.2, (16, 16, 3, 3)).astype(np.float32))
+                   for i in range(2)]
+        (y,) = graph.layer(op="Conv", inputs=[x, weights[0]], outputs=["y"], attrs=conv)
+        (pooled,) = graph.layer(op="MaxPool", inputs=[y], outputs=["pooled"], attrs=conv)
+        terms = [graph.layer(op="Mul", inputs=[t, gs.Constant(f"w{i}", np.array(w, np.float32))], outputs=[f"t{i}"])[0]
+                 for i, (t, w) in enumerate(zip((y, pooled), (0.7, 1.3), strict=True))]
+        (fused,) = graph.layer(op="Sum", inputs=terms, outputs=["fused"])
+        graph.layer(op="Conv", inputs=[fused, weights[1]], outputs=[out], attrs=conv)
+        return graph
+
+    def optimised(graph, name):
+        model = gs.export_onnx(graph)
+        model.ir_version = 8
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / name)
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        reorders = sum(n.op_type.startswith("Reorder") for n in onnx.load(options.optimized_model_filepath).graph.node)
+        return session.run(None, {"x": feed})[0], reorders
+
+    feed = rng.normal(size=(2, 16, 8, 8)).astype(np.float32)
+    expected, reorders_before = optimised(fusion_graph(), "muls.onnx")
+    graph = fusion_graph()
+    assert sum_weights_as_channel_scales(graph) == 2
+    scales = sorted(n.inputs[1].values.tolist() for n in graph.nodes if n.op == "BatchNormalization")
+    assert scales == [[np.float32(0.7)] * 16, [np.float32(1.3)] * 16]
+    result, reorders_after = optimised(graph, "scales.onnx")
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+    assert (reorders_before, reorders_after) == (5, 2)  # before: 2 terms + the Sum back; after: input and output
+
+
 def test_dynamic_engine_micro_batches_give_the_same_detections(raw_proto, setup, tmp_path):
     from effdet_rt.engines.ort_engine import OnnxRuntimeEngine
     from effdet_rt.export.exporter import ExportOptions, attach_nms

@@ -12,20 +12,65 @@ from effdet_rt.errors import UserError
 from effdet_rt.utils.atomic import atomic_path
 
 
-def optimize_fp32(onnx_path: Path, output: Path) -> Path:
-    """Save ONNX Runtime's portable (extended-level) graph optimisations, keeping our metadata."""
+def sum_weights_as_channel_scales(graph) -> int:
+    """Rewrite each weighted Sum term ``x * w`` (w a constant scalar, x NCHW) as a BatchNormalization scaling
+    every channel by w: the same values, but ONNX Runtime's blocked (NCHWc) CPU layout takes a
+    BatchNormalization and the Sum in, where a broadcast Mul sends the tensor back to NCHW and forth again.
+    In EfficientDet these are BiFPN's fusion weights (57 terms in D0)."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from effdet_rt.export.graph import inferred_dims, scalar_product
+
+    dims = inferred_dims(graph)
+    rewritten = 0
+    for node in graph.nodes:
+        product = scalar_product(node)
+        consumers = node.outputs[0].outputs
+        if product is None or not consumers or any(c.op != "Sum" for c in consumers):
+            continue
+        source, weight = product
+        shape = dims.get(source.name)
+        if shape is None or len(shape) != 4 or not shape[1] or weight.values.dtype != np.float32:
+            continue
+        channels = shape[1]
+        values = {
+            "scale": np.full(channels, np.asarray(weight.values).item(), np.float32),
+            "bias": np.zeros(channels, np.float32),
+            "mean": np.zeros(channels, np.float32),
+            "var": np.ones(channels, np.float32),
+        }
+        node.op, node.attrs = "BatchNormalization", {"epsilon": 0.0}
+        node.inputs = [source, *(gs.Constant(f"{node.name}_{k}", v) for k, v in values.items())]
+        rewritten += 1
+    return rewritten
+
+
+def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) -> Path:
+    """Save ONNX Runtime's portable (extended-level) graph optimisations, keeping our metadata.
+
+    With ``channel_scales``, weighted Sum terms become BatchNormalizations first (see
+    `sum_weights_as_channel_scales`); a Q/DQ model keeps its Muls, which its quantized kernels run.
+    """
     import onnx
+    import onnx_graphsurgeon as gs
     import onnxruntime as ort
 
     from effdet_rt.export.graph import read_metadata, set_metadata
 
     source = read_detector_onnx(onnx_path)
+    model = source
+    if channel_scales:
+        graph = gs.import_onnx(source)
+        if sum_weights_as_channel_scales(graph):
+            model = gs.export_onnx(graph.cleanup().toposort())
+            model.ir_version = source.ir_version
     with atomic_path(output) as tmp:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(tmp)
         options.log_severity_level = 3
-        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         optimized = onnx.load(str(tmp))
         meta = read_metadata(source)
         meta.update({"precision": "fp32", "ort_optimized": "extended"})
@@ -43,7 +88,7 @@ def keep_quantized_model(onnx_path: Path, output: Path, log: Callable[[str], Non
     from effdet_rt.export.graph import read_metadata, set_metadata
 
     with tempfile.TemporaryDirectory(prefix="effdet-qdq-") as work, atomic_path(output) as tmp:
-        model = onnx.load(str(optimize_fp32(onnx_path, Path(work) / "optimized.onnx")))
+        model = onnx.load(str(optimize_fp32(onnx_path, Path(work) / "optimized.onnx", channel_scales=False)))
         meta = read_metadata(model)
         meta.update({"precision": "int8", "int8_source": "qdq in the input model (quantization-aware training)"})
         set_metadata(model, meta)

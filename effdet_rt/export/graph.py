@@ -50,7 +50,7 @@ def use_asymmetric_nearest_resize(graph: gs.Graph) -> int:
     return changed
 
 
-def _inferred_dims(graph: gs.Graph) -> dict[str, list[int | None]]:
+def inferred_dims(graph: gs.Graph) -> dict[str, list[int | None]]:
     """Each tensor's dimensions from ONNX shape inference; None where a dimension is not a known number."""
     inferred = onnx.shape_inference.infer_shapes(gs.export_onnx(graph))
     infos = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
@@ -75,7 +75,7 @@ def drop_identity_reshapes(graph: gs.Graph) -> int:
     Runtime cannot prove that a residual Add's two inputs have the same shape and leaves the Add out of the
     convolution it would otherwise fuse it into.
     """
-    dims = _inferred_dims(graph)
+    dims = inferred_dims(graph)
     graph_outputs = {id(t) for t in graph.outputs}
     dropped = 0
     for node in graph.nodes:
@@ -96,7 +96,7 @@ def drop_identity_reshapes(graph: gs.Graph) -> int:
     return dropped
 
 
-def _scalar_product(node: gs.Node) -> tuple[gs.Tensor, gs.Constant] | None:
+def scalar_product(node: gs.Node) -> tuple[gs.Tensor, gs.Constant] | None:
     """(x, c) when ``node`` is Mul(x, c) or Mul(c, x) with a one-element constant c."""
     if node.op != "Mul" or len(node.inputs) != 2:
         return None
@@ -122,11 +122,11 @@ def fold_scale_into_weighted_sums(graph: gs.Graph) -> int:
     folded = 0
     for node in [n for n in graph.nodes if n.op == "Sum"]:
         after = _only_consumer(graph, node.outputs[0])
-        scale = _scalar_product(after) if after is not None else None
+        scale = scalar_product(after) if after is not None else None
         terms = [t.inputs[0] if len(t.inputs) == 1 else None for t in node.inputs]
         if scale is None or any(t is None or _only_consumer(graph, t.outputs[0]) is not node for t in terms):
             continue
-        products = [_scalar_product(t) for t in terms]
+        products = [scalar_product(t) for t in terms]
         if any(p is None for p in products):
             continue
         k = float(np.asarray(scale[1].values).ravel()[0])
