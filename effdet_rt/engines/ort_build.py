@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,13 +12,15 @@ from effdet_rt.engines.ort_engine import read_detector_onnx
 from effdet_rt.errors import UserError
 from effdet_rt.utils.atomic import atomic_path
 
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
 
-def sum_weights_as_channel_scales(graph) -> int:
+
+def sum_weights_as_channel_scales(graph: gs.Graph) -> int:
     """Rewrite each weighted Sum term ``x * w`` (w a constant scalar, x NCHW) as a BatchNormalization scaling
     every channel by w: the same values, but ONNX Runtime's blocked (NCHWc) CPU layout takes a
     BatchNormalization and the Sum in, where a broadcast Mul sends the tensor back to NCHW and forth again.
     In EfficientDet these are BiFPN's fusion weights (57 terms in D0)."""
-    import numpy as np
     import onnx_graphsurgeon as gs
 
     from effdet_rt.export.graph import inferred_dims, scalar_product
