@@ -95,9 +95,21 @@ def test_export_drops_identity_reshapes_so_ort_fuses_residual_adds(raw_proto, tm
     assert [n.name for n in optimized.graph.node if n.op_type == "Add" and n.name.endswith("_add/add")] == []
 
 
-def test_fusion_normalisation_is_folded_into_the_input_weights():
+def _hand_graph_session(graph, optimized_path=None):
+    """An ONNX Runtime CPU session of a hand-built graphsurgeon graph (IR 8: what this onnxruntime reads)."""
     import onnx_graphsurgeon as gs
     import onnxruntime as ort
+
+    model = gs.export_onnx(graph)
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def test_fusion_normalisation_is_folded_into_the_input_weights():
+    import onnx_graphsurgeon as gs
 
     from effdet_rt.export.graph import fold_scale_into_weighted_sums
 
@@ -114,9 +126,7 @@ def test_fusion_normalisation_is_folded_into_the_input_weights():
 
     feeds = {n: np.random.default_rng(i).normal(size=(1, 8, 4, 4)).astype(np.float32) for i, n in enumerate("abc")}
     def run_graph(graph):
-        model = gs.export_onnx(graph)
-        model.ir_version = 8
-        return ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+        return _hand_graph_session(graph).run(None, feeds)[0]
 
     expected = run_graph(fusion_graph())
     graph = fusion_graph()
@@ -136,7 +146,6 @@ def test_fp32_build_keeps_weighted_sums_in_ort_blocked_layout(tmp_path):
     """BiFPN-style fusion: (y * 0.7) + (maxpool(y) * 1.3) -> conv. As BatchNormalizations the weighted terms stay
     in ONNX Runtime's NCHWc layout; as broadcast Muls each term is reordered to NCHW and the Sum back again."""
     import onnx_graphsurgeon as gs
-    import onnxruntime as ort
 
     from effdet_rt.engines.ort_build import sum_weights_as_channel_scales
 
@@ -158,12 +167,8 @@ def test_fp32_build_keeps_weighted_sums_in_ort_blocked_layout(tmp_path):
         return graph
 
     def optimised(graph, name):
-        model = gs.export_onnx(graph)
-        model.ir_version = 8
-        options = ort.SessionOptions()
-        options.optimized_model_filepath = str(tmp_path / name)
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        reorders = sum(n.op_type.startswith("Reorder") for n in onnx.load(options.optimized_model_filepath).graph.node)
+        session = _hand_graph_session(graph, tmp_path / name)
+        reorders = sum(n.op_type.startswith("Reorder") for n in onnx.load(tmp_path / name).graph.node)
         return session.run(None, {"x": feed})[0], reorders
 
     feed = rng.normal(size=(2, 16, 8, 8)).astype(np.float32)
