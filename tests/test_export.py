@@ -213,8 +213,33 @@ def test_default_micro_batch_keeps_about_2_mib_of_activations_per_run(raw_proto,
     assert OnnxRuntimeEngine(path).describe()["micro_batch"] == 32  # the tiny 128x128 FP32 model
 
 
-def test_onnx_nms_subgraph_equals_tensorflow_postprocess():
-    """The standard-op NMS graph on its own, fed random heads, against effdet_rt.model.postprocess."""
+def test_two_stage_top_pairs_equal_one_topk_over_all_pairs():
+    """NMS step 1 takes the best k of each class, then the best k of those: the same pairs, logits and order as one
+    TopK over all (anchor, class) pairs, also when k is below the anchor count (the case D0 512 is in)."""
+    import onnx_graphsurgeon as gs
+
+    from effdet_rt.export.nms import _Builder, _top_pairs
+
+    anchors, classes, top = 200, 3, 50
+    logits = gs.Variable("logits", np.float32, ["batch", anchors, classes])
+    graph = gs.Graph(inputs=[logits], opset=17)
+    top_logits, top_index = _top_pairs(_Builder(graph, "nms"), logits, anchors, classes, top)
+    top_logits.dtype, top_index.dtype = np.float32, np.int64
+    graph.outputs = [top_logits, top_index]
+    x = np.random.default_rng(5).normal(size=(2, anchors, classes)).astype(np.float32)
+    x[1, :, 2] += 3.0  # one class dominates: most of image 1's top pairs come from class 2
+    got_logits, got_index = _hand_graph_session(graph).run(None, {"logits": x})
+    flat = x.reshape(2, -1)
+    want_index = np.argsort(-flat, axis=1, kind="stable")[:, :top]
+    np.testing.assert_array_equal(got_index, want_index)
+    np.testing.assert_array_equal(got_logits, np.take_along_axis(flat, want_index, axis=1))
+    assert (got_index[1] % classes == 2).sum() == top
+
+
+@pytest.mark.parametrize("pre_nms_top_k", [5000, 1000])
+def test_onnx_nms_subgraph_equals_tensorflow_postprocess(pre_nms_top_k):
+    """The standard-op NMS graph on its own, fed random heads, against effdet_rt.model.postprocess; with 1000 the
+    per-class first stage of the top-k keeps fewer than the 3,069 anchors."""
     import onnx_graphsurgeon as gs
     import onnxruntime as ort
 
@@ -235,7 +260,8 @@ def test_onnx_nms_subgraph_equals_tensorflow_postprocess():
         nodes=[gs.Node("Identity", inputs=[logits_in], outputs=[logits]), gs.Node("Identity", inputs=[codes_in], outputs=[codes])],
         inputs=[logits_in, codes_in], outputs=[logits, codes], opset=17,
     )
-    add_onnx_nms(graph, anchors, classes, NmsConfig(score_threshold=0.05), "batch")
+    config = NmsConfig(score_threshold=0.05, pre_nms_top_k=pre_nms_top_k)
+    add_onnx_nms(graph, anchors, classes, config, "batch")
     model = gs.export_onnx(clean_graph(graph))
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -243,7 +269,7 @@ def test_onnx_nms_subgraph_equals_tensorflow_postprocess():
     x_logits = rng.normal(-3, 2, (3, count, classes)).astype(np.float32)
     x_codes = rng.normal(0, 0.3, (3, count, 4)).astype(np.float32)
     num, boxes, scores, cls = ort.InferenceSession(model.SerializeToString()).run(None, {"in_logits": x_logits, "in_codes": x_codes})
-    tf_out = [t.numpy() for t in postprocess(x_logits, x_codes, anchors, NmsConfig(score_threshold=0.05))]
+    tf_out = [t.numpy() for t in postprocess(x_logits, x_codes, anchors, config)]
     assert num[:, 0].tolist() == tf_out[3].tolist() == [100, 100, 100]
     report = match_detections(Detections(*tf_out), Detections(boxes, scores, cls, num[:, 0]))
     assert report.matched == report.reference == 300

@@ -93,6 +93,29 @@ class _Builder:
         return constant(f"{self.prefix}/const_{self.count}", np.asarray(value, dtype))
 
 
+def _top_pairs(b: _Builder, logits: gs.Variable, num_anchors: int, num_classes: int, top: int):
+    """The ``top`` largest logits of (N, A, C) over all (anchor, class) pairs, descending, with their flat indices
+    anchor * C + class.
+
+    Done in two exact stages: the best ``top`` anchors of each class, then the best ``top`` of those C * top
+    candidates (every pair of the overall top k is in its own class's top k). One TopK over all A * C pairs is
+    what the TF post-processing does, but ONNX Runtime runs a TopK that picks 5,000 of ~150,000 with a heap on one
+    thread (4 ms at D0 512); per class, and on the short second stage, it selects in linear time.
+    """
+    i64 = np.int64
+    per_class = min(top, num_anchors)
+    by_class = b("Transpose", logits, attrs={"perm": [0, 2, 1]})  # (N, C, A)
+    class_top, anchor_index = b("TopK", by_class, b.const([per_class], i64),
+                                attrs={"axis": -1, "largest": 1, "sorted": 0}, outputs=2)
+    class_column = b.const(np.arange(num_classes, dtype=i64).reshape(1, num_classes, 1), i64)
+    pair_index = b("Add", b("Mul", anchor_index, b.const(num_classes, i64)), class_column)
+    candidates = b("Reshape", class_top, b.const([0, -1], i64))
+    candidate_index = b("Reshape", pair_index, b.const([0, -1], i64))
+    top_logits, position = b("TopK", candidates, b.const([top], i64), attrs={"axis": -1, "largest": 1, "sorted": 1},
+                             outputs=2)
+    return top_logits, b("GatherElements", candidate_index, position, attrs={"axis": 1})
+
+
 def add_onnx_nms(graph: gs.Graph, anchors: np.ndarray, num_classes: int, settings: NmsConfig, batch: int | str) -> gs.Graph:
     logits, codes = _heads(graph)
     b = _Builder(graph, "nms")
@@ -102,8 +125,7 @@ def add_onnx_nms(graph: gs.Graph, anchors: np.ndarray, num_classes: int, setting
     k = min(settings.max_detections, top * num_classes)
 
     # 1. top-k (anchor, class) pairs by logit, as the TensorFlow post-processing does
-    flat = b("Reshape", logits, b.const([0, -1], i64))
-    top_logits, top_index = b("TopK", flat, b.const([top], i64), attrs={"axis": -1, "largest": 1, "sorted": 1}, outputs=2)
+    top_logits, top_index = _top_pairs(b, logits, num_anchors, num_classes, top)
     classes_c = b.const(num_classes, i64)
     anchor_index = b("Div", top_index, classes_c)
     class_index = b("Mod", top_index, classes_c)
