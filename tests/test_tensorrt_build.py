@@ -157,6 +157,24 @@ def test_nms_op_needs_trt_86(use_trt, tmp_path):
     assert build(nms, tmp_path / "m.plan").read_bytes() == b"PLAN"
 
 
+def test_topk_above_tensorrt_limit_is_a_clear_error(use_trt, tmp_path):
+    import onnx
+
+    from effdet_rt.engines.trt_build import largest_topk
+
+    wide = tiny_onnx(tmp_path / "topk5000.onnx", topk=5000)
+    assert largest_topk(onnx.load(wide)) == 5000
+    use_trt("10.0.1")
+    with pytest.raises(ModelFileError, match="keeps 5000 elements, TensorRT 10.0.1 keeps at most 3840.*--nms efficient"):
+        build(wide, tmp_path / "m.plan")
+    assert not (tmp_path / "m.plan").exists()
+    fits = tiny_onnx(tmp_path / "topk1000.onnx", topk=1000)
+    assert build(fits, tmp_path / "m.plan").read_bytes() == b"PLAN"
+    use_trt("8.6.1")
+    with pytest.raises(ModelFileError, match="keeps 2000 elements, TensorRT 8.6.1 keeps at most 1024"):
+        build(tiny_onnx(tmp_path / "topk2000.onnx", topk=2000), tmp_path / "m8.plan")
+
+
 def test_missing_onnx_is_an_error_before_tensorrt(tmp_path):
     with pytest.raises(ModelFileError, match="missing.onnx: ONNX model not found"):
         build(tmp_path / "missing.onnx", tmp_path / "m.plan")

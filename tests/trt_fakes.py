@@ -9,8 +9,8 @@ import onnx
 from onnx import TensorProto, helper
 
 
-def tiny_onnx(path, batch="N", qdq=False, nms=False, size=8) -> str:
-    """images (batch, size, size, 3) -> NCHW -> Conv 3->2 -> Sigmoid -> scores; optional Q/DQ or NMS node."""
+def tiny_onnx(path, batch="N", qdq=False, nms=False, size=8, topk=0) -> str:
+    """images (batch, size, size, 3) -> NCHW -> Conv 3->2 -> Sigmoid -> scores; optional Q/DQ, NMS or TopK node."""
     rng = np.random.default_rng(0)
     weight = helper.make_tensor("w", TensorProto.FLOAT, [2, 3, 3, 3], rng.normal(0, 0.05, 54).astype(np.float32))
     bias = helper.make_tensor("b", TensorProto.FLOAT, [2], [0.1, -0.2])
@@ -29,6 +29,9 @@ def tiny_onnx(path, batch="N", qdq=False, nms=False, size=8) -> str:
     outputs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 2, size, size])]
     if nms:
         nodes.append(helper.make_node("NonMaxSuppression", ["boxes_in", "scores_in"], ["selected"]))
+    if topk:
+        inits.append(helper.make_tensor("k", TensorProto.INT64, [1], [topk]))
+        nodes.append(helper.make_node("TopK", ["scores", "k"], ["top_values", "top_index"], axis=-1))
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info(
         "images", TensorProto.FLOAT, [batch, size, size, 3])], outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -27,6 +27,8 @@ from effdet_rt.utils.atomic import atomic_write_bytes, atomic_write_text
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NMS_LAYER_MIN_VERSION = (8, 6)  # the ONNX parser maps NonMaxSuppression onto TensorRT's NMS layer
+# TensorRT's TopK layer keeps at most this many elements (operator docs: k <= 1024 in 8.6, k <= 3840 in 10)
+TOPK_MAX_K_TRT8, TOPK_MAX_K = 1024, 3840
 
 
 @dataclass
@@ -41,6 +43,28 @@ class PrecisionPlan:
 
 def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in str(version).split(".")[:2] if p.isdigit())
+
+
+def largest_topk(model: Any) -> int:
+    """The largest constant K of the model's TopK nodes (0 without any)."""
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+                      if a.name == "value"})
+    ks = [int(numpy_helper.to_array(constants[n.input[1]]).max()) for n in model.graph.node
+          if n.op_type == "TopK" and len(n.input) > 1 and n.input[1] in constants]
+    return max(ks, default=0)
+
+
+def check_topk_fits(model: Any, onnx_path: Path, major: int, version: str) -> None:
+    limit = TOPK_MAX_K if major >= 10 else TOPK_MAX_K_TRT8
+    k = largest_topk(model)
+    if k > limit:
+        raise ModelFileError(
+            f"{onnx_path}: a TopK keeps {k} elements, TensorRT {version} keeps at most {limit}; the --nms onnx graph "
+            "keeps TensorFlow's top 5000 (anchor, class) pairs for ONNX Runtime: export with --nms efficient for TensorRT"
+        )
 
 
 def precision_plan(major: int, precision: str, *, qdq: bool, is_fp16_model: bool, calib_only: bool,
@@ -184,6 +208,7 @@ def build_tensorrt_engine(
         raise ModelFileError(
             f"{onnx_path}: NonMaxSuppression needs TensorRT >= 8.6; upgrade TensorRT or export with --nms efficient"
         )
+    check_topk_fits(model, onnx_path, major, str(trt.__version__))
     has_cache = bool(calib_cache) and Path(calib_cache).is_file()
     plan = precision_plan(
         major, precision, qdq=has_qdq_nodes(model), is_fp16_model=is_fp16_onnx(model), calib_only=calib_only,
