@@ -36,8 +36,8 @@ RESULTS = REPO / "benchmarks" / "results"
 BCCD = REPO.parent / "shared" / "data" / "bccd" / "BCCD"
 
 
-def speed_only(image_size: int, work: Path) -> list[dict]:
-    """Random-weight D0 exported and built both ways; speeds only."""
+def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
+    """Random-weight D0 exported and built both ways; speeds only (left to the side-by-side run when not `measure`)."""
     import tf_keras as keras
 
     from effdet_rt.checkpoint import model_weights, save_checkpoint
@@ -66,7 +66,7 @@ def speed_only(image_size: int, work: Path) -> list[dict]:
     rows = []
     for path in (ckpt, fp32, int8):
         engine = load(path, key=DEMO_KEY)
-        latency, throughput = measure_speed(engine, engine.input_size)
+        latency, throughput = measure_speed(engine, engine.input_size) if measure else (None, None)
         rows.append({"backend": engine.backend, "precision": engine.precision, "model_file": str(path),
                      "mAP": None, "AP50": None, "latency_ms": latency, "throughput": throughput})
     return rows
@@ -162,7 +162,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="effdet-engine-latency-") as scratch:
         tmp = str(args.keep or scratch)
         if args.speed_only:
-            rows = speed_only(args.image_size, Path(tmp))
+            rows = speed_only(args.image_size, Path(tmp), measure=not args.reference)
             title = f"D0 {args.image_size}x{args.image_size}, random weights (speed only)"
         else:
             from effdet_rt.demo.run import DemoSettings, run_demo
