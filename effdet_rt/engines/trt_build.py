@@ -63,7 +63,7 @@ def check_topk_fits(model: Any, onnx_path: Path, major: int, version: str) -> No
     if k > limit:
         raise ModelFileError(
             f"{onnx_path}: a TopK keeps {k} elements, TensorRT {version} keeps at most {limit}; the --nms onnx graph "
-            "keeps TensorFlow's top 5000 (anchor, class) pairs for ONNX Runtime: export with --nms efficient for TensorRT"
+            f"keeps the top {k} (anchor, class) pairs before NMS, as TensorFlow does: export with --nms efficient for TensorRT"
         )
 
 
