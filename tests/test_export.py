@@ -400,6 +400,18 @@ def bccd_val_tfrecords(tmp_path_factory, bccd_root):
     return out
 
 
+def conv_weight_ranges(model) -> set[int]:
+    """The largest |quantized weight| of each Conv whose weights come through DequantizeLinear, as a set."""
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    ranges = set()
+    for node in model.graph.node:
+        weight = producers.get(node.input[1]) if node.op_type == "Conv" else None
+        if weight is not None and weight.op_type == "DequantizeLinear" and weight.input[0] in initializers:
+            ranges.add(int(np.abs(initializers[weight.input[0]].astype(np.int32)).max()))
+    return ranges
+
+
 def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd_root, tmp_path):
     from effdet_rt.data.preprocess import read_image
     from effdet_rt.engines import load
@@ -422,6 +434,8 @@ def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd
         assert producers[conv.input[1]].op_type == "DequantizeLinear", conv.name
     meta = read_metadata(int8)
     assert meta["precision"] == "int8" and meta["calibration_batches"] == 3 and meta["int8_profile"] == "onnxruntime"
+    # 7-bit weights: ONNX Runtime's UINT8 x INT8 kernels on CPUs without VNNI sum pairs in 16 bits (255*64*2 fits)
+    assert meta["int8_weight_bits"] == 7 and conv_weight_ranges(int8) == {64}
     zero_points = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer if i.name.endswith("zero_point")}
     assert {z.dtype for z in zero_points.values()} >= {np.dtype(np.uint8)}  # CPU layout: UINT8 activations
 
@@ -433,6 +447,7 @@ def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd
     trt_zero_points = [onnx.numpy_helper.to_array(i) for i in trt_qdq.graph.initializer if i.name.endswith("zero_point")]
     # symmetric INT8 activations and weights (int32 bias zero points are 0 too); no UINT8 anywhere
     assert trt_zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in trt_zero_points)
+    assert read_metadata(trt_qdq)["int8_weight_bits"] == 8 and conv_weight_ranges(trt_qdq) == {127}
     assert int8_path.stat().st_size < 0.45 * exported_onnx.stat().st_size
 
     images = [read_image(p) for p in bccd_images(bccd_root, 4)]
