@@ -280,12 +280,15 @@ def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
     from effdet_rt.engines import load
     from effdet_rt.export.graph import read_metadata
     from effdet_rt.export.verify import match_detections
+    from effdet_rt.export.verify_run import comparable
 
     proto = onnx.load(str(exported_onnx))
     assert [o.name for o in proto.graph.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
     meta = read_metadata(proto)
     assert meta["nms"] == "onnx" and meta["input_size"] == [128, 128] and meta["num_classes"] == 3
-    images = [read_image(p) for p in bccd_images(bccd_root, 4)]
+    # square crops: the padding under a 4:3 image gives many anchors identical features, hence exactly tied scores,
+    # which TensorFlow's top-k and ONNX Runtime's TopK may break differently (AVX2 did, on 4 of 400 boxes)
+    images = [read_image(p)[:, :480] for p in bccd_images(bccd_root, 4)]
     onnx_engine = load(exported_onnx)
     checkpoint = load(tiny_checkpoint(), key=KEY)
     from effdet_rt.model.postprocess import NmsConfig
@@ -296,11 +299,14 @@ def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
     reference = KerasEngine(checkpoint.model, checkpoint.setup, NmsConfig(score_threshold=0.05))
     ours, theirs = onnx_engine.infer(images), reference.infer(images)
     assert theirs.num_detections.sum() > 20
-    report = match_detections(theirs, ours)
-    # the tiny random network hits the 100-box cap; only near-tied scores at that cut may swap between backends
-    assert report.reference == report.candidate == 400 and report.rate >= 0.99
-    # boxes are in original-image pixels (BCCD is 640x480)
-    assert ours.boxes[..., 2].max() > 128 and ours.boxes[..., 2].max() <= 640
+    assert theirs.num_detections.tolist() == ours.num_detections.tolist() == [100] * 4
+    # the tiny random network hits the 100-box cap: boxes scoring within 1e-4 of the cut are near-ties whose order
+    # float rounding decides. It has no margin either: on AVX2 one image's scores moved by up to 1.5e-4 between
+    # TensorFlow and ONNX Runtime (AVX-512: within 1e-4), so scores are held to 2e-4
+    report = match_detections(*comparable(theirs, ours, 100), score_tolerance=2e-4)
+    assert report.reference > 380 and report.rate >= 0.99
+    # boxes are in original-image pixels (the crops are 480x480)
+    assert ours.boxes[..., 2].max() > 128 and ours.boxes[..., 2].max() <= 480
 
 
 def test_efficient_nms_graph(raw_proto, setup):

@@ -14,6 +14,8 @@ from PIL import Image
 from effdet_rt.cli.main import run
 from effdet_rt.evaluation.colours import class_colour
 from effdet_rt.evaluation.kitti import parse_kitti_file
+from effdet_rt.export.verify import match_detections
+from effdet_rt.export.verify_run import comparable
 
 EXIF_ORIENTATION = 0x0112
 
@@ -110,23 +112,38 @@ def test_best_box_is_drawn_where_it_was_detected(mixed_run):
         assert (drawn != original).any(axis=-1).sum() > 2 * h  # at least the two vertical edges changed
 
 
+def as_detections(per_image: list[list[dict]]):
+    """COCO results entries (bbox x, y, w, h), one list per image, as one Detections batch."""
+    from effdet_rt.detections import Detections
+
+    k = max(len(entries) for entries in per_image)
+    boxes, scores, classes = np.zeros((len(per_image), k, 4)), np.zeros((len(per_image), k)), np.zeros((len(per_image), k), int)
+    for i, entries in enumerate(per_image):
+        for j, e in enumerate(sorted(entries, key=lambda e: -e["score"])):
+            x, y, w, h = e["bbox"]
+            boxes[i, j], scores[i, j], classes[i, j] = (x, y, x + w, y + h), e["score"], e["category_id"]
+    return Detections(boxes, scores, classes, np.array([len(e) for e in per_image]))
+
+
 def test_batch_1_and_batch_4_give_the_same_detections(bccd_root, tmp_path):
     images = tmp_path / "five"
     images.mkdir()
+    # square crops: under a 4:3 image the padding gives many anchors identical features and exactly tied scores,
+    # which a batch of 4 (other TensorFlow conv kernels) may break in another order (AVX2 did, on 4 of 493 boxes)
     for path in bccd_images(bccd_root, 5):
-        shutil.copy(path, images / path.name)
+        Image.open(path).crop((0, 0, 480, 480)).save(images / f"{path.stem}.png")
     results = {}
     for batch in ("1", "4"):
         out = tmp_path / f"out{batch}"
         assert run(["infer", "-m", str(tiny_checkpoint()), "-k", KEY, "-i", str(images), "-o", str(out),
-                    "--batch-size", batch, "--min-score", "0.5"]) == 0
+                    "--batch-size", batch, "--min-score", "0.1"]) == 0
         results[batch] = detections_by_image(out)
-    assert sorted(results["1"]) == sorted(p.name for p in images.iterdir())
-    for name, entries in results["1"].items():
-        other = results["4"][name]
-        assert [e["category_id"] for e in entries] == [e["category_id"] for e in other]
-        np.testing.assert_allclose([e["score"] for e in entries], [e["score"] for e in other], atol=1e-4)
-        np.testing.assert_allclose([e["bbox"] for e in entries], [e["bbox"] for e in other], atol=0.05)
+    assert sorted(results["1"]) == sorted(results["4"]) == sorted(p.name for p in images.iterdir())
+    one, four = (as_detections([results[b][name] for name in sorted(results[b])]) for b in ("1", "4"))
+    assert one.num_detections.tolist() == four.num_detections.tolist() == [100] * 5
+    # near-tied scores at the 100-box cut may swap
+    report = match_detections(*comparable(one, four, 100))
+    assert report.reference > 400 and report.matched == report.reference == report.candidate
 
 
 def test_annotation_file_gives_coco_image_ids(bccd_root, tmp_path):

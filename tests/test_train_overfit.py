@@ -26,13 +26,14 @@ def test_overfitting_two_images_reaches_ap50_09(two_images, tmp_path):
         "dataset.augmentation.rand_hflip=false", "dataset.augmentation.random_crop_min_scale=1.0",
         "dataset.augmentation.random_crop_max_scale=1.0",
         "model.input_width=256", "model.input_height=256",
-        "train.batch_size=2", "train.num_examples_per_epoch=2", "train.num_epochs=120", "train.checkpoint_interval=1000",
+        "train.batch_size=2", "train.num_examples_per_epoch=2", "train.num_epochs=160", "train.checkpoint_interval=1000",
         "train.lr_schedule.learning_rate=0.08", "train.lr_schedule.warmup_epoch=10", "train.l2_weight_decay=0",
         "train.moving_average_decay=0", "train.precise_bn_batches=2", "train.image_preview=false",
         "evaluate.start_eval_epoch=100000", f"encryption_key={KEY}",
     ])
+    # 160 epochs: at 120 an AVX-512 Xeon reached AP50 1.0 but a 2-core EPYC (AVX2, other float rounding) 0.876
     checkpoint = train(spec, tmp_path / "run", KEY, log=lambda _: None)
-    assert checkpoint.name == "efficientdet-d0_120.edrt"
+    assert checkpoint.name == "efficientdet-d0_160.edrt"
     metrics = evaluate_engine(load(checkpoint, key=KEY), [records], two_images / "val.json",
                               num_samples=None, batch_size=2)
     print(f"overfit 2 images: AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f}")

@@ -186,8 +186,8 @@ def test_export_has_qdq_around_every_conv(qat_onnx):
 def test_onnx_runtime_matches_the_qat_model(qat_run, qat_onnx, records):
     """The Q/DQ ONNX against the TF fake-quant model on the images it was trained on.
 
-    Up to the middle of the backbone the two agree to float rounding (1e-6), which pins the scales, zero points and
-    axes of every Q/DQ pair on the way. Deeper, an activation that sits within float rounding of an INT8 step
+    Up to the middle of the backbone the two agree to float rounding (1e-6) at all but a pixel or two, which pins the
+    scales, zero points and axes of every Q/DQ pair on the way. Deeper, an activation that sits within float rounding of an INT8 step
     boundary lands one step apart in one of the two and the difference spreads (a random network has no margin), so
     the heads are compared by correlation.
     """
@@ -209,14 +209,18 @@ def test_onnx_runtime_matches_the_qat_model(qat_run, qat_onnx, records):
     outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"images": batch}), strict=True))
 
     tf_inner = keras.Model(loaded.model.inputs, loaded.model.get_layer("stage3_block0_expand_bn").output)(batch)
-    np.testing.assert_allclose(outputs[inner].transpose(0, 2, 3, 1), tf_inner.numpy(), atol=1e-4)
+    off = np.abs(outputs[inner].transpose(0, 2, 3, 1) - tf_inner.numpy()) > 1e-4
+    off_pixels = off.any(axis=-1)
+    # a wrong scale, zero point or axis moves most values; a step flipped upstream moves every channel of a pixel or
+    # two (CPUs differ in float rounding: AVX-512 had none here, AVX2 286 values in 2 of 4,096 pixels)
+    assert off_pixels.mean() <= 0.005, f"{off_pixels.sum()} of {off_pixels.size} pixels differ"
 
     heads = raw_heads_model(loaded.model, loaded.setup.num_levels, loaded.setup.num_classes)
     tf_logits, tf_codes = (t.numpy() for t in heads(batch))
     assert tf_logits.std() > 0.05  # the heads depend on the image: the comparison means something
     logits_r = np.corrcoef(outputs["class_logits"].ravel(), tf_logits.ravel())[0, 1]
     codes_r = np.corrcoef(outputs["box_codes"].ravel(), tf_codes.ravel())[0, 1]
-    print(f"QAT TF vs ONNX: middle of the backbone max |diff| {np.abs(outputs[inner].transpose(0, 2, 3, 1) - tf_inner.numpy()).max():.1e}; "
+    print(f"QAT TF vs ONNX: middle of the backbone {off_pixels.sum()} of {off_pixels.size} pixels beyond 1e-4; "
           f"heads correlation: logits {logits_r:.3f}, box codes {codes_r:.3f}")
     assert logits_r > LOGIT_CORRELATION and codes_r > LOGIT_CORRELATION
 
