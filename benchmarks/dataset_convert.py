@@ -18,11 +18,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe_cpu
 
 os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
 
@@ -120,7 +121,7 @@ def main() -> None:
 
     coco = voc_to_coco(BCCD, "all")
     workloads = [measure("BCCD", coco, 4, args.repeats), measure("BCCD x4", repeated(coco, 4), 256, args.repeats)]
-    result = {"cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+    result = {"cpu_count": os.cpu_count(), "machine": describe_cpu(),
               "repeats": args.repeats, "target_speedup": 1.7, "niceness": os.nice(0), "workloads": workloads}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "dataset_convert.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+from machine import describe_cpu
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
@@ -174,7 +175,7 @@ def main() -> None:
         if args.reference:
             rows = remeasure_with_references(rows, args.reference, args.image_size, args.rounds)
             title += f"; measured in turns with the reference, {args.rounds} rounds"
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    machine = describe_cpu()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for row in rows:
         row["model_file"] = Path(row["model_file"]).name
