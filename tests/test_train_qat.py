@@ -187,9 +187,9 @@ def test_onnx_runtime_matches_the_qat_model(qat_run, qat_onnx, records):
     """The Q/DQ ONNX against the TF fake-quant model on the images it was trained on.
 
     Up to the middle of the backbone the two agree to float rounding (1e-6) at all but a pixel or two, which pins the
-    scales, zero points and axes of every Q/DQ pair on the way. Deeper, an activation that sits within float rounding of an INT8 step
-    boundary lands one step apart in one of the two and the difference spreads (a random network has no margin), so
-    the heads are compared by correlation.
+    scales, zero points and axes of every Q/DQ pair on the way. Deeper, an activation that sits within float rounding
+    of an INT8 step boundary lands one step apart in one of the two and the difference spreads (a random network has
+    no margin), so the heads are compared by correlation.
     """
     import onnx
     import onnxruntime as ort

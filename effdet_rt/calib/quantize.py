@@ -75,6 +75,7 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
     if profile not in PROFILES:
         raise ValueError(f"unknown INT8 profile {profile!r}")
     for_tensorrt = profile == "tensorrt"
+    weight_bits = 8 if for_tensorrt else 7  # TensorRT accumulates in 32 bits: it keeps the full 8-bit weights
     source = onnx.load(str(onnx_path))
     check_heads_present(source)
     input_name = source.graph.input[0].name
@@ -94,7 +95,7 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
             weight_type=QuantType.QInt8,
             nodes_to_exclude=[NORMALIZE_NODE, *postprocess_node_names(source)],
             calibrate_method=CalibrationMethod.MinMax,
-            reduce_range=not for_tensorrt,  # TensorRT accumulates in 32 bits: it keeps the full 8-bit weights
+            reduce_range=weight_bits == 7,
             extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True},
         )
         if reader.count == 0:
@@ -102,7 +103,7 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
         quantized = onnx.load(str(tmp))
         meta = read_metadata(source)
         meta.update({"precision": "int8", "calibration_batches": reader.count, "int8_profile": profile,
-                     "int8_weight_bits": 8 if for_tensorrt else 7})
+                     "int8_weight_bits": weight_bits})
         set_metadata(quantized, meta)
         onnx.save(quantized, str(tmp))
     log(f"INT8 Q/DQ model ({profile} profile) calibrated on {reader.count} batches -> {output_path}")
