@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import cpu_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = {"efficientdet-d0": {"latency_ms_b1": 110.0, "throughput_img_s_b8": 6.7}}
@@ -60,16 +61,6 @@ def measure(name: str, runs: int) -> dict:
     }
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def markdown(rows: list[dict], meta: dict) -> str:
     lines = [
         "# EfficientDet forward pass on CPU (tf.function, float32, training=False)",
@@ -109,7 +100,7 @@ def main() -> None:
     import tensorflow as tf
 
     meta = {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "tensorflow": tf.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M"),
