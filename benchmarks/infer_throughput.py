@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe_cpu
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
@@ -105,8 +106,7 @@ def markdown(result: dict) -> str:
               f"{r['end_to_end_images_per_s']} | {r['gap']:.1%} |" for r in result["rows"]]
     lines.append(f"\nD0 at {result['input_size']}x{result['input_size']}, random weights, BCCD 640x480 JPEGs, "
                  f"min score {result['min_score']} (100 detections kept and dumped to KITTI per image), "
-                 f"best of {result['repeats']}, {result['cpu_count']} CPUs "
-                 f"({result['machine']}), GPU: {result['gpu'] or 'none'}. Target: gap at batch 8 <= "
+                 f"best of {result['repeats']}, CPU: {result['machine']}, GPU: {result['gpu'] or 'none'}. Target: gap at batch 8 <= "
                  f"{TARGET_GAP:.0%}.")
     return "\n".join(lines) + "\n"
 
@@ -138,7 +138,7 @@ def main() -> None:
                     rows.append(measure(name, engine, image_dir, images, batch_size, draw, args))
                     print(rows[-1], flush=True)
     result = {"input_size": args.input_size, "min_score": args.min_score, "repeats": args.repeats, "cpu_count": os.cpu_count(),
-              "machine": platform.processor() or platform.machine(),
+              "machine": describe_cpu(),
               "gpu": ", ".join(d.name for d in tf.config.list_physical_devices("GPU")), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "infer_throughput.json").write_text(json.dumps(result, indent=1) + "\n")
