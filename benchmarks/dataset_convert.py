@@ -9,9 +9,9 @@ loop of fixed work in 1 process, then split over 2 forked processes: the most an
 on this machine at that moment; other people's jobs share the cores). The headline "2 vs 1" is the median of
 the per-pair ratios: on a shared machine whose speed drifts within seconds, a ratio taken inside one pair
 compares like with like, where best-of-N of each side can pair a quiet moment with a busy one. Best-of-N
-images/s and its ratio are reported too. Outputs stay on disk until the end of a workload (deleting hundreds
-of files between runs makes this ext4-with-discard VM trim during the next run). CPU seconds (main process +
-workers) show whether 2 workers add work or only wait.
+images/s and its ratio are reported too. Outputs stay on disk until the end of a workload: deleting hundreds
+of files between runs could make a disk mounted with `discard` (ext4 here) trim during the next run. CPU seconds
+(main process + workers) show whether 2 workers add work or only wait.
 Run: .venv/bin/python benchmarks/dataset_convert.py [--repeats 7]
 Writes benchmarks/results/dataset_convert.{json,md}.
 """
