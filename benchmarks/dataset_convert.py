@@ -5,8 +5,10 @@
   large enough that starting the worker pool (tens of ms) stops dominating ~0.5 s of work.
 
 Each repeat is one pair measured back to back: 1 worker, then 2 workers, then a control pair (a pure-Python
-loop of fixed work in 1 process, then split over 2 forked processes: the most any 2-process program could gain
-on this machine at that moment; other people's jobs share the cores). The headline "2 vs 1" is the median of
+loop of fixed work in 1 process, then split over 2 forked processes: what a second process gained on plain CPU
+work at that moment; other people's jobs share the host). It is not a ceiling for the conversion: in runs where
+the control gained only 1.2-1.3x, BCCD x4 still reached 1.7-1.8x (integer-bound Python and JPEG decoding
+compete differently for a shared physical core). The headline "2 vs 1" is the median of
 the per-pair ratios: on a shared machine whose speed drifts within seconds, a ratio taken inside one pair
 compares like with like, where best-of-N of each side can pair a quiet moment with a busy one. Best-of-N
 images/s and its ratio are reported too. Outputs stay on disk until the end of a workload: deleting hundreds
@@ -124,7 +126,7 @@ def markdown(result: dict) -> str:
     lines.append(f"\ntarget: 2 workers >= {result['target_speedup']}x 1 worker; {result['machine']} "
                  f"(shared with other work: absolute figures are noisy); {result['repeats']} pairs (1 worker, then 2, "
                  f"then the control pair); BCCD x4 = BCCD's 364 images listed 4 times; control = a fixed pure-Python "
-                 f"loop in 1 vs 2 processes, the ceiling this machine allowed at that moment; "
+                 f"loop in 1 vs 2 processes, what a second process gained on plain CPU work at that moment; "
                  f"run at niceness {result['niceness']}")
     return "\n".join(lines) + "\n"
 
