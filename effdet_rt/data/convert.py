@@ -1,9 +1,10 @@
 """dataset-convert: a COCO json + image folder -> sharded TFRecords, <tag>_warnings.json, label_map.yaml.
 
 Image k of the json goes to shard k % n (as TAO does when no image is skipped; a skipped image leaves its
-shard one record short). Each worker process converts whole shards: it reads each image, checks that it
-decodes, cleans its boxes, serialises the Example and writes the shard's TFRecord file itself, in image order;
-only small per-image summaries (counts, warnings) go back to the main process. So the files are the same for
+shard one record short). Each worker (the main process, and with ``workers=2`` one forked helper) converts
+whole shards, taking the next unconverted one when it is free: it reads each image, checks that it decodes,
+cleans its boxes, serialises the Example and writes the shard's TFRecord file itself, in image order; only
+small per-image summaries (counts, warnings) go back from a helper to the main process. So the files are the same for
 any number of workers, and neither the main process nor the workers need TensorFlow.
 
 Box cleaning: a box reaching outside the image is clipped to it and kept; a box with no area (width or
@@ -15,13 +16,12 @@ height <= 0, also after clipping) is dropped. Both are listed in the warnings fi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from effdet_rt.data.record_file import RecordFileWriter
 from effdet_rt.data.tfrecord import encode_example, shard_path
 from effdet_rt.errors import DataError, UserError
 from effdet_rt.utils.atomic import atomic_dir
+from effdet_rt.utils.processes import run_tasks
 from effdet_rt.utils.status import progress_bar
 
 DEFAULT_NUM_SHARDS = 256
@@ -94,7 +95,7 @@ class ConvertReport:
         )
 
 
-# ---- one image (runs in worker processes) ----------------------------------------------------------------
+# ---- one image (runs in any worker process) -------------------------------------------------------------
 
 
 def check_image_bytes(data: bytes) -> tuple[str, int, int]:
@@ -229,7 +230,7 @@ def check_output_dir(out_dir: Path) -> None:
         raise UserError(f"{out_dir}: output folder is not writable; choose a writable path")
 
 
-# ---- one shard (runs in worker processes) ----------------------------------------------------------------
+# ---- one shard (runs in any worker process) -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -263,30 +264,6 @@ def write_shard(job: ConvertJob, index: int) -> list[tuple[int, ImageResult]]:
                 result.record = None  # only the small summary goes back to the main process
             results.append((position, result))
     return results
-
-
-_WORKER_JOB: list[ConvertJob] = []
-
-
-def _start_worker(job: ConvertJob) -> None:
-    _WORKER_JOB[:] = [job]
-
-
-def _write_shard_in_worker(index: int) -> list[tuple[int, ImageResult]]:
-    return write_shard(_WORKER_JOB[0], index)
-
-
-def _shard_results(job: ConvertJob, workers: int) -> Iterator[list[tuple[int, ImageResult]]]:
-    """Each shard's results as it finishes: in shard order in this process, in any order from a worker pool."""
-    workers = min(workers, job.num_shards)
-    if workers <= 1:
-        yield from (write_shard(job, index) for index in range(job.num_shards))
-        return
-    # fork: workers inherit the job and the imported modules, so starting one costs milliseconds
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    shards_per_task = max(1, job.num_shards // (workers * 4))
-    with context.Pool(workers, initializer=_start_worker, initargs=(job,)) as pool:
-        yield from pool.imap_unordered(_write_shard_in_worker, range(job.num_shards), chunksize=shards_per_task)
 
 
 # ---- the whole dataset -------------------------------------------------------------------------------------
@@ -327,7 +304,7 @@ def convert_dataset(
         by_position: list[ImageResult | None] = [None] * len(job.images)
         with progress_bar() as progress:
             bar = progress.add_task(f"converting {tag}", total=len(job.images), info="")
-            for shard in _shard_results(job, workers):
+            for shard in run_tasks(functools.partial(write_shard, job), job.num_shards, workers):
                 for position, result in shard:
                     by_position[position] = result
                 progress.update(bar, advance=len(shard))
