@@ -84,3 +84,51 @@ def test_dataset_convert_never_imports_tensorflow(seven_images, tmp_path):
             " '--workers', '2']) == 0; print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_interrupt_with_two_workers_leaves_no_helper_and_no_output(seven_images, tmp_path, monkeypatch):
+    import multiprocessing
+
+    from effdet_rt.data import convert
+    from effdet_rt.data.coco import load_coco
+
+    class InterruptedProgress:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def add_task(self, *args, **kwargs):
+            return 0
+
+        def update(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    ann, images = seven_images
+    monkeypatch.setattr(convert, "progress_bar", InterruptedProgress)
+    with pytest.raises(KeyboardInterrupt):
+        convert.convert_dataset(load_coco(ann), images, tmp_path / "out", "seven", num_shards=7, workers=2)
+    assert multiprocessing.active_children() == []
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_helper_killed_mid_conversion_is_one_error_line_and_no_output(seven_images, tmp_path, monkeypatch, capsys):
+    import os
+
+    from effdet_rt.data import convert
+
+    caller, write_shard = os.getpid(), convert.write_shard
+
+    def dies_in_the_helper(job, index):
+        if os.getpid() != caller:
+            os._exit(9)  # as if the OOM killer had stopped it
+        return write_shard(job, index)
+
+    ann, images = seven_images
+    monkeypatch.setattr(convert, "write_shard", dies_in_the_helper)
+    code = run(["dataset-convert", "-a", str(ann), "-i", str(images), "-o", str(tmp_path / "out"), "-s", "7",
+                "--workers", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: a helper process stopped (exit code 9) before finishing")
+    assert list(tmp_path.iterdir()) == []

@@ -4,8 +4,8 @@ Image k of the json goes to shard k % n (as TAO does when no image is skipped; a
 shard one record short). Each worker (the main process, and with ``workers=2`` one forked helper) converts
 whole shards, taking the next unconverted one when it is free: it reads each image, checks that it decodes,
 cleans its boxes, serialises the Example and writes the shard's TFRecord file itself, in image order; only
-small per-image summaries (counts, warnings) go back from a helper to the main process. So the files are the same for
-any number of workers, and neither the main process nor the workers need TensorFlow.
+small per-image summaries (counts, warnings) go back from a helper to the main process. So the files are the
+same for any number of workers, and neither the main process nor the workers need TensorFlow.
 
 Box cleaning: a box reaching outside the image is clipped to it and kept; a box with no area (width or
 height <= 0, also after clipping) is dropped. Both are listed in the warnings file, TAO's format:
