@@ -77,6 +77,31 @@ def test_draw_filters_by_score_and_count_and_colours_by_class(grey_image):
     assert tuple(both[80, 110]) == class_colour(3) != class_colour(1)
 
 
+def test_cached_tag_text_gives_the_pixels_of_drawing_the_text_directly(grey_image):
+    from PIL import Image, ImageDraw, ImageFont
+
+    from effdet_rt.evaluation import draw as drawing
+    from effdet_rt.evaluation.colours import text_colour_on
+
+    box, colour = [40, 50, 120, 110], class_colour(2)
+    cached = np.asarray(draw_detections(grey_image, np.array([box]), np.array([0.9]), np.array([2]),
+                                        label_map={2: "WBC"}))
+    # the same picture drawn the plain way: box, tag rectangle, then ImageDraw.text with the default font
+    picture = Image.fromarray(grey_image.copy())
+    pen = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=10)
+    pen.rectangle(box, outline=colour, width=2)
+    left, top, right, bottom = pen.textbbox((0, 0), "WBC 0.90", font=font)
+    tag_w, tag_h = right - left + 4, bottom - top + 4
+    pen.rectangle([40, 50 - tag_h, 40 + tag_w, 50], fill=colour)
+    pen.text((42 - left, 52 - tag_h - top), "WBC 0.90", fill=text_colour_on(colour), font=font)
+    assert np.array_equal(cached, np.asarray(picture))
+    hits = drawing._tag_text.cache_info().hits
+    draw_detections(grey_image, np.array([box, [10, 80, 30, 120]]), np.array([0.9, 0.9]), np.array([2, 2]),
+                    label_map={2: "WBC"})
+    assert drawing._tag_text.cache_info().hits == hits + 2  # "WBC 0.90" rendered once, reused for both boxes
+
+
 def test_class_colours_are_distinct():
     colours = {class_colour(i) for i in range(20)}
     assert len(colours) == 20
