@@ -106,8 +106,8 @@ def markdown(result: dict) -> str:
               f"{r['end_to_end_images_per_s']} | {r['gap']:.1%} |" for r in result["rows"]]
     lines.append(f"\nD0 at {result['input_size']}x{result['input_size']}, random weights, BCCD 640x480 JPEGs, "
                  f"min score {result['min_score']} (100 detections kept and dumped to KITTI per image), "
-                 f"best of {result['repeats']}, CPU: {result['machine']}, GPU: {result['gpu'] or 'none'}. Target: gap at batch 8 <= "
-                 f"{TARGET_GAP:.0%}.")
+                 f"best of {result['repeats']}, CPU: {result['machine']}, GPU: {result['gpu'] or 'none'}. "
+                 f"Target: gap at batch 8 <= {TARGET_GAP:.0%}.")
     return "\n".join(lines) + "\n"
 
 

@@ -59,7 +59,7 @@ def _tag_text(text: str, font_size: int) -> Image.Image:
     Rendering a string with FreeType costs ~150 us; a detector's tags repeat ("RBC 0.91"), and with 100 boxes per
     image the rendering was most of the time spent drawing."""
     font = _font(font_size)
-    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font=font)
+    left, top, right, bottom = font.getbbox(text)
     mask = Image.new("L", (right - left + 4, bottom - top + 4), 0)
     ImageDraw.Draw(mask).text((2 - left, 2 - top), text, fill=255, font=font)
     return mask
