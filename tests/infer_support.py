@@ -104,3 +104,16 @@ def write_val_set(folder: Path, bccd_root: Path, count: int) -> tuple[Path, Path
                                          "image/filename": [image["file_name"].encode()]}))
     json_path.write_text(json.dumps(coco))
     return record_path, json_path, coco
+
+
+def hand_graph_session(graph, optimized_path=None):
+    """An ONNX Runtime CPU session of a hand-built graphsurgeon graph (IR 8: what this onnxruntime reads)."""
+    import onnx_graphsurgeon as gs
+    import onnxruntime as ort
+
+    model = gs.export_onnx(graph)
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from effdet_rt.cli.main import run
-from tests.infer_support import KEY, bccd_images, tiny_checkpoint, tiny_model, tiny_spec
+from tests.infer_support import KEY, bccd_images, hand_graph_session, tiny_checkpoint, tiny_model, tiny_spec
 
 
 @pytest.fixture(scope="module")
@@ -95,19 +95,6 @@ def test_export_drops_identity_reshapes_so_ort_fuses_residual_adds(raw_proto, tm
     assert [n.name for n in optimized.graph.node if n.op_type == "Add" and n.name.endswith("_add/add")] == []
 
 
-def _hand_graph_session(graph, optimized_path=None):
-    """An ONNX Runtime CPU session of a hand-built graphsurgeon graph (IR 8: what this onnxruntime reads)."""
-    import onnx_graphsurgeon as gs
-    import onnxruntime as ort
-
-    model = gs.export_onnx(graph)
-    model.ir_version = 8
-    options = ort.SessionOptions()
-    if optimized_path is not None:
-        options.optimized_model_filepath = str(optimized_path)
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def test_fusion_normalisation_is_folded_into_the_input_weights():
     import onnx_graphsurgeon as gs
 
@@ -126,7 +113,7 @@ def test_fusion_normalisation_is_folded_into_the_input_weights():
 
     feeds = {n: np.random.default_rng(i).normal(size=(1, 8, 4, 4)).astype(np.float32) for i, n in enumerate("abc")}
     def run_graph(graph):
-        return _hand_graph_session(graph).run(None, feeds)[0]
+        return hand_graph_session(graph).run(None, feeds)[0]
 
     expected = run_graph(fusion_graph())
     graph = fusion_graph()
@@ -140,46 +127,6 @@ def test_fusion_normalisation_is_folded_into_the_input_weights():
     shared = fusion_graph()  # a weighted term that is also used elsewhere cannot take the scale
     shared.outputs.append(next(n for n in shared.nodes if n.op == "Mul").outputs[0])
     assert fold_scale_into_weighted_sums(shared) == 0
-
-
-def test_fp32_build_keeps_weighted_sums_in_ort_blocked_layout(tmp_path):
-    """BiFPN-style fusion: (y * 0.7) + (maxpool(y) * 1.3) -> conv. As BatchNormalizations the weighted terms stay
-    in ONNX Runtime's NCHWc layout; as broadcast Muls each term is reordered to NCHW and the Sum back again."""
-    import onnx_graphsurgeon as gs
-
-    from effdet_rt.engines.ort_build import sum_weights_as_channel_scales
-
-    rng = np.random.default_rng(3)
-
-    def fusion_graph():
-        x = gs.Variable("x", np.float32, ["batch", 16, 8, 8])
-        out = gs.Variable("out", np.float32, None)
-        graph = gs.Graph(inputs=[x], outputs=[out], opset=17)
-        conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
-        weights = [gs.Constant(f"k{i}", np.random.default_rng(i).normal(0, 0.2, (16, 16, 3, 3)).astype(np.float32))
-                   for i in range(2)]
-        (y,) = graph.layer(op="Conv", inputs=[x, weights[0]], outputs=["y"], attrs=conv)
-        (pooled,) = graph.layer(op="MaxPool", inputs=[y], outputs=["pooled"], attrs=conv)
-        terms = [graph.layer(op="Mul", inputs=[t, gs.Constant(f"w{i}", np.array(w, np.float32))], outputs=[f"t{i}"])[0]
-                 for i, (t, w) in enumerate(zip((y, pooled), (0.7, 1.3), strict=True))]
-        (fused,) = graph.layer(op="Sum", inputs=terms, outputs=["fused"])
-        graph.layer(op="Conv", inputs=[fused, weights[1]], outputs=[out], attrs=conv)
-        return graph
-
-    def optimised(graph, name):
-        session = _hand_graph_session(graph, tmp_path / name)
-        reorders = sum(n.op_type.startswith("Reorder") for n in onnx.load(tmp_path / name).graph.node)
-        return session.run(None, {"x": feed})[0], reorders
-
-    feed = rng.normal(size=(2, 16, 8, 8)).astype(np.float32)
-    expected, reorders_before = optimised(fusion_graph(), "muls.onnx")
-    graph = fusion_graph()
-    assert sum_weights_as_channel_scales(graph) == 2
-    scales = sorted(n.inputs[1].values.tolist() for n in graph.nodes if n.op == "BatchNormalization")
-    assert scales == [[np.float32(0.7)] * 16, [np.float32(1.3)] * 16]
-    result, reorders_after = optimised(graph, "scales.onnx")
-    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
-    assert (reorders_before, reorders_after) == (5, 2)  # before: 2 terms + the Sum back; after: input and output
 
 
 def test_dynamic_engine_micro_batches_give_the_same_detections(raw_proto, setup, tmp_path):
@@ -228,7 +175,7 @@ def test_two_stage_top_pairs_equal_one_topk_over_all_pairs():
     graph.outputs = [top_logits, top_index]
     x = np.random.default_rng(5).normal(size=(2, anchors, classes)).astype(np.float32)
     x[1, :, 2] += 3.0  # one class dominates: most of image 1's top pairs come from class 2
-    got_logits, got_index = _hand_graph_session(graph).run(None, {"logits": x})
+    got_logits, got_index = hand_graph_session(graph).run(None, {"logits": x})
     flat = x.reshape(2, -1)
     want_index = np.argsort(-flat, axis=1, kind="stable")[:, :top]
     np.testing.assert_array_equal(got_index, want_index)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,48 +11,12 @@ from effdet_rt.engines.ort_engine import read_detector_onnx
 from effdet_rt.errors import UserError
 from effdet_rt.utils.atomic import atomic_path
 
-if TYPE_CHECKING:
-    import onnx_graphsurgeon as gs
-
-
-def sum_weights_as_channel_scales(graph: gs.Graph) -> int:
-    """Rewrite each weighted Sum term ``x * w`` (w a constant scalar, x NCHW) as a BatchNormalization scaling
-    every channel by w: the same values, but ONNX Runtime's blocked (NCHWc) CPU layout takes a
-    BatchNormalization and the Sum in, where a broadcast Mul sends the tensor back to NCHW and forth again.
-    In EfficientDet these are BiFPN's fusion weights (57 terms in D0)."""
-    import onnx_graphsurgeon as gs
-
-    from effdet_rt.export.graph import inferred_dims, scalar_product
-
-    dims = inferred_dims(graph)
-    rewritten = 0
-    for node in graph.nodes:
-        product = scalar_product(node)
-        consumers = node.outputs[0].outputs
-        if product is None or not consumers or any(c.op != "Sum" for c in consumers):
-            continue
-        source, weight = product
-        shape = dims.get(source.name)
-        if shape is None or len(shape) != 4 or not shape[1] or weight.values.dtype != np.float32:
-            continue
-        channels = shape[1]
-        values = {
-            "scale": np.full(channels, np.asarray(weight.values).item(), np.float32),
-            "bias": np.zeros(channels, np.float32),
-            "mean": np.zeros(channels, np.float32),
-            "var": np.ones(channels, np.float32),
-        }
-        node.op, node.attrs = "BatchNormalization", {"epsilon": 0.0}
-        node.inputs = [source, *(gs.Constant(f"{node.name}_{k}", v) for k, v in values.items())]
-        rewritten += 1
-    return rewritten
-
 
 def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) -> Path:
     """Save ONNX Runtime's portable (extended-level) graph optimisations, keeping our metadata.
 
-    With ``channel_scales``, weighted Sum terms become BatchNormalizations first (see
-    `sum_weights_as_channel_scales`); a Q/DQ model keeps its Muls, which its quantized kernels run.
+    With ``channel_scales``, BiFPN's weighted Sums are first rewritten for ONNX Runtime's blocked CPU layout (see
+    `ort_layout`); a Q/DQ model keeps its Muls, which its quantized kernels run.
     """
     import onnx
     import onnx_graphsurgeon as gs
@@ -64,8 +27,10 @@ def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) ->
     source = read_detector_onnx(onnx_path)
     model = source
     if channel_scales:
+        from effdet_rt.engines.ort_layout import prepare_blocked_layout
+
         graph = gs.import_onnx(source)
-        if sum_weights_as_channel_scales(graph):
+        if any(prepare_blocked_layout(graph).values()):
             model = gs.export_onnx(graph.cleanup().toposort())
             model.ir_version = source.ir_version
     with atomic_path(output) as tmp:

@@ -50,15 +50,20 @@ def use_asymmetric_nearest_resize(graph: gs.Graph) -> int:
     return changed
 
 
-def inferred_dims(graph: gs.Graph) -> dict[str, list[int | None]]:
-    """Each tensor's dimensions from ONNX shape inference; None where a dimension is not a known number."""
+def inferred_shapes(graph: gs.Graph) -> dict[str, list[int | str | None]]:
+    """Each tensor's dimensions from ONNX shape inference: a number, a symbolic name, or None where unknown."""
     inferred = onnx.shape_inference.infer_shapes(gs.export_onnx(graph))
     infos = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
     return {
-        info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+        info.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in info.type.tensor_type.shape.dim]
         for info in infos
         if info.type.tensor_type.HasField("shape")
     }
+
+
+def inferred_dims(graph: gs.Graph) -> dict[str, list[int | None]]:
+    """Each tensor's dimensions from ONNX shape inference; None where a dimension is not a known number."""
+    return {name: [d if isinstance(d, int) else None for d in dims] for name, dims in inferred_shapes(graph).items()}
 
 
 def _reshape_keeps_shape(dims: list[int | None], target: list[int]) -> bool:
@@ -106,7 +111,7 @@ def scalar_product(node: gs.Node) -> tuple[gs.Tensor, gs.Constant] | None:
     return None
 
 
-def _only_consumer(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
+def only_consumer(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
     """The one node reading ``tensor``; None if several do or it is also a graph output."""
     if len(tensor.outputs) != 1 or any(tensor is out for out in graph.outputs):
         return None
@@ -121,10 +126,10 @@ def fold_scale_into_weighted_sums(graph: gs.Graph) -> int:
     """
     folded = 0
     for node in [n for n in graph.nodes if n.op == "Sum"]:
-        after = _only_consumer(graph, node.outputs[0])
+        after = only_consumer(graph, node.outputs[0])
         scale = scalar_product(after) if after is not None else None
         terms = [t.inputs[0] if len(t.inputs) == 1 else None for t in node.inputs]
-        if scale is None or any(t is None or _only_consumer(graph, t.outputs[0]) is not node for t in terms):
+        if scale is None or any(t is None or only_consumer(graph, t.outputs[0]) is not node for t in terms):
             continue
         products = [scalar_product(t) for t in terms]
         if any(p is None for p in products):
