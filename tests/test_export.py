@@ -391,6 +391,10 @@ def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd
     assert meta["int8_weight_bits"] == 7 and conv_weight_ranges(int8) == {64}
     zero_points = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer if i.name.endswith("zero_point")}
     assert {z.dtype for z in zero_points.values()} >= {np.dtype(np.uint8)}  # CPU layout: UINT8 activations
+    # BiFPN's fusion Sums as chains of quantized Adds (QLinearAdd in ONNX Runtime), not float Sums between Q/DQ
+    fusion_adds = [n for n in int8.graph.node if n.op_type == "Add" and "_fuse/AddN" in n.name]
+    assert "Sum" not in {n.op_type for n in int8.graph.node} and len(fusion_adds) == 15 + 2 * 9  # 2- and 3-input nodes
+    assert all(producers[i].op_type == "DequantizeLinear" for add in fusion_adds for i in add.input)
 
     trt_path = tmp_path / "int8_trt.onnx"
     assert run(["build", "-m", str(exported_onnx), "-o", str(trt_path), "--backend", "onnxruntime", "--precision", "int8",
@@ -401,6 +405,7 @@ def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd
     # symmetric INT8 activations and weights (int32 bias zero points are 0 too); no UINT8 anywhere
     assert trt_zero_points and all(z.dtype in (np.int8, np.int32) and not z.any() for z in trt_zero_points)
     assert read_metadata(trt_qdq)["int8_weight_bits"] == 8 and conv_weight_ranges(trt_qdq) == {127}
+    assert [n.op_type for n in trt_qdq.graph.node].count("Sum") == 24  # TensorRT fuses them itself: left as exported
     assert int8_path.stat().st_size < 0.45 * exported_onnx.stat().st_size
 
     images = [read_image(p) for p in bccd_images(bccd_root, 4)]

@@ -109,8 +109,8 @@ def _feeds(batch=2):
 
 
 def test_fp32_build_adds_each_fusion_into_a_blocked_convolution(tmp_path):
-    """Weighted terms as channel scales, the three-input Sum as two, and the batch named behind the Resize: ONNX
-    Runtime then adds both Sums into the convolutions (no Sum, no 5-D Reshape left) and the values are the same."""
+    """Weighted terms as channel scales, the three-input Sum as two Adds, and the batch named behind the Resize: ONNX
+    Runtime then adds both into the convolutions (no Sum or Add, no 5-D Reshape left) and the values are the same."""
     from effdet_rt.engines.ort_build import optimize_fp32
 
     source = _fusion_node_model(tmp_path / "node.onnx")
@@ -118,7 +118,7 @@ def test_fp32_build_adds_each_fusion_into_a_blocked_convolution(tmp_path):
     built = optimize_fp32(source, tmp_path / "built.onnx")
     session, blocked = _blocked_graph(built)
     ops = [n.op_type for n in blocked.node]
-    assert "Sum" not in ops and "Reshape" not in ops and "Mul" not in ops
+    assert not {"Sum", "Add", "Reshape", "Mul"} & set(ops)
     assert _convs_taking_a_sum(blocked) == 2
     for got, want in zip(session.run(None, _feeds()), expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -127,18 +127,18 @@ def test_fp32_build_adds_each_fusion_into_a_blocked_convolution(tmp_path):
 
 def test_without_the_batch_behind_the_resize_the_sums_stay_out_of_the_convolutions(tmp_path):
     """What `keep_batch_through_resize` is for: the same rewrites without it leave ONNX Runtime unable to prove the
-    Sum's inputs share a shape, so each Sum stays a pass of its own on reshaped 5-D views."""
+    Adds' inputs share a shape, so each Add stays a pass of its own on reshaped 5-D views."""
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.engines.ort_layout import pair_sums, sum_weights_as_channel_scales
+    from effdet_rt.engines.ort_layout import sum_weights_as_channel_scales, sums_as_adds
 
     graph = gs.import_onnx(onnx.load(str(_fusion_node_model(tmp_path / "node.onnx"))))
-    assert sum_weights_as_channel_scales(graph) == 3 and pair_sums(graph) == 1
+    assert sum_weights_as_channel_scales(graph) == 3 and sums_as_adds(graph) == 1
     model = gs.export_onnx(graph.cleanup().toposort())
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "unnamed.onnx"))
     _, blocked = _blocked_graph(tmp_path / "unnamed.onnx")
-    assert [n.op_type for n in blocked.node].count("Sum") == 2
+    assert [n.op_type for n in blocked.node].count("Add") == 2
     assert _convs_taking_a_sum(blocked) == 0
 
 
@@ -156,7 +156,7 @@ def test_untrained_fusion_scale_is_spread_over_the_terms(tmp_path):
     assert len(sums) == 1 and [t.inputs[0].op for t in sums[0].inputs] == ["Mul"] * 3
     assert sums[0].outputs[0].outputs[0].op == "Conv"  # the Mul after the Sum is gone
     counts = prepare_blocked_layout(gs.import_onnx(onnx.load(str(source))))
-    assert counts == {"spread_sum_scale": 1, "sum_weights_as_channel_scales": 3, "pair_sums": 1,
+    assert counts == {"spread_sum_scale": 1, "sum_weights_as_channel_scales": 3, "sums_as_adds": 1,
                       "keep_batch_through_resize": 1}
 
     expected = hand_graph_session(onnx_graph(source)).run(None, _feeds())

@@ -66,6 +66,23 @@ def check_heads_present(model) -> None:
         raise ModelFileError("the ONNX model has no class_logits/box_codes tensors; export it with `effdet-rt export`")
 
 
+def with_sums_as_adds(model, path: Path) -> Path:
+    """`model` with BiFPN's Sums as chains of Adds, saved to `path`: the quantizer turns an Add into QLinearAdd on
+    UINT8, where a Sum stays float between DequantizeLinear and QuantizeLinear (measured on D0 512: 1.03-1.05x)."""
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    from effdet_rt.engines.ort_layout import sums_as_adds
+
+    graph = gs.import_onnx(model)
+    if sums_as_adds(graph):
+        rewritten = gs.export_onnx(graph)
+        rewritten.ir_version = model.ir_version
+        model = rewritten
+    onnx.save(model, str(path))
+    return path
+
+
 def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Iterable[np.ndarray], log=print,
                   profile: str = "onnxruntime") -> Path:
     import onnx
@@ -84,8 +101,9 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
     reader = BatchReader(input_name, batches)
     with atomic_path(output_path) as tmp, tempfile.TemporaryDirectory(prefix="effdet-quant-") as work:
         prepared = Path(work) / "prepared.onnx"
+        to_prepare = Path(onnx_path) if for_tensorrt else with_sums_as_adds(source, Path(work) / "adds.onnx")
         # fold BatchNorm into Conv and fuse what ONNX Runtime fuses, so Q/DQ pairs sit on the convs that run
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(to_prepare), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared),
             str(tmp),

@@ -77,26 +77,27 @@ def spread_sum_scale(graph: gs.Graph) -> int:
     return spread
 
 
-def pair_sums(graph: gs.Graph) -> int:
-    """Split each Sum of more than two inputs into a chain of two-input Sums, in input order.
+def sums_as_adds(graph: gs.Graph) -> int:
+    """Rewrite each Sum as a chain of two-input Adds, in input order (the same additions in the same order).
 
-    ONNX Runtime adds a two-input Sum into the blocked convolution that produces one of its inputs (no pass of its
-    own); a three-input Sum stays a separate op on reshaped 5-D views.
+    ONNX Runtime adds a two-input Add into the blocked convolution that produces one of its inputs (a three-input
+    Sum stays a separate op on reshaped 5-D views), and its quantizer turns an Add into QLinearAdd where a Sum
+    stays float between DequantizeLinear and QuantizeLinear.
     """
     import onnx_graphsurgeon as gs
 
-    split = 0
-    for node in [n for n in graph.nodes if n.op == "Sum" and len(n.inputs) > 2]:
-        inputs = list(node.inputs)
+    rewritten = 0
+    for node in [n for n in graph.nodes if n.op == "Sum" and len(n.inputs) >= 2]:
+        inputs, result = list(node.inputs), node.outputs[0]
         partial = inputs[0]
-        for i, tensor in enumerate(inputs[1:-1]):
-            out = gs.Variable(f"{node.name}_partial{i}", tensor.dtype)
-            graph.nodes.append(gs.Node("Sum", f"{node.name}_partial{i}", inputs=[partial, tensor], outputs=[out]))
+        for i, tensor in enumerate(inputs[1:], start=1):
+            out = result if i == len(inputs) - 1 else gs.Variable(f"{node.name}_partial{i}", tensor.dtype)
+            graph.nodes.append(gs.Node("Add", f"{node.name}_add{i}", inputs=[partial, tensor], outputs=[out]))
             partial = out
-        node.inputs = [partial, inputs[-1]]
-        split += 1
-    graph.toposort()
-    return split
+        node.outputs.clear()
+        rewritten += 1
+    graph.cleanup().toposort()
+    return rewritten
 
 
 def keep_batch_through_resize(graph: gs.Graph) -> int:
@@ -138,6 +139,6 @@ def prepare_blocked_layout(graph: gs.Graph) -> dict[str, int]:
     """All the rewrites above, in the order they feed each other; returns how many nodes each changed."""
     counts = {"spread_sum_scale": spread_sum_scale(graph)}
     counts["sum_weights_as_channel_scales"] = sum_weights_as_channel_scales(graph)
-    counts["pair_sums"] = pair_sums(graph)
+    counts["sums_as_adds"] = sums_as_adds(graph)
     counts["keep_batch_through_resize"] = keep_batch_through_resize(graph)
     return counts
