@@ -1,8 +1,9 @@
-"""FP32 graph rewrites for ONNX Runtime's blocked (NCHWc) CPU layout.
+"""Rewrites of BiFPN's weighted fusions for ONNX Runtime's CPU kernels.
 
-Each rewrite computes the same values (up to float rounding) with fewer layout changes or memory passes once ONNX
-Runtime has turned the convolutions into its blocked kernels. In EfficientDet they all land in BiFPN's weighted
-fusions, ``sum_i(w_i * x_i) / (sum_i w_i + eps)``: 24 nodes of 2 or 3 terms in D0.
+Each computes the same values (up to float rounding) with fewer layout changes or memory passes: the FP32 build runs
+them all (`prepare_blocked_layout`, for the blocked NCHWc convolutions), the INT8 build `sums_as_adds` before
+quantizing. In EfficientDet they all land in the fusions ``sum_i(w_i * x_i) / (sum_i w_i + eps)``: 24 nodes of 2 or 3
+terms in D0.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def keep_batch_through_resize(graph: gs.Graph) -> int:
 
     ONNX shape inference turns a symbolic dimension times a scale of 1 into a new unknown one, so behind BiFPN's
     upsampling the batch is no longer the input's. ONNX Runtime then cannot prove that a fusion's inputs have one
-    shape and leaves each Sum out of the convolution it would add it into. Shapes are inferred again after each
+    shape and leaves each Add out of the convolution it would add it into. Shapes are inferred again after each
     round, as each upsampling in a cell reads the one before it.
     """
     from effdet_rt.export.graph import inferred_shapes
