@@ -132,7 +132,7 @@ def test_without_the_batch_behind_the_resize_the_sums_stay_out_of_the_convolutio
 
     from effdet_rt.engines.ort_layout import sum_weights_as_channel_scales, sums_as_adds
 
-    graph = gs.import_onnx(onnx.load(str(_fusion_node_model(tmp_path / "node.onnx"))))
+    graph = onnx_graph(_fusion_node_model(tmp_path / "node.onnx"))
     assert sum_weights_as_channel_scales(graph) == 3 and sums_as_adds(graph) == 1
     model = gs.export_onnx(graph.cleanup().toposort())
     model.ir_version = 8
@@ -144,18 +144,17 @@ def test_without_the_batch_behind_the_resize_the_sums_stay_out_of_the_convolutio
 
 def test_untrained_fusion_scale_is_spread_over_the_terms(tmp_path):
     """Sum(a, b, c) * k (all fusion weights 1) becomes Sum(a*k, b*k, c*k), then channel scales like a trained one."""
-    import onnx_graphsurgeon as gs
 
     from effdet_rt.engines.ort_build import optimize_fp32
     from effdet_rt.engines.ort_layout import prepare_blocked_layout, spread_sum_scale
 
     source = _fusion_node_model(tmp_path / "node.onnx", weights=None)
-    graph = gs.import_onnx(onnx.load(str(source)))
+    graph = onnx_graph(source)
     assert spread_sum_scale(graph) == 1
     sums = [n for n in graph.nodes if n.op == "Sum"]
     assert len(sums) == 1 and [t.inputs[0].op for t in sums[0].inputs] == ["Mul"] * 3
     assert sums[0].outputs[0].outputs[0].op == "Conv"  # the Mul after the Sum is gone
-    counts = prepare_blocked_layout(gs.import_onnx(onnx.load(str(source))))
+    counts = prepare_blocked_layout(onnx_graph(source))
     assert counts == {"spread_sum_scale": 1, "sum_weights_as_channel_scales": 3, "sums_as_adds": 1,
                       "keep_batch_through_resize": 1}
 

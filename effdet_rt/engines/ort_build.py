@@ -19,20 +19,16 @@ def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) ->
     `ort_layout`); a Q/DQ model keeps its Muls, which its quantized kernels run.
     """
     import onnx
-    import onnx_graphsurgeon as gs
     import onnxruntime as ort
 
-    from effdet_rt.export.graph import read_metadata, set_metadata
+    from effdet_rt.export.graph import read_metadata, rewrite_model, set_metadata
 
     source = read_detector_onnx(onnx_path)
     model = source
     if channel_scales:
         from effdet_rt.engines.ort_layout import prepare_blocked_layout
 
-        graph = gs.import_onnx(source)
-        if any(prepare_blocked_layout(graph).values()):
-            model = gs.export_onnx(graph.cleanup().toposort())
-            model.ir_version = source.ir_version
+        model = rewrite_model(source, lambda graph: any(prepare_blocked_layout(graph).values()))
     with atomic_path(output) as tmp:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -189,6 +190,16 @@ def normalize_after_transpose(graph: gs.Graph) -> bool:
     scale_node.outputs.clear()
     graph.cleanup().toposort()
     return True
+
+
+def rewrite_model(model: onnx.ModelProto, rewrite: Callable[[gs.Graph], bool]) -> onnx.ModelProto:
+    """``model`` after ``rewrite`` changed its graph (at the same IR version); ``model`` itself when it changed nothing."""
+    graph = gs.import_onnx(model)
+    if not rewrite(graph):
+        return model
+    result = gs.export_onnx(graph.cleanup().toposort())
+    result.ir_version = model.ir_version
+    return result
 
 
 def rename_input(graph: gs.Graph, batch: int | str) -> gs.Variable:
