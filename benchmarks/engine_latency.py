@@ -46,7 +46,7 @@ def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
     from effdet_rt.demo.data import prepare_demo_data
     from effdet_rt.demo.run import DEMO_KEY, measure_speed
     from effdet_rt.engines import load
-    from effdet_rt.engines.ort_build import build_onnxruntime_engine
+    from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
     from effdet_rt.export.workflow import export_from_spec
     from effdet_rt.model.factory import build_model_from_spec
     from effdet_rt.spec import default_spec, spec_to_yaml
@@ -80,7 +80,7 @@ class ReferenceRunner:
     def __init__(self, path: Path):
         import onnxruntime as ort
 
-        from effdet_rt.engines.ort_engine import session_options
+        from effdet_rt.engines.runtime.onnxruntime import session_options
 
         self.session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name

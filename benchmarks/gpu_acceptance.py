@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from effdet_rt.data.preprocess import preprocess_batch, read_image
-from effdet_rt.engines.base import load
-from effdet_rt.engines.trt_build import build_tensorrt_engine
+from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
+from effdet_rt.engines.runtime.base import load
 
 
 def images_from(folder: Path, count: int) -> list[np.ndarray]:

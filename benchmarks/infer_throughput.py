@@ -31,7 +31,7 @@ TARGET_GAP = 0.15
 def checkpoint_engine(input_size: int):
     import tf_keras as keras
 
-    from effdet_rt.engines.checkpoint import KerasEngine, nms_config_from_spec
+    from effdet_rt.engines.runtime.checkpoint import KerasEngine, nms_config_from_spec
     from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
     from effdet_rt.spec.validation import validate_spec
 

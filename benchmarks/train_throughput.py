@@ -132,7 +132,7 @@ def compare_labelling(size: int, real_boxes: int = 13, max_instances: int = 100,
     import tensorflow as tf
 
     from effdet_rt.model.anchors import AnchorConfig, generate_anchors
-    from effdet_rt.trainer.labeler import label_anchors
+    from effdet_rt.model.labeler import label_anchors
 
     anchors = tf.constant(generate_anchors((size, size), AnchorConfig()))
     rng = np.random.default_rng(0)
@@ -163,8 +163,8 @@ def bccd_run(records: Path, seconds: float) -> dict:
         "train.lr_schedule.warmup_epoch=1", "train.lr_schedule.learning_rate=0.08", "evaluate.num_samples=87",
         "model.anchor_scale=3",
     ])
-    from effdet_rt.engines.checkpoint import load_engine
-    from effdet_rt.evaluation.run import evaluate_engine
+    from effdet_rt.engines.runtime.checkpoint import load_engine
+    from effdet_rt.infer.evaluate import evaluate_engine
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.monotonic()

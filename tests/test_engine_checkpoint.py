@@ -48,7 +48,7 @@ def matched_fraction(got, want, pixels: float = 0.25, score_tol: float = 1e-4) -
 
 
 def test_load_picks_checkpoint_backend(engine):
-    from effdet_rt.engines.checkpoint import KerasEngine
+    from effdet_rt.engines.runtime.checkpoint import KerasEngine
 
     assert isinstance(engine, KerasEngine)
     assert engine.input_size == (128, 128)
@@ -87,7 +87,7 @@ def test_wrong_key_is_a_checkpoint_error():
 
 
 def test_spec_given_sets_max_detections_not_architecture():
-    from effdet_rt.engines.checkpoint import load_engine
+    from effdet_rt.engines.runtime.checkpoint import load_engine
     from effdet_rt.spec.validation import validate_spec
 
     other = validate_spec({"model": {"input_width": 256, "input_height": 256}, "evaluate": {

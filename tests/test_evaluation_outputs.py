@@ -9,10 +9,10 @@ import pytest
 from rich.console import Console
 
 from effdet_rt.errors import DataError
-from effdet_rt.evaluation.colours import class_colour
-from effdet_rt.evaluation.draw import draw_detections
-from effdet_rt.evaluation.kitti import kitti_line, parse_kitti_file, write_kitti_labels
 from effdet_rt.evaluation.report import format_metrics_table, write_metrics_json
+from effdet_rt.infer.draw import draw_detections
+from effdet_rt.infer.kitti import kitti_line, parse_kitti_file, write_kitti_labels
+from effdet_rt.utils.colours import class_colour
 
 
 def test_kitti_line_layout():
@@ -80,8 +80,8 @@ def test_draw_filters_by_score_and_count_and_colours_by_class(grey_image):
 def test_cached_tag_text_gives_the_pixels_of_drawing_the_text_directly(grey_image):
     from PIL import Image, ImageDraw, ImageFont
 
-    from effdet_rt.evaluation import draw as drawing
-    from effdet_rt.evaluation.colours import text_colour_on
+    from effdet_rt.infer import draw as drawing
+    from effdet_rt.utils.colours import text_colour_on
 
     box, colour = [40, 50, 120, 110], class_colour(2)
     cached = np.asarray(draw_detections(grey_image, np.array([box]), np.array([0.9]), np.array([2]),

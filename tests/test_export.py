@@ -70,7 +70,7 @@ def test_export_drops_identity_reshapes_so_ort_fuses_residual_adds(raw_proto, tm
     name through shape inference, and ONNX Runtime folds every residual Add of the backbone into a convolution."""
     import onnxruntime as ort
 
-    from effdet_rt.export.graph import _reshape_keeps_shape
+    from effdet_rt.onnx.graph import _reshape_keeps_shape
 
     assert _reshape_keeps_shape([None, 32, 1, 1], [-1, 32, 1, 1])
     assert _reshape_keeps_shape([None, 32, 4, 4], [0, 32, -1, 4])
@@ -98,7 +98,7 @@ def test_export_drops_identity_reshapes_so_ort_fuses_residual_adds(raw_proto, tm
 def test_fusion_normalisation_is_folded_into_the_input_weights():
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.export.graph import fold_scale_into_weighted_sums
+    from effdet_rt.onnx.graph import fold_scale_into_weighted_sums
 
     def fusion_graph():
         a, b, c = (gs.Variable(n, np.float32, [1, 8, 4, 4]) for n in "abc")
@@ -130,7 +130,7 @@ def test_fusion_normalisation_is_folded_into_the_input_weights():
 
 
 def test_dynamic_engine_micro_batches_give_the_same_detections(raw_proto, setup, tmp_path):
-    from effdet_rt.engines.ort_engine import OnnxRuntimeEngine
+    from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeEngine
     from effdet_rt.export.exporter import ExportOptions, attach_nms
     from effdet_rt.model.postprocess import NmsConfig
 
@@ -149,7 +149,7 @@ def test_dynamic_engine_micro_batches_give_the_same_detections(raw_proto, setup,
 
 
 def test_default_micro_batch_keeps_about_2_mib_of_activations_per_run(raw_proto, setup, tmp_path):
-    from effdet_rt.engines.ort_engine import OnnxRuntimeEngine, cpu_micro_batch
+    from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeEngine, cpu_micro_batch
 
     assert [cpu_micro_batch((s, s), "fp32") for s in (1024, 640, 512, 384, 256, 128)] == [1, 1, 2, 3, 8, 32]
     assert [cpu_micro_batch((s, s), "int8") for s in (1024, 512, 256)] == [2, 8, 32]
@@ -165,7 +165,7 @@ def test_two_stage_top_pairs_equal_one_topk_over_all_pairs():
     TopK over all (anchor, class) pairs, also when k is below the anchor count (the case D0 512 is in)."""
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.export.nms import _Builder, _top_pairs
+    from effdet_rt.onnx.nms import _Builder, _top_pairs
 
     anchors, classes, top = 200, 3, 50
     logits = gs.Variable("logits", np.float32, ["batch", anchors, classes])
@@ -191,11 +191,11 @@ def test_onnx_nms_subgraph_equals_tensorflow_postprocess(pre_nms_top_k):
     import onnxruntime as ort
 
     from effdet_rt.detections import Detections
-    from effdet_rt.export.graph import clean_graph
-    from effdet_rt.export.nms import add_onnx_nms
     from effdet_rt.export.verify import match_detections
     from effdet_rt.model.anchors import generate_anchors
     from effdet_rt.model.postprocess import NmsConfig, postprocess
+    from effdet_rt.onnx.graph import clean_graph
+    from effdet_rt.onnx.nms import add_onnx_nms
 
     anchors = generate_anchors((128, 128))
     count, classes = len(anchors), 3
@@ -225,9 +225,9 @@ def test_onnx_nms_subgraph_equals_tensorflow_postprocess(pre_nms_top_k):
 def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
     from effdet_rt.data.preprocess import read_image
     from effdet_rt.engines import load
-    from effdet_rt.export.graph import read_metadata
     from effdet_rt.export.verify import match_detections
     from effdet_rt.export.verify_run import comparable
+    from effdet_rt.onnx.graph import read_metadata
 
     proto = onnx.load(str(exported_onnx))
     assert [o.name for o in proto.graph.output] == ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
@@ -241,7 +241,7 @@ def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
     from effdet_rt.model.postprocess import NmsConfig
 
     checkpoint.nms_config = NmsConfig(score_threshold=0.05)
-    from effdet_rt.engines.checkpoint import KerasEngine
+    from effdet_rt.engines.runtime.checkpoint import KerasEngine
 
     reference = KerasEngine(checkpoint.model, checkpoint.setup, NmsConfig(score_threshold=0.05))
     ours, theirs = onnx_engine.infer(images), reference.infer(images)
@@ -258,8 +258,8 @@ def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
 
 def test_efficient_nms_graph(raw_proto, setup):
     from effdet_rt.export.exporter import ExportOptions, attach_nms
-    from effdet_rt.export.nms import anchors_center_size_xfirst
     from effdet_rt.model.postprocess import NmsConfig
+    from effdet_rt.onnx.nms import anchors_center_size_xfirst
 
     proto = attach_nms(raw_proto, setup, ExportOptions(nms="efficient", nms_settings=NmsConfig(0.3, 0.6, 50)))
     onnx.checker.check_model(proto)
@@ -320,7 +320,7 @@ def test_verification_failure_raises_when_strict_and_warns_in_the_demo():
 
 
 def test_verify_export_reports_both_optimisation_levels(raw_proto, setup):
-    from effdet_rt.engines.checkpoint import KerasEngine
+    from effdet_rt.engines.runtime.checkpoint import KerasEngine
     from effdet_rt.export.exporter import ExportOptions, attach_nms
     from effdet_rt.export.verify_run import verify_export
     from effdet_rt.model.postprocess import NmsConfig
@@ -368,8 +368,8 @@ def conv_weight_ranges(model) -> set[int]:
 def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd_root, tmp_path):
     from effdet_rt.data.preprocess import read_image
     from effdet_rt.engines import load
-    from effdet_rt.export.graph import read_metadata
     from effdet_rt.export.verify import match_detections
+    from effdet_rt.onnx.graph import read_metadata
 
     fp32_path, int8_path = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
     assert run(["build", "-m", str(exported_onnx), "-o", str(fp32_path), "--backend", "onnxruntime"]) == 0

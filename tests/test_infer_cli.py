@@ -12,10 +12,10 @@ from infer_support import KEY, bccd_images, tiny_checkpoint
 from PIL import Image
 
 from effdet_rt.cli.main import run
-from effdet_rt.evaluation.colours import class_colour
-from effdet_rt.evaluation.kitti import parse_kitti_file
 from effdet_rt.export.verify import match_detections
 from effdet_rt.export.verify_run import comparable
+from effdet_rt.infer.kitti import parse_kitti_file
+from effdet_rt.utils.colours import class_colour
 
 EXIF_ORIENTATION = 0x0112
 

@@ -8,7 +8,7 @@ from infer_support import KEY, tiny_checkpoint, write_val_set
 
 from effdet_rt.data.preprocess import read_image
 from effdet_rt.detections import Detections
-from effdet_rt.engines.base import Engine
+from effdet_rt.engines.runtime.base import Engine
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ class GroundTruthEngine(Engine):
 
 
 def test_perfect_detector_scores_ap_one(val_set):
-    from effdet_rt.evaluation.run import evaluate_engine
+    from effdet_rt.infer.evaluate import evaluate_engine
 
     records, gt_json, coco = val_set
     metrics = evaluate_engine(GroundTruthEngine(coco, 128 / 640), [str(records)], gt_json, num_samples=None,
@@ -55,7 +55,7 @@ def test_perfect_detector_scores_ap_one(val_set):
 
 
 def test_num_samples_limits_the_images_evaluated(val_set):
-    from effdet_rt.evaluation.run import evaluate_engine
+    from effdet_rt.infer.evaluate import evaluate_engine
 
     records, gt_json, coco = val_set
     engine = GroundTruthEngine(coco, 128 / 640)
@@ -66,7 +66,7 @@ def test_num_samples_limits_the_images_evaluated(val_set):
 
 def test_evaluate_engine_equals_evaluate_coco_on_direct_detections(engine, val_set, bccd_root):
     from effdet_rt.evaluation.coco import detections_to_coco_results, evaluate_coco
-    from effdet_rt.evaluation.run import evaluate_engine
+    from effdet_rt.infer.evaluate import evaluate_engine
 
     records, gt_json, coco = val_set
     metrics = evaluate_engine(engine, [str(records)], gt_json, num_samples=4, batch_size=3, max_detections=100,
@@ -98,7 +98,7 @@ def test_evaluate_command_with_model_matches_library(engine, val_set, tmp_path, 
     import json
 
     from effdet_rt.cli.main import run
-    from effdet_rt.evaluation.run import evaluate_engine
+    from effdet_rt.infer.evaluate import evaluate_engine
 
     records, gt_json, _ = val_set
     spec = write_eval_spec(tmp_path, records, gt_json, num_samples=3, batch_size=2)

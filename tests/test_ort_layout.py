@@ -37,7 +37,7 @@ def test_fp32_build_keeps_weighted_sums_in_ort_blocked_layout(tmp_path):
     in ONNX Runtime's NCHWc layout; as broadcast Muls each term is reordered to NCHW and the Sum back again."""
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.engines.ort_layout import sum_weights_as_channel_scales
+    from effdet_rt.onnx.ort_layout import sum_weights_as_channel_scales
 
     rng = np.random.default_rng(3)
 
@@ -111,7 +111,7 @@ def _feeds(batch=2):
 def test_fp32_build_adds_each_fusion_into_a_blocked_convolution(tmp_path):
     """Weighted terms as channel scales, the three-input Sum as two Adds, and the batch named behind the Resize: ONNX
     Runtime then adds both into the convolutions (no Sum or Add, no 5-D Reshape left) and the values are the same."""
-    from effdet_rt.engines.ort_build import optimize_fp32
+    from effdet_rt.engines.build.onnxruntime import optimize_fp32
 
     source = _fusion_node_model(tmp_path / "node.onnx")
     expected = hand_graph_session(onnx_graph(source)).run(None, _feeds())
@@ -130,7 +130,7 @@ def test_without_the_batch_behind_the_resize_the_sums_stay_out_of_the_convolutio
     Adds' inputs share a shape, so each Add stays a pass of its own on reshaped 5-D views."""
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.engines.ort_layout import sum_weights_as_channel_scales, sums_as_adds
+    from effdet_rt.onnx.ort_layout import sum_weights_as_channel_scales, sums_as_adds
 
     graph = onnx_graph(_fusion_node_model(tmp_path / "node.onnx"))
     assert sum_weights_as_channel_scales(graph) == 3 and sums_as_adds(graph) == 1
@@ -145,8 +145,8 @@ def test_without_the_batch_behind_the_resize_the_sums_stay_out_of_the_convolutio
 def test_untrained_fusion_scale_is_spread_over_the_terms(tmp_path):
     """Sum(a, b, c) * k (all fusion weights 1) becomes Sum(a*k, b*k, c*k), then channel scales like a trained one."""
 
-    from effdet_rt.engines.ort_build import optimize_fp32
-    from effdet_rt.engines.ort_layout import prepare_blocked_layout, spread_sum_scale
+    from effdet_rt.engines.build.onnxruntime import optimize_fp32
+    from effdet_rt.onnx.ort_layout import prepare_blocked_layout, spread_sum_scale
 
     source = _fusion_node_model(tmp_path / "node.onnx", weights=None)
     graph = onnx_graph(source)
@@ -168,7 +168,7 @@ def test_untrained_fusion_scale_is_spread_over_the_terms(tmp_path):
 def test_resize_batch_is_named_only_for_batch_first_upsampling():
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.engines.ort_layout import keep_batch_through_resize
+    from effdet_rt.onnx.ort_layout import keep_batch_through_resize
 
     x = gs.Variable("x", np.float32, ["batch", 8, 4, 4])
     graph = gs.Graph(inputs=[x], outputs=[], opset=17)

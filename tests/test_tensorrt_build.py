@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from trt_fakes import fake_tensorrt, tiny_onnx
 
-from effdet_rt.engines import trt_calibrator
-from effdet_rt.engines.trt_build import build_tensorrt_engine
+from effdet_rt.calib import tensorrt as trt_calibrator
+from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
 from effdet_rt.errors import ModelFileError, SpecError, UserError
 
 GIB = 1 << 30
@@ -160,7 +160,7 @@ def test_nms_op_needs_trt_86(use_trt, tmp_path):
 def test_topk_above_tensorrt_limit_is_a_clear_error(use_trt, tmp_path):
     import onnx
 
-    from effdet_rt.engines.trt_build import largest_topk
+    from effdet_rt.engines.build.tensorrt import largest_topk
 
     wide = tiny_onnx(tmp_path / "topk5000.onnx", topk=5000)
     assert largest_topk(onnx.load(wide)) == 5000

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from effdet_rt.engines import base
-from effdet_rt.engines.tensorrt import detections_from_outputs, tensorrt_status
-from effdet_rt.engines.trt_profile import batch_chunks, batch_profile
+from effdet_rt.engines.runtime import base
+from effdet_rt.engines.runtime.tensorrt import detections_from_outputs, tensorrt_status
+from effdet_rt.engines.runtime.trt_profile import batch_chunks, batch_profile
 from effdet_rt.errors import ModelFileError
 
 
@@ -63,7 +63,7 @@ def test_gpu_engine_runs(tmp_path):
         pytest.skip(text)
     from trt_fakes import tiny_onnx
 
-    from effdet_rt.engines.trt_build import build_tensorrt_engine
+    from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
 
     onnx_path = tiny_onnx(tmp_path / "tiny.onnx", batch="N", size=16)
     plan = build_tensorrt_engine(onnx_path, tmp_path / "tiny.plan", precision="fp32", workspace_gb=1, min_batch=1,

@@ -16,7 +16,7 @@ def two_images(bccd_root, tmp_path_factory) -> Path:
 
 def test_overfitting_two_images_reaches_ap50_09(two_images, tmp_path):
     from effdet_rt.engines import load
-    from effdet_rt.evaluation.run import evaluate_engine
+    from effdet_rt.infer.evaluate import evaluate_engine
     from effdet_rt.spec.loader import load_spec
     from effdet_rt.trainer.loop import train
 

@@ -134,7 +134,7 @@ def test_qat_checkpoint_round_trips(qat_run):
     """The checkpoint rebuilds the fake-quant model with every weight and learnt range (resuming reads the same
     archive through the same code as a float run, which tests/test_train_run.py covers)."""
     from effdet_rt.checkpoint import load_checkpoint, model_weights
-    from effdet_rt.engines.checkpoint import load_engine
+    from effdet_rt.engines.runtime.checkpoint import load_engine
     from effdet_rt.model.qat import is_quantized
 
     saved = load_checkpoint(qat_run["checkpoint"], KEY)
@@ -196,7 +196,7 @@ def test_onnx_runtime_matches_the_qat_model(qat_run, qat_onnx, records):
     import tf_keras as keras
 
     from effdet_rt.data.preprocess import preprocess_image
-    from effdet_rt.engines.checkpoint import load_engine
+    from effdet_rt.engines.runtime.checkpoint import load_engine
     from effdet_rt.export.heads import raw_heads_model
 
     batch = np.stack([preprocess_image(image, (128, 128))[0] for image in record_images(records)]).astype(np.float32)
@@ -228,7 +228,7 @@ def test_onnx_runtime_matches_the_qat_model(qat_run, qat_onnx, records):
 def test_int8_build_of_a_qat_export_skips_calibration(qat_onnx, tmp_path, capsys):
     import onnx
 
-    from effdet_rt.export.graph import read_metadata
+    from effdet_rt.onnx.graph import read_metadata
 
     out = tmp_path / "qat_int8.onnx"
     assert run(["build", "-m", str(qat_onnx), "-o", str(out), "--backend", "onnxruntime", "--precision", "int8"]) == 0

@@ -6,10 +6,9 @@ import tensorflow as tf
 
 from effdet_rt.model.anchors import AnchorConfig, generate_anchors
 from effdet_rt.model.efficientdet import build_efficientdet
+from effdet_rt.model.labeler import BACKGROUND, drop_padding, label_anchors
 from effdet_rt.spec.loader import load_spec
 from effdet_rt.trainer.fast_swish import is_swish, swish_with_fused_gradient, use_fused_swish_gradient
-from effdet_rt.trainer.labeler import drop_padding, label_anchors
-from effdet_rt.trainer.losses import BACKGROUND
 
 
 def silu_gradient(fn, x: tf.Tensor, upstream: tf.Tensor) -> np.ndarray:

@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from effdet_rt.errors import SpecError
 from effdet_rt.model.anchors import AnchorConfig, generate_anchors
+from effdet_rt.model.labeler import BACKGROUND, IGNORE, label_anchors
 from effdet_rt.trainer.ema import WeightAverage
-from effdet_rt.trainer.labeler import label_anchors
-from effdet_rt.trainer.losses import BACKGROUND, IGNORE, detection_loss, focal_loss_sum, huber_loss_sum
+from effdet_rt.trainer.losses import detection_loss, focal_loss_sum, huber_loss_sum
 from effdet_rt.trainer.lr_schedule import learning_rate_at, schedule_steps, schedule_tensor
 
 

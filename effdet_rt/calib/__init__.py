@@ -1,1 +1,1 @@
-"""INT8 calibration: batches from TFRecords, TensorRT calibrator, FP16 ONNX conversion."""
+"""INT8 calibration: batches from TFRecords, the TensorRT entropy calibrator, Q/DQ ONNX via onnxruntime.quantization."""

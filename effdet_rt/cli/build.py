@@ -29,7 +29,7 @@ def build_command(
     overrides: list[str] = overrides_argument,
 ) -> None:
     """Build an engine from an exported ONNX model."""
-    from effdet_rt.engines.build import BuildRequest, build_engine
+    from effdet_rt.engines.build.request import BuildRequest, build_engine
     from effdet_rt.spec import load_task_spec
 
     spec_obj = load_task_spec(spec, overrides)

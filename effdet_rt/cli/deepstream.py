@@ -13,7 +13,7 @@ def deepstream_config(
     threshold: float = typer.Option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
 ) -> None:
     """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt."""
-    from effdet_rt.engines.deepstream import write_deepstream_config
+    from effdet_rt.integrations.deepstream import write_deepstream_config
 
     config, labels_path = write_deepstream_config(model, output_dir, labels, num_classes, threshold)
     typer.echo(f"wrote {config} and {labels_path}")

@@ -12,7 +12,7 @@ def engine_info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Print bindings (name, shape, dtype), optimisation profile, precision and TensorRT version of a plan."""
-    from effdet_rt.engines.tensorrt import describe_plan
+    from effdet_rt.engines.runtime.tensorrt import describe_plan
 
     info = describe_plan(engine)
     if as_json:

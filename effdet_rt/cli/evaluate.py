@@ -62,7 +62,7 @@ def _evaluate_model(model, spec, key, overrides, annotations, label_map, max_det
 
     from effdet_rt.errors import UserError
     from effdet_rt.evaluation.report import format_metrics_table, save_evaluation
-    from effdet_rt.evaluation.run import evaluate_model_file
+    from effdet_rt.infer.evaluate import evaluate_model_file
     from effdet_rt.spec.loader import load_task_spec
 
     settings = load_task_spec(spec, overrides)

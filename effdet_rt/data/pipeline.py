@@ -19,7 +19,7 @@ import tensorflow as tf
 from effdet_rt.data.tfrecord import feature_spec
 from effdet_rt.data.tfrecord import resolve_tfrecords as resolve_tfrecord_globs
 from effdet_rt.errors import DataError
-from effdet_rt.trainer.labeler import label_anchors
+from effdet_rt.model.labeler import label_anchors
 
 REQUIRED_FEATURES = (
     "image/encoded",
@@ -52,7 +52,7 @@ class PipelineOptions:
 def options_from_spec(spec: Any, num_classes: int, augment: bool = True) -> PipelineOptions:
     data, aug = spec.dataset, spec.dataset.augmentation
     return PipelineOptions(
-        input_size=(spec.model.input_height, spec.model.input_width),
+        input_size=spec.model.input_size,
         num_classes=num_classes,
         max_instances=data.max_instances_per_image,
         skip_crowd=data.skip_crowd_during_training,

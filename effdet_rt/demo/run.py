@@ -95,7 +95,7 @@ def measure_speed(engine, input_size: tuple[int, int], repeats: int = 10) -> tup
 
 
 def evaluate_row(engine, model_file: Path, data: DemoData, spec) -> DemoRow:
-    from effdet_rt.evaluation.run import evaluate_engine
+    from effdet_rt.infer.evaluate import evaluate_engine
 
     metrics = evaluate_engine(engine, [data.val_tfrecords], data.val_json, num_samples=None,
                               batch_size=spec.evaluate.batch_size, max_detections=100)
@@ -121,7 +121,7 @@ def format_table(rows: list[DemoRow]) -> str:
 def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     from effdet_rt.calib.batches import calibration_batches
     from effdet_rt.engines import load
-    from effdet_rt.engines.ort_build import build_onnxruntime_engine
+    from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
     from effdet_rt.export.workflow import export_from_spec
     from effdet_rt.infer.folder import InferOptions, infer_folder
     from effdet_rt.trainer.loop import train

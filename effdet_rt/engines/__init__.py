@@ -1,5 +1,8 @@
-"""Engines: one interface over every way of running a detector (checkpoint, ONNX Runtime, TensorRT)."""
+"""Engines: building them (build/) and running them (runtime/) behind one interface.
 
-from effdet_rt.engines.base import Engine, load
+`load(path)` picks the backend by file type: `.edrt` checkpoint, `.onnx` (ONNX Runtime), `.plan`/`.engine` (TensorRT).
+"""
+
+from effdet_rt.engines.runtime.base import Engine, load
 
 __all__ = ["Engine", "load"]

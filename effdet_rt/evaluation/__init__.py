@@ -1,1 +1,1 @@
-"""COCO metrics (pycocotools), KITTI label files, drawing detections, metric tables and JSON."""
+"""COCO metrics (pycocotools): inputs checked, AP tables, per-class AP, PR curves, metrics JSON."""

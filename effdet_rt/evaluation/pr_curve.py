@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from effdet_rt.evaluation.colours import class_colour
 from effdet_rt.utils.atomic import atomic_path
+from effdet_rt.utils.colours import class_colour
 
 WIDTH, HEIGHT = 720, 520
 LEFT, RIGHT, TOP, BOTTOM = 64, 200, 36, 56  # margins around the plot area; the legend sits on the right

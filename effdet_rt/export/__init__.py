@@ -1,1 +1,1 @@
-"""Checkpoint -> ONNX with NMS inside (EfficientNMS_TRT, standard NonMaxSuppression, or raw heads)."""
+"""Checkpoint -> ONNX with NMS inside (EfficientNMS_TRT, standard NonMaxSuppression, or raw heads), and its check."""

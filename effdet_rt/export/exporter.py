@@ -10,7 +10,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from effdet_rt.errors import UserError
-from effdet_rt.export.graph import (
+from effdet_rt.export.heads import raw_heads_model
+from effdet_rt.model.factory import DetectorSetup
+from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.onnx.graph import (
     clean_graph,
     drop_identity_reshapes,
     fold_scale_into_weighted_sums,
@@ -20,11 +23,8 @@ from effdet_rt.export.graph import (
     set_metadata,
     use_asymmetric_nearest_resize,
 )
-from effdet_rt.export.heads import raw_heads_model
-from effdet_rt.export.nms import PLUGIN_DOMAIN, add_efficient_nms, add_onnx_nms
-from effdet_rt.export.qdq import requantize_conv_weights
-from effdet_rt.model.factory import DetectorSetup
-from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.onnx.nms import PLUGIN_DOMAIN, add_efficient_nms, add_onnx_nms
+from effdet_rt.onnx.qdq import requantize_conv_weights
 from effdet_rt.utils.atomic import atomic_write_bytes
 
 NmsMode = Literal["efficient", "onnx", "none"]
@@ -90,7 +90,7 @@ def convert_raw_heads(model, setup: DetectorSetup, batch_size: int | None, opset
         tensor.shape = [batch, *tensor.shape[1:]]
     use_asymmetric_nearest_resize(graph)
     normalize_after_transpose(graph)
-    requantize_conv_weights(graph)  # QAT exports: per-channel kernel Q/DQ redone in OIHW (see export/qdq.py)
+    requantize_conv_weights(graph)  # QAT exports: per-channel kernel Q/DQ redone in OIHW (see onnx/qdq.py)
     graph = clean_graph(graph)
     drop_identity_reshapes(graph)
     fold_scale_into_weighted_sums(graph)

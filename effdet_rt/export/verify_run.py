@@ -58,7 +58,7 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
     ONNX `--nms onnx` graph's on the same preprocessed batch."""
     import onnxruntime as ort
 
-    from effdet_rt.engines.ort_engine import session_options
+    from effdet_rt.engines.runtime.onnxruntime import session_options
     from effdet_rt.export.heads import raw_heads_model
     from effdet_rt.model.postprocess import CLASS_ID_OFFSET
 

@@ -47,7 +47,7 @@ def export_from_spec(spec: Any, *, checkpoint: Path | None, output: Path | None,
                      verify: bool = False, strict_verify: bool = True, log: Callable[[str], None] = print,
                      **options: Any) -> Path:
     """Export a checkpoint; with ``verify``, a failed check raises (``strict_verify``) or is logged as a warning."""
-    from effdet_rt.engines.checkpoint import load_engine
+    from effdet_rt.engines.runtime.checkpoint import load_engine
 
     checkpoint = checkpoint or (Path(spec.export.checkpoint) if spec.export.checkpoint else None)
     output = output or (Path(spec.export.onnx_file) if spec.export.onnx_file else None)
@@ -69,7 +69,7 @@ def export_from_spec(spec: Any, *, checkpoint: Path | None, output: Path | None,
     if verify:
         from dataclasses import replace
 
-        from effdet_rt.engines.checkpoint import KerasEngine
+        from effdet_rt.engines.runtime.checkpoint import KerasEngine
         from effdet_rt.export.verify_run import settle_verification, verify_export
 
         reference = KerasEngine(engine.model, setup, export_options.nms_settings)

@@ -1,1 +1,1 @@
-"""Batched inference: images read and preprocessed on background threads while the engine runs."""
+"""Running an engine over images: batched inference, annotated pictures, KITTI labels, COCO evaluation of a dataset."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from effdet_rt.data.preprocess import IMAGE_SUFFIXES, read_image
-from effdet_rt.engines.base import Engine
+from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import DataError
 from effdet_rt.infer.runner import ImageResult, Source, infer_batches
 from effdet_rt.utils.atomic import atomic_dir
@@ -84,8 +84,8 @@ def class_names(label_map: dict[int, str], classes: Any) -> list[str]:
 
 def write_image_outputs(staging: Path, path: Path, result: ImageResult, options: InferOptions) -> None:
     """The annotated picture (same name, original size) and, with dump_label, its KITTI label file."""
-    from effdet_rt.evaluation.draw import draw_detections
-    from effdet_rt.evaluation.kitti import kitti_line
+    from effdet_rt.infer.draw import draw_detections
+    from effdet_rt.infer.kitti import kitti_line
 
     picture = draw_detections(result.image, result.boxes, result.scores, result.classes,
                               label_map=options.label_map, min_score=0.0, max_boxes=options.max_boxes_to_draw)

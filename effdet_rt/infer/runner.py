@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.data.preprocess import preprocess_image
-from effdet_rt.engines.base import Engine
+from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import UserError
 
 

@@ -1,4 +1,4 @@
-"""Training: losses, learning-rate schedules, EMA, anchor labelling, the loop and its callbacks."""
+"""Training: losses, learning-rate schedules, EMA, the loop and its callbacks."""
 
 from effdet_rt.trainer.loop import train
 

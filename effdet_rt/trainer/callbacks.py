@@ -85,8 +85,8 @@ def evaluate_during_training(model: Any, setup: Any, spec: Any) -> dict[str, flo
     data = spec.dataset
     if not data.val_tfrecords or not data.val_json_file:
         return None
-    from effdet_rt.engines.checkpoint import KerasEngine, nms_config_from_spec
-    from effdet_rt.evaluation.run import evaluate_engine
+    from effdet_rt.engines.runtime.checkpoint import KerasEngine, nms_config_from_spec
+    from effdet_rt.infer.evaluate import evaluate_engine
 
     label_map = None
     if spec.evaluate.label_map:

@@ -383,7 +383,7 @@ class _Trainer:
             with self.parts.ema.swapped_in():
                 metrics = evaluate_during_training(self.parts.model, self.setup, self.spec)
         except ImportError:
-            self.log.message("evaluation skipped: effdet_rt.evaluation.run is not available")
+            self.log.message("evaluation skipped: effdet_rt.infer.evaluate is not available")
             return
         if metrics is None:
             return

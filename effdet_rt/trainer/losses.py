@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-BACKGROUND = -1
-IGNORE = -2
+from effdet_rt.model.labeler import IGNORE
 
 
 @dataclass(frozen=True)

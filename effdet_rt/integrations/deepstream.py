@@ -40,7 +40,7 @@ def read_labels(path: str | Path) -> list[str]:
 def model_input(path: Path) -> tuple[int, int, int, str]:
     """(height, width, max batch, precision) of an ONNX model or a TensorRT plan."""
     if path.suffix.lower() == ".onnx":
-        from effdet_rt.calib.fp16 import load_onnx
+        from effdet_rt.onnx.fp16 import load_onnx
 
         dims = [d.dim_value if d.HasField("dim_value") else -1
                 for d in load_onnx(path).graph.input[0].type.tensor_type.shape.dim]
@@ -48,14 +48,14 @@ def model_input(path: Path) -> tuple[int, int, int, str]:
             raise ModelFileError(f"{path}: input shape {dims} is not (N, H, W, 3) with a fixed H, W")
         return dims[1], dims[2], max(dims[0], 1), "fp32"
     if path.suffix.lower() in (".plan", ".engine"):
-        from effdet_rt.engines.trt_build import engine_info_path
+        from effdet_rt.engines.runtime.tensorrt import engine_info_path
 
         info_path = engine_info_path(path)
         if info_path.is_file():
             info = json.loads(info_path.read_text())
             high = info["profile"]["max"]
             return high[1], high[2], high[0], info.get("precision", "fp32")
-        from effdet_rt.engines.tensorrt import describe_plan
+        from effdet_rt.engines.runtime.tensorrt import describe_plan
 
         info = describe_plan(path)
         high = next(iter(info["profile"].values()))["max"]

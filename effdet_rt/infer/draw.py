@@ -7,7 +7,7 @@ import functools
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from effdet_rt.evaluation.colours import class_colour, text_colour_on
+from effdet_rt.utils.colours import class_colour, text_colour_on
 
 
 def draw_detections(

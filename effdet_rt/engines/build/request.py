@@ -73,7 +73,7 @@ class BuildRequest:
 
 
 def choose_backend(requested: str, log: Callable[[str], None]) -> str:
-    from effdet_rt.engines.trt_common import tensorrt_status
+    from effdet_rt.engines.runtime.trt_common import tensorrt_status
 
     if requested != "auto":
         return requested
@@ -98,7 +98,7 @@ def calibration_source(request: BuildRequest, input_size: tuple[int, int], log: 
 
 
 def onnx_input_size(path: Path) -> tuple[int, int]:
-    from effdet_rt.engines.ort_engine import read_onnx
+    from effdet_rt.engines.runtime.onnxruntime import read_onnx
 
     dims = read_onnx(path).graph.input[0].type.tensor_type.shape.dim
     if len(dims) != 4:
@@ -111,11 +111,11 @@ def build_engine(request: BuildRequest, log: Callable[[str], None] = print) -> P
     input_size = onnx_input_size(request.model)
     calibration = calibration_source(request, input_size, log)
     if backend == "onnxruntime":
-        from effdet_rt.engines.ort_build import build_onnxruntime_engine
+        from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
 
         return build_onnxruntime_engine(request.model, request.output, precision=request.precision,
                                         calibration=calibration, int8_profile=request.int8_profile, log=log)
-    from effdet_rt.engines.tensorrt import build_tensorrt_engine
+    from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
 
     if request.output.suffix.lower() not in (".plan", ".engine"):
         raise UserError(f"{request.output}: a TensorRT engine is a .plan or .engine file; rename the output")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from effdet_rt.engines.ort_engine import read_detector_onnx
+from effdet_rt.engines.runtime.onnxruntime import read_detector_onnx
 from effdet_rt.errors import UserError
 from effdet_rt.utils.atomic import atomic_path
 
@@ -16,17 +16,17 @@ def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) ->
     """Save ONNX Runtime's portable (extended-level) graph optimisations, keeping our metadata.
 
     With ``channel_scales``, BiFPN's weighted Sums are first rewritten for ONNX Runtime's blocked CPU layout (see
-    `ort_layout`); a Q/DQ model keeps its Muls, which its quantized kernels run.
+    `effdet_rt.onnx.ort_layout`); a Q/DQ model keeps its Muls, which its quantized kernels run.
     """
     import onnx
     import onnxruntime as ort
 
-    from effdet_rt.export.graph import read_metadata, rewrite_model, set_metadata
+    from effdet_rt.onnx.graph import read_metadata, rewrite_model, set_metadata
 
     source = read_detector_onnx(onnx_path)
     model = source
     if channel_scales:
-        from effdet_rt.engines.ort_layout import prepare_blocked_layout
+        from effdet_rt.onnx.ort_layout import prepare_blocked_layout
 
         model = rewrite_model(source, lambda graph: any(prepare_blocked_layout(graph).values()))
     with atomic_path(output) as tmp:
@@ -49,7 +49,7 @@ def keep_quantized_model(onnx_path: Path, output: Path, log: Callable[[str], Non
 
     import onnx
 
-    from effdet_rt.export.graph import read_metadata, set_metadata
+    from effdet_rt.onnx.graph import read_metadata, set_metadata
 
     with tempfile.TemporaryDirectory(prefix="effdet-qdq-") as work, atomic_path(output) as tmp:
         model = onnx.load(str(optimize_fp32(onnx_path, Path(work) / "optimized.onnx", channel_scales=False)))
@@ -81,7 +81,7 @@ def build_onnxruntime_engine(
         log(f"ONNX Runtime FP32 engine (extended graph optimisations) -> {output}")
         return output
     if precision == "int8":
-        from effdet_rt.calib.fp16 import has_qdq_nodes
+        from effdet_rt.onnx.fp16 import has_qdq_nodes
         from effdet_rt.calib.quantize import quantize_int8
 
         if has_qdq_nodes(read_detector_onnx(onnx_path)):

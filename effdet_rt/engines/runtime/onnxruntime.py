@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.detections import Detections
-from effdet_rt.engines.base import Engine
+from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import ModelFileError
-from effdet_rt.export.nms import OUTPUT_NAMES
 from effdet_rt.model.anchors import AnchorConfig, generate_anchors
 from effdet_rt.model.postprocess import CLASS_ID_OFFSET, NmsConfig
+from effdet_rt.onnx.nms import OUTPUT_NAMES
 
 RAW_OUTPUTS = ("class_logits", "box_codes")
 
@@ -81,7 +81,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, path: str | Path, threads: int | None = None, micro_batch: int | None = None):
         import onnxruntime as ort
 
-        from effdet_rt.export.graph import read_metadata
+        from effdet_rt.onnx.graph import read_metadata
 
         self.path = Path(path)
         proto = read_detector_onnx(self.path)
@@ -124,7 +124,7 @@ class OnnxRuntimeEngine(Engine):
             batch = np.concatenate([batch, pad])
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         if self.mode == "raw":
-            from effdet_rt.engines.host_nms import host_postprocess
+            from effdet_rt.engines.runtime.host_nms import host_postprocess
 
             return host_postprocess(outputs[0][:count], outputs[1][:count], self.anchors, self.nms_config)
         num, boxes, scores, classes = outputs

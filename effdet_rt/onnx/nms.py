@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from effdet_rt.export.graph import constant
 from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.onnx.graph import constant
 
 PLUGIN_DOMAIN = "trt.plugins"
 OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")

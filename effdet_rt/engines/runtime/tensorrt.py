@@ -1,6 +1,6 @@
 """TensorRT backend: run serialized plans (.plan/.engine) through the Engine interface.
 
-Building lives in trt_build (re-exported here): `build_tensorrt_engine`, `tensorrt_status`.
+Building plans lives in effdet_rt.engines.build.tensorrt, above this module.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.detections import Detections
-from effdet_rt.engines.base import Engine
-from effdet_rt.engines.trt_build import build_tensorrt_engine, engine_info_path
-from effdet_rt.engines.trt_common import (
+from effdet_rt.engines.runtime.base import Engine
+from effdet_rt.engines.runtime.trt_common import (
     DeviceBuffer,
     PinnedArray,
     check,
@@ -27,12 +26,18 @@ from effdet_rt.engines.trt_common import (
     make_logger,
     tensorrt_status,
 )
-from effdet_rt.engines.trt_profile import batch_chunks
+from effdet_rt.engines.runtime.trt_profile import batch_chunks
 from effdet_rt.errors import ModelFileError
 
-__all__ = ["TensorRTEngine", "build_tensorrt_engine", "describe_plan", "load_engine", "tensorrt_status"]
+__all__ = ["TensorRTEngine", "describe_plan", "engine_info_path", "load_engine", "tensorrt_status"]
 
 OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+
+
+def engine_info_path(engine_path: str | Path) -> Path:
+    """The JSON written beside an engine with what the plan itself does not record (precision, ONNX source)."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
 
 
 @dataclass(frozen=True)

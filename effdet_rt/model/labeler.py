@@ -10,8 +10,10 @@ import numpy as np
 import tensorflow as tf
 
 from effdet_rt.model.box_coder import encode_boxes_tf
-from effdet_rt.trainer.losses import BACKGROUND
 
+# Class targets besides 0-based class indices: negatives, and anchors that take no part in the loss.
+BACKGROUND = -1
+IGNORE = -2
 MATCH_THRESHOLD = 0.5
 
 

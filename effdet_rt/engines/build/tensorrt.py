@@ -13,16 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.calib.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx, op_types
-from effdet_rt.engines.trt_common import (
+from effdet_rt.onnx.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx, op_types
+from effdet_rt.engines.runtime.trt_common import (
     build_path_name,
     import_tensorrt,
     load_plugins,
     major_version,
     make_logger,
 )
-from effdet_rt.engines.trt_profile import BatchProfile, batch_profile
+from effdet_rt.engines.runtime.trt_profile import BatchProfile, batch_profile
 from effdet_rt.errors import ModelFileError, SpecError, UserError
+from effdet_rt.engines.runtime.tensorrt import engine_info_path
 from effdet_rt.utils.atomic import atomic_write_bytes, atomic_write_text
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -235,12 +236,6 @@ def build_tensorrt_engine(
     return engine_path
 
 
-def engine_info_path(engine_path: str | Path) -> Path:
-    """The JSON written beside an engine with what the plan itself does not record (precision, ONNX source)."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
-
-
 def _build(trt, major, onnx_path, plan, workspace_gb, batches, timing_cache, calibration, calib_cache,
            has_cache, log):
     logger = make_logger(trt)
@@ -258,7 +253,7 @@ def _build(trt, major, onnx_path, plan, workspace_gb, batches, timing_cache, cal
         config.set_flag(getattr(trt.BuilderFlag, flag))
     calibrator = None
     if plan.calibrate:
-        from effdet_rt.engines.trt_calibrator import make_calibrator
+        from effdet_rt.calib.tensorrt import make_calibrator
 
         if has_cache:
             calib_batch, calibration = shapes.opt[0], None  # the cache is used; no batches are read

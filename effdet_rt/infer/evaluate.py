@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from effdet_rt.data.preprocess import decode_image
-from effdet_rt.engines.base import Engine
+from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import DataError
 from effdet_rt.infer.runner import ImageResult, Source, infer_batches
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.detections import Detections
-from effdet_rt.engines.base import Engine
+from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import CheckpointError
 from effdet_rt.model.factory import DetectorSetup
 from effdet_rt.model.postprocess import CLASS_ID_OFFSET, NmsConfig

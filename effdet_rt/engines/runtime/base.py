@@ -14,10 +14,10 @@ from effdet_rt.data.preprocess import preprocess_batch
 from effdet_rt.detections import Detections
 from effdet_rt.errors import ModelFileError
 
-# file suffix -> module under effdet_rt.engines exposing `load_engine(path, key=..., spec=...) -> Engine`
+# file suffix -> module under effdet_rt.engines.runtime exposing `load_engine(path, key=..., spec=...) -> Engine`
 BACKENDS: dict[str, str] = {
     ".edrt": "checkpoint",
-    ".onnx": "ort_engine",
+    ".onnx": "onnxruntime",
     ".plan": "tensorrt",
     ".engine": "tensorrt",
 }
@@ -59,4 +59,4 @@ def load(path: str | Path, key: str | None = None, spec: Any = None) -> Engine:
     if module is None:
         known = ", ".join(sorted(BACKENDS)) or "none yet"
         raise ModelFileError(f"{path}: unknown model type '{path.suffix}'; supported: {known}")
-    return importlib.import_module(f"effdet_rt.engines.{module}").load_engine(path, key=key, spec=spec)
+    return importlib.import_module(f"effdet_rt.engines.runtime.{module}").load_engine(path, key=key, spec=spec)

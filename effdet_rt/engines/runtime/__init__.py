@@ -1,0 +1,1 @@
+"""Running engines: the Engine interface and its backends (checkpoint, ONNX Runtime, TensorRT), host NMS."""

@@ -1,0 +1,1 @@
+"""Configs for the tools our engines are deployed into (DeepStream)."""
