@@ -38,13 +38,14 @@ EXPECTED_DEFAULTS = {
     "dataset.augmentation.auto_color_distortion": False,
     "dataset.augmentation.auto_translate_xy": False,
     "model.name": "efficientdet-d0",
-    "model.input_width": 512,
-    "model.input_height": 512,
-    "model.min_level": 3,
-    "model.max_level": 7,
-    "model.num_scales": 3,
-    "model.aspect_ratios": "[(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)]",
-    "model.anchor_scale": 4.0,
+    # architecture fields are unset by default: the model preset's values apply (test_presets_fill_unset_fields)
+    "model.input_width": None,
+    "model.input_height": None,
+    "model.min_level": None,
+    "model.max_level": None,
+    "model.num_scales": None,
+    "model.aspect_ratios": None,
+    "model.anchor_scale": None,
     "model.freeze_bn": False,
     "model.freeze_blocks": [],
     "train.batch_size": 16,
@@ -141,6 +142,25 @@ def get(spec: ExperimentSpec, dotted: str):
 
 def test_every_table_field_has_its_default():
     assert flatten(default_spec().model_dump()) == EXPECTED_DEFAULTS
+
+
+def test_presets_fill_unset_fields():
+    """A spec that names a model and leaves its architecture unset builds that model's preset (D7's anchor scale
+    5.0 and D7x's eighth level reach a model trained from a spec); a field that is set wins."""
+    from effdet_rt.model.factory import setup_from_spec
+
+    d0 = default_spec()
+    assert d0.model.input_size == (512, 512)
+    assert d0.model.anchor_config() == setup_from_spec(d0).anchor_config
+    assert (d0.model.resolved("min_level"), d0.model.resolved("max_level"), d0.model.resolved("num_scales"),
+            d0.model.resolved("anchor_scale")) == (3, 7, 3, 4.0)
+    d7 = setup_from_spec(load_spec(None, ["model.name=efficientdet-d7"]))
+    assert (d7.input_size, d7.anchor_config.anchor_scale, d7.anchor_config.max_level) == ((1536, 1536), 5.0, 7)
+    d7x = setup_from_spec(load_spec(None, ["model.name=efficientdet-d7x"]))
+    assert (d7x.anchor_config.max_level, d7x.num_levels, d7x.anchor_config.anchor_scale) == (8, 6, 4.0)
+    chosen = setup_from_spec(load_spec(None, ["model.name=efficientdet-d7", "model.anchor_scale=3",
+                                              "model.input_width=640"]))
+    assert (chosen.anchor_config.anchor_scale, chosen.input_size) == (3.0, (1536, 640))
 
 
 def test_load_spec_none_is_default():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from effdet_rt.errors import UserError
+from effdet_rt.model.anchors import parse_aspect_ratios
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,13 @@ class DetectorConfig:
     min_level: int = 3
     max_level: int = 7
     num_scales: int = 3
-    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5)
+    aspect_ratios: str = "[(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)]"  # (x, y) multipliers, TAO's spelling
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
 
     @property
     def num_anchors(self) -> int:
-        return self.num_scales * len(self.aspect_ratios)
+        return self.num_scales * len(parse_aspect_ratios(self.aspect_ratios))
 
     @property
     def backbone_config(self) -> BackboneConfig:

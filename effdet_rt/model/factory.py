@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.model.anchors import AnchorConfig, generate_anchors, parse_aspect_ratios
+from effdet_rt.model.anchors import AnchorConfig, generate_anchors
 
 
 @dataclass(frozen=True)
@@ -32,15 +32,7 @@ def setup_from_spec(spec: Any) -> DetectorSetup:
     from effdet_rt.model.efficientdet import real_num_classes
 
     m = spec.model
-    config = get_config(m.name)
-    anchor_config = AnchorConfig(
-        min_level=m.min_level,
-        max_level=m.max_level,
-        num_scales=m.num_scales,
-        aspect_ratios=parse_aspect_ratios(m.aspect_ratios),
-        anchor_scale=float(m.anchor_scale),
-    )
-    return DetectorSetup(config.name, (m.input_height, m.input_width), real_num_classes(spec.dataset.num_classes), anchor_config)
+    return DetectorSetup(get_config(m.name).name, m.input_size, real_num_classes(spec.dataset.num_classes), m.anchor_config())
 
 
 def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None):

@@ -42,7 +42,7 @@ def split_override(text: str) -> tuple[list[str], str]:
 def parse_value(path: Sequence[str], raw: str) -> Any:
     """Strings stay as typed (so ``encryption_key=123`` is '123'); everything else is read as YAML."""
     field = field_at(path)
-    if field is not None and field.annotation is str:
+    if field is not None and field.annotation in (str, str | None):
         return _unquote(raw)
     try:
         return yaml.safe_load(raw) if raw else None

@@ -6,7 +6,6 @@ Defaults are the typical values of the TAO tables (or of its sample spec where t
 
 from __future__ import annotations
 
-import ast
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -22,7 +21,10 @@ from pydantic import (
     model_validator,
 )
 
-MODEL_NAMES = tuple(f"efficientdet-d{i}" for i in range(8)) + ("efficientdet-d7x",)
+from effdet_rt.errors import SpecError
+from effdet_rt.model.anchors import AnchorConfig, parse_aspect_ratios
+from effdet_rt.model.configs import MODEL_NAMES, DetectorConfig, canonical_name, get_config
+
 INPUT_MULTIPLE = 32
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -77,73 +79,82 @@ class DatasetConfig(Section):
 
 
 class ModelConfig(Section):
+    """The network. Architecture fields left unset (null) take the value of the named model's preset
+    (effdet_rt/model/configs.py, listed by `effdet-rt models`): D7's anchor_scale 5.0, D7x's max_level 8."""
+
     name: str = Field("efficientdet-d0", validation_alias=AliasChoices("name", "model_name"))
-    input_width: PositiveInt = 512
-    input_height: PositiveInt = 512
-    min_level: PositiveInt = 3
-    max_level: PositiveInt = 7
-    num_scales: PositiveInt = 3
-    aspect_ratios: str = "[(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)]"
-    anchor_scale: PositiveFloat = 4.0
+    input_width: PositiveInt | None = None
+    input_height: PositiveInt | None = None
+    min_level: PositiveInt | None = None
+    max_level: PositiveInt | None = None
+    num_scales: PositiveInt | None = None
+    aspect_ratios: str | None = None
+    anchor_scale: PositiveFloat | None = None
     freeze_bn: bool = False
     freeze_blocks: list[NonNegativeInt] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        normalised = value.strip().lower().replace("_", "-")
+        normalised = canonical_name(value)
         if normalised not in MODEL_NAMES:
             raise ValueError("must be one of " + ", ".join(MODEL_NAMES))
         return normalised
 
     @field_validator("input_width", "input_height")
     @classmethod
-    def _multiple_of_32(cls, value: int) -> int:
-        if value % INPUT_MULTIPLE:
+    def _multiple_of_32(cls, value: int | None) -> int | None:
+        if value is not None and value % INPUT_MULTIPLE:
             raise ValueError(f"must be a positive multiple of {INPUT_MULTIPLE}")
         return value
 
     @field_validator("aspect_ratios")
     @classmethod
-    def _parsable_ratios(cls, value: str) -> str:
-        parse_aspect_ratios(value)
+    def _parsable_ratios(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_aspect_ratios(value)
+            except SpecError as exc:
+                raise ValueError(str(exc).split(" is not allowed: ", 1)[-1]) from None
         return value
 
     @model_validator(mode="after")
     def _levels_ordered(self) -> ModelConfig:
-        if self.min_level > self.max_level:
-            raise ValueError(f"min_level ({self.min_level}) must not exceed max_level ({self.max_level})")
+        if self.resolved("min_level") > self.resolved("max_level"):
+            raise ValueError(f"min_level ({self.resolved('min_level')}) must not exceed "
+                             f"max_level ({self.resolved('max_level')})")
         return self
+
+    @property
+    def preset(self) -> DetectorConfig:
+        return get_config(self.name)
+
+    def resolved(self, field: str) -> object:
+        """The field's value, or the preset's when the spec leaves it unset."""
+        value = getattr(self, field)
+        if value is not None:
+            return value
+        if field in ("input_width", "input_height"):
+            return self.preset.image_size
+        return getattr(self.preset, field)
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the network input."""
-        return (self.input_height, self.input_width)
+        return (int(self.resolved("input_height")), int(self.resolved("input_width")))
 
     @property
     def aspect_ratio_pairs(self) -> list[tuple[float, float]]:
-        return parse_aspect_ratios(self.aspect_ratios)
+        return list(parse_aspect_ratios(self.resolved("aspect_ratios")))
 
-
-def parse_aspect_ratios(text: str) -> list[tuple[float, float]]:
-    """Parse TAO's '[(1.0, 1.0), (1.4, 0.7)]' form into (w, h) pairs; raise ValueError if malformed."""
-    expected = "must look like '[(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)]' (a list of positive (w, h) pairs)"
-    try:
-        parsed = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
-        raise ValueError(expected) from exc
-    if not isinstance(parsed, list | tuple) or not parsed:
-        raise ValueError(expected)
-    pairs = []
-    for item in parsed:
-        if (
-            not isinstance(item, list | tuple)
-            or len(item) != 2
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in item)
-        ):
-            raise ValueError(expected)
-        pairs.append((float(item[0]), float(item[1])))
-    return pairs
+    def anchor_config(self) -> AnchorConfig:
+        return AnchorConfig(
+            min_level=int(self.resolved("min_level")),
+            max_level=int(self.resolved("max_level")),
+            num_scales=int(self.resolved("num_scales")),
+            aspect_ratios=tuple(self.aspect_ratio_pairs),
+            anchor_scale=float(self.resolved("anchor_scale")),
+        )
 
 
 class OptimizerConfig(Section):
