@@ -50,7 +50,7 @@ def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
     from effdet_rt.export.workflow import export_from_spec
     from effdet_rt.model.factory import build_model_from_spec
     from effdet_rt.spec import default_spec, spec_to_yaml
-    from effdet_rt.spec.overrides import apply_overrides
+    from effdet_rt.spec.overrides import apply_option_values, apply_overrides
 
     keras.utils.set_random_seed(0)
     spec = apply_overrides(default_spec(), [f"model.input_width={image_size}", f"model.input_height={image_size}",
@@ -58,7 +58,8 @@ def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
     ckpt = save_checkpoint(work / "random.edrt", model_weights(build_model_from_spec(spec)), key=DEMO_KEY,
                            spec_yaml=spec_to_yaml(spec), cost=ScryptCost(log2_n=10))
     data = prepare_demo_data(BCCD if BCCD.is_dir() else None, work / "data", log=lambda _: None)
-    onnx_path = export_from_spec(spec, checkpoint=ckpt, output=work / "model.onnx", key=DEMO_KEY)
+    exporting = apply_option_values(spec, {"export.checkpoint": str(ckpt), "export.onnx_file": str(work / "model.onnx")})
+    onnx_path = export_from_spec(exporting, key=DEMO_KEY)
     from effdet_rt.calib.batches import calibration_batches
 
     fp32 = build_onnxruntime_engine(onnx_path, work / "fp32.onnx", precision="fp32", log=lambda _: None)

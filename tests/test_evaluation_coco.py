@@ -165,7 +165,7 @@ def test_malformed_input_is_one_error_line(tmp_path, capsys, gt_text, dets_text,
     (tmp_path / "annotations.json").write_text(gt_text)
     (tmp_path / "dets.json").write_text(dets_text)
     out = tmp_path / "out"
-    code = run(["evaluate", "--detections", str(tmp_path / "dets.json"), "-a", str(tmp_path / "annotations.json"),
+    code = run(["evaluate-detections", "--detections", str(tmp_path / "dets.json"), "-a", str(tmp_path / "annotations.json"),
                 "-o", str(out)])
     err = capsys.readouterr().err
     assert code == 2
@@ -185,7 +185,7 @@ def test_cli_prints_the_table_and_writes_outputs(files, tmp_path, capsys):
     labels = tmp_path / "labels.yaml"
     labels.write_text("1: RBC\n")
     out = tmp_path / "out"
-    code = run(["evaluate", "--detections", str(dets), "-a", str(gt), "-o", str(out), "--label-map", str(labels)])
+    code = run(["evaluate-detections", "--detections", str(dets), "-a", str(gt), "-o", str(out), "--label-map", str(labels)])
     stdout = capsys.readouterr().out
     assert code == 0
     assert "AP50" in stdout and "1.0000" in stdout and f"{629 / 1010:.4f}" in stdout and "AP/RBC" in stdout
@@ -196,6 +196,7 @@ def test_cli_prints_the_table_and_writes_outputs(files, tmp_path, capsys):
     assert status["status"] == "SUCCESS" and status["kpi"]["AP50"] == 1.0
 
 
-def test_cli_without_detections_says_what_to_pass(capsys):
+def test_cli_without_a_model_says_what_to_pass(capsys):
     assert run(["evaluate", "-a", "x.json"]) == 2
-    assert "error: evaluate needs --detections" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: evaluate needs -m/--model" in err and "effdet-rt evaluate-detections" in err

@@ -112,6 +112,7 @@ EXPECTED_DEFAULTS = {
     "build.max_batch_size": 8,
     "build.timing_cache": "",
     "build.engine_file": "",
+    "build.int8_profile": "onnxruntime",
     "build.calibration.tfrecords": [],
     "build.calibration.cache_file": "",
     "build.calibration.batch_size": 8,

@@ -237,7 +237,16 @@ def _count(item: dict[str, Any]) -> int:
     return item["nbytes"] // itemsize if itemsize else 0
 
 
+TAO_SUFFIXES = (".tlt", ".etlt", ".hdf5")
+
+
 def _open(path: Path) -> BinaryIO:
+    if path.suffix.lower() in TAO_SUFFIXES:
+        raise CheckpointError(
+            f"{path}: TAO's {path.suffix} models are encrypted in NVIDIA's own format, which effdet-rt cannot read; "
+            "start from an effdet-rt .edrt checkpoint (train.checkpoint), or convert automl / Keras EfficientNet "
+            "weights with `effdet-rt weights import`, or leave train.checkpoint empty to train from scratch"
+        )
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file; pass the .edrt file inside it")
     try:

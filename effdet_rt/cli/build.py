@@ -6,40 +6,46 @@ from pathlib import Path
 
 import typer
 
-from effdet_rt.cli.common import overrides_argument, spec_option
+from effdet_rt.cli.common import field_option, option, overrides_argument, spec_option, task_spec
 
 
 def build_command(
-    model: Path = typer.Option(..., "-m", "--model", help="ONNX model written by `effdet-rt export`."),
-    output: Path = typer.Option(None, "-o", "--output", help="Engine file: .plan/.engine (TensorRT) or .onnx (ONNX Runtime); default build.engine_file."),
+    model: Path = option(..., "-m", "--model", "--model-path", help="ONNX model written by `effdet-rt export`."),
+    output: Path = field_option("build.engine_file", "-o", "--output", "--output-path",
+                                help="Engine file: .plan/.engine (TensorRT) or .onnx (ONNX Runtime)."),
     spec: Path = spec_option,
-    backend: str = typer.Option(None, "--backend", help="auto | onnxruntime | tensorrt (default build.backend; auto = TensorRT when it and a GPU are present)."),
-    precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | int8 (default build.data_type)."),
-    calib_tfrecords: list[str] = typer.Option(None, "--calib-tfrecords", help="TFRecord glob(s) for INT8 calibration (default build.calibration.tfrecords)."),
-    calib_batches: int = typer.Option(None, "--calib-batches", help="Number of calibration batches (default build.calibration.batches)."),
-    calib_batch_size: int = typer.Option(None, "--calib-batch-size", help="Calibration batch size (default build.calibration.batch_size)."),
-    calib_cache: str = typer.Option(None, "--calib-cache", help="TensorRT <= 10 calibration cache file (read first when it exists)."),
-    calib_only: bool = typer.Option(False, "--calib-only", help="TensorRT <= 10: write only the calibration cache."),
-    workspace_gb: float = typer.Option(None, "--workspace-gb", help="TensorRT workspace limit in GiB (default build.workspace_gb)."),
-    min_batch: int = typer.Option(None, "--min-batch", help="TensorRT profile minimum batch (default build.min_batch_size)."),
-    opt_batch: int = typer.Option(None, "--opt-batch", help="TensorRT profile optimum batch (default build.opt_batch_size)."),
-    max_batch: int = typer.Option(None, "--max-batch", help="TensorRT profile maximum batch (default build.max_batch_size)."),
-    timing_cache: str = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, read and written (default build.timing_cache)."),
-    int8_profile: str = typer.Option(None, "--int8-profile", help="ONNX Runtime int8 Q/DQ layout: onnxruntime (all ops, UINT8 activations: fast on CPU) or tensorrt (symmetric INT8 activations on convs: the input TensorRT 11 needs)."),
+    backend: str = field_option("build.backend", "--backend",
+                                help="auto | onnxruntime | tensorrt (auto: TensorRT when it and a GPU are present)."),
+    precision: str = field_option("build.data_type", "--precision", "--data-type", help="fp32 | fp16 | int8."),
+    calib_tfrecords: list[str] = field_option("build.calibration.tfrecords", "--calib-tfrecords",
+                                              help="TFRecord glob(s) for INT8 calibration."),
+    calib_batches: int = field_option("build.calibration.batches", "--calib-batches",
+                                      help="Number of calibration batches."),
+    calib_batch_size: int = field_option("build.calibration.batch_size", "--calib-batch-size",
+                                         help="Calibration batch size."),
+    calib_cache: str = field_option("build.calibration.cache_file", "--calib-cache", "--cal-cache-file",
+                                    help="TensorRT <= 10 calibration cache file (read first when it exists)."),
+    calib_only: bool = option(False, "--calib-only", help="TensorRT <= 10: write only the calibration cache."),
+    workspace_gb: float = field_option("build.workspace_gb", "--workspace-gb", help="TensorRT workspace limit in GiB."),
+    min_batch: int = field_option("build.min_batch_size", "--min-batch", "--min-batch-size",
+                                  help="TensorRT profile minimum batch."),
+    opt_batch: int = field_option("build.opt_batch_size", "--opt-batch", "--opt-batch-size",
+                                  help="TensorRT profile optimum batch."),
+    max_batch: int = field_option("build.max_batch_size", "--max-batch", "--max-batch-size",
+                                  help="TensorRT profile maximum batch."),
+    timing_cache: str = field_option("build.timing_cache", "--timing-cache",
+                                     help="TensorRT timing cache file, read and written."),
+    int8_profile: str = field_option("build.int8_profile", "--int8-profile",
+                                     help="ONNX Runtime int8 Q/DQ layout: onnxruntime (all ops, UINT8 activations: fast "
+                                          "on CPU) or tensorrt (symmetric INT8 activations on convs: the input "
+                                          "TensorRT 11 needs)."),
     overrides: list[str] = overrides_argument,
 ) -> None:
     """Build an engine from an exported ONNX model."""
-    from effdet_rt.engines.build.request import BuildRequest, build_engine
-    from effdet_rt.spec import load_task_spec
+    from effdet_rt.engines.build.request import build_engine
 
-    spec_obj = load_task_spec(spec, overrides)
-    request = BuildRequest.from_spec(
-        spec_obj, model=model, output=output, backend=backend, precision=precision, calib_tfrecords=calib_tfrecords,
-        calib_batches=calib_batches, calib_batch_size=calib_batch_size, calib_cache=calib_cache, calib_only=calib_only,
-        workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, timing_cache=timing_cache,
-        int8_profile=int8_profile,
-    )
-    build_engine(request, log=typer.echo)
+    settings = task_spec(build_command, locals())
+    build_engine(model, settings.build, calib_only=calib_only, log=typer.echo)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,21 +7,21 @@ from pathlib import Path
 
 import typer
 
-from effdet_rt.cli.common import results_dir_option
+from effdet_rt.cli.common import option, results_dir_option
 
 dataset_app = typer.Typer(help="Dataset tools: import Pascal VOC annotations as COCO json.", no_args_is_help=True)
 
 
 def dataset_convert(
-    image_dir: Path = typer.Option(None, "-i", "--image-dir", help="Folder of the images (default with --voc: VOC_ROOT/JPEGImages)."),
-    annotations_file: Path = typer.Option(None, "-a", "--annotations-file", help="COCO detection json."),
-    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Where the TFRecords, warnings and label map go."),
-    tag: str = typer.Option(None, "-t", "--tag", help="File name prefix (default: the json's stem, or the VOC split)."),
-    num_shards: int = typer.Option(256, "-s", "--num-shards", help="Number of shards (never more than images)."),
-    include_mask: bool = typer.Option(False, "--include-mask", help="Also write instance masks as PNGs."),
-    voc: Path = typer.Option(None, "--voc", help="Pascal VOC root instead of -a: converted to COCO json first."),
-    split: str = typer.Option("train", "--split", help="VOC split (ImageSets/Main/<split>.txt), or 'all' for every XML."),
-    workers: int = typer.Option(None, "--workers", help="Worker processes (default: min(2, CPU count))."),
+    image_dir: Path = option(None, "-i", "--image-dir", help="Folder of the images (default with --voc: VOC_ROOT/JPEGImages)."),
+    annotations_file: Path = option(None, "-a", "--annotations-file", help="COCO detection json."),
+    output_dir: Path = option(..., "-o", "--output-dir", help="Where the TFRecords, warnings and label map go."),
+    tag: str = option(None, "-t", "--tag", help="File name prefix (default: the json's stem, or the VOC split)."),
+    num_shards: int = option(256, "-s", "--num-shards", help="Number of shards (never more than images)."),
+    include_mask: bool = option(False, "--include-mask", help="Also write instance masks as PNGs."),
+    voc: Path = option(None, "--voc", help="Pascal VOC root instead of -a: converted to COCO json first."),
+    split: str = option("train", "--split", help="VOC split (ImageSets/Main/<split>.txt), or 'all' for every XML."),
+    workers: int = option(None, "--workers", help="Worker processes (default: min(2, CPU count))."),
     results_dir: Path = results_dir_option,
 ) -> None:
     """Convert a COCO json (or a Pascal VOC folder) and its images into sharded TFRecords."""
@@ -57,10 +57,10 @@ def dataset_convert(
 
 
 def dataset_synth(
-    output_dir: Path = typer.Option(..., "-o", "--output-dir", help="Folder for annotations.json and images/."),
-    num_images: int = typer.Option(..., "--num-images", help="How many images."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives byte-identical files."),
-    size: int = typer.Option(256, "--size", help="Image width and height in pixels."),
+    output_dir: Path = option(..., "-o", "--output-dir", help="Folder for annotations.json and images/."),
+    num_images: int = option(..., "--num-images", help="How many images."),
+    seed: int = option(0, "--seed", help="Random seed: the same seed gives byte-identical files."),
+    size: int = option(256, "--size", help="Image width and height in pixels."),
 ) -> None:
     """Write a deterministic synthetic detection set (rectangles, ellipses, triangles) as COCO json + JPEGs."""
     from effdet_rt.data.synth import write_synthetic_dataset
@@ -72,8 +72,8 @@ def dataset_synth(
 @dataset_app.command("import-voc")
 def import_voc(
     voc_root: Path = typer.Argument(..., help="Pascal VOC root (Annotations/, JPEGImages/, ImageSets/Main/)."),
-    split: str = typer.Option("all", "--split", help="VOC split, or 'all' for every XML."),
-    output: Path = typer.Option(..., "-o", "--output", help="COCO json to write."),
+    split: str = option("all", "--split", help="VOC split, or 'all' for every XML."),
+    output: Path = option(..., "-o", "--output", help="COCO json to write."),
 ) -> None:
     """Convert Pascal VOC XML annotations into one COCO json (file names relative to JPEGImages/)."""
     from effdet_rt.data.voc import voc_to_coco
@@ -87,5 +87,6 @@ def import_voc(
 
 def register(app: typer.Typer) -> None:
     app.command("dataset-convert")(dataset_convert)
+    app.command("dataset_convert", help="Alias of `dataset-convert` (TAO's task name).", hidden=True)(dataset_convert)
     app.command("dataset-synth")(dataset_synth)
     app.add_typer(dataset_app, name="dataset")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import typer
 
+from effdet_rt.cli.common import option
+
 
 def deepstream_config(
-    model: str = typer.Option(..., "-m", "--model", help="Exported .onnx or built .plan/.engine."),
-    output_dir: str = typer.Option(..., "-o", "--output-dir", help="Folder for the config and labels.txt."),
-    labels: str | None = typer.Option(None, "--labels", help="labels.txt (one name per line) or label_map.yaml."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Without --labels: number of classes."),
-    threshold: float = typer.Option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
+    model: str = option(..., "-m", "--model", help="Exported .onnx or built .plan/.engine."),
+    output_dir: str = option(..., "-o", "--output-dir", help="Folder for the config and labels.txt."),
+    labels: str | None = option(None, "--labels", help="labels.txt (one name per line) or label_map.yaml."),
+    num_classes: int | None = option(None, "--num-classes", help="Without --labels: number of classes."),
+    threshold: float = option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
 ) -> None:
     """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt."""
     from effdet_rt.integrations.deepstream import write_deepstream_config

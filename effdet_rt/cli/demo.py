@@ -6,13 +6,15 @@ from pathlib import Path
 
 import typer
 
+from effdet_rt.cli.common import option
+
 
 def demo_command(
-    data: Path = typer.Option(None, "--data", help="Pascal VOC root or COCO folder; default: a synthetic shapes set."),
-    minutes: float = typer.Option(10.0, "--minutes", help="Training time budget in minutes (stops after that epoch)."),
-    output: Path = typer.Option(Path("demo_out"), "-o", "--output-dir", help="Where everything is written."),
-    image_size: int = typer.Option(256, "--image-size", help="Model input size (a multiple of 128)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Training batch size."),
+    data: Path = option(None, "--data", help="Pascal VOC root or COCO folder; default: a synthetic shapes set."),
+    minutes: float = option(10.0, "--minutes", help="Training time budget in minutes (stops after that epoch)."),
+    output: Path = option(Path("demo_out"), "-o", "--output-dir", help="Where everything is written."),
+    image_size: int = option(256, "--image-size", help="Model input size (a multiple of 128)."),
+    batch_size: int = option(8, "--batch-size", help="Training batch size."),
 ) -> None:
     """Convert data, train a small EfficientDet-D0, evaluate, export to ONNX, build ONNX Runtime FP32 and INT8
     engines, run inference and evaluation on each, and print one table (backend, precision, mAP, AP50, latency)."""

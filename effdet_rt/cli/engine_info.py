@@ -6,10 +6,12 @@ import json
 
 import typer
 
+from effdet_rt.cli.common import option
+
 
 def engine_info(
     engine: str = typer.Argument(..., help="TensorRT plan (.plan/.engine) built by `effdet-rt build`."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    as_json: bool = option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
     """Print bindings (name, shape, dtype), optimisation profile, precision and TensorRT version of a plan."""
     from effdet_rt.engines.runtime.tensorrt import describe_plan

@@ -6,46 +6,50 @@ from pathlib import Path
 
 import typer
 
-from effdet_rt.cli.common import key_option, overrides_argument, spec_option
+from effdet_rt.cli.common import (
+    field_option,
+    gpu_index_option,
+    key_option,
+    option,
+    overrides_argument,
+    spec_option,
+    task_spec,
+    use_gpu,
+)
 
 
 def export_command(
     spec: Path = spec_option,
-    model: Path = typer.Option(None, "-m", "--model", help="Checkpoint (.edrt); default export.checkpoint."),
-    output: Path = typer.Option(None, "-o", "--output", help="ONNX file to write; default export.onnx_file."),
+    model: Path = field_option("export.checkpoint", "-m", "--model", "--model-path", help="Checkpoint (.edrt)."),
+    output: Path = field_option("export.onnx_file", "-o", "--output", "--output-path", help="ONNX file to write."),
     key: str = key_option,
-    nms: str = typer.Option(None, "--nms", help="efficient (TensorRT plugin) | onnx (standard ops) | none (raw heads)."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Static batch size (default: spec's export.batch_size when not dynamic)."),
-    dynamic_batch: bool = typer.Option(None, "--dynamic-batch/--static-batch", help="Dynamic batch dimension (default: export.dynamic_batch_size)."),
-    opset: int = typer.Option(None, "--opset", help="ONNX opset (default export.opset = 17)."),
-    min_score: float = typer.Option(None, "--min-score", help="NMS score threshold (default export.min_score_thresh)."),
-    iou: float = typer.Option(None, "--iou", help="NMS IoU threshold (default export.iou_thresh)."),
-    max_detections: int = typer.Option(None, "--max-detections", help="Detections per image (default export.max_detections)."),
-    verify: bool = typer.Option(False, "--verify", help="Compare TF and ONNX Runtime on sample images; fail above 1e-4 / below 99%."),
+    nms: str = field_option("export.nms", "--nms",
+                            help="efficient (TensorRT plugin) | onnx (standard ops) | none (raw heads)."),
+    batch_size: int = field_option("export.batch_size", "--batch-size",
+                                   help="Static batch size (giving it alone also makes the batch static)."),
+    dynamic_batch: bool = field_option("export.dynamic_batch_size", "--dynamic-batch/--static-batch",
+                                       help="Dynamic batch dimension."),
+    opset: int = field_option("export.opset", "--opset", help="ONNX opset."),
+    min_score: float = field_option("export.min_score_thresh", "--min-score", help="NMS score threshold."),
+    iou: float = field_option("export.iou_thresh", "--iou", help="NMS IoU threshold."),
+    max_detections: int = field_option("export.max_detections", "--max-detections", help="Detections per image."),
+    verify: bool = option(False, "--verify", help="Compare TF and ONNX Runtime on sample images; fail above 1e-4 / below 99%."),
+    verbose: bool = option(False, "--verbose", help="Also print the written graph's inputs, outputs, op counts and metadata."),
+    gpu_index: int = gpu_index_option,
     overrides: list[str] = overrides_argument,
 ) -> None:
     """Export a trained checkpoint to ONNX. Input `images`: float32 NHWC 0..255 at the model size
     (resize keeping aspect, pad bottom/right); normalisation is inside the graph."""
-    from effdet_rt.export.workflow import export_from_spec
-    from effdet_rt.spec import load_task_spec
+    use_gpu(gpu_index)
+    from effdet_rt.export.workflow import describe_onnx, export_from_spec
 
-    spec_obj = load_task_spec(spec, overrides)
-    result = export_from_spec(
-        spec_obj,
-        checkpoint=model,
-        output=output,
-        key=key,
-        nms=nms,
-        batch_size=batch_size,
-        dynamic_batch=dynamic_batch,
-        opset=opset,
-        min_score=min_score,
-        iou=iou,
-        max_detections=max_detections,
-        verify=verify,
-        log=typer.echo,
-    )
+    static = {"export.dynamic_batch_size": False} if batch_size is not None and dynamic_batch is None else {}
+    settings = task_spec(export_command, locals(), static)
+    result = export_from_spec(settings, key=key, verify=verify, log=typer.echo)
     typer.echo(f"wrote {result}")
+    if verbose:
+        for line in describe_onnx(result):
+            typer.echo(line)
 
 
 def register(app: typer.Typer) -> None:

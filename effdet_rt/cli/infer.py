@@ -1,4 +1,4 @@
-"""`effdet-rt infer` (alias `inference`): run any model file on a folder of images."""
+"""`effdet-rt inference` (alias `infer`): run any model file on a folder of images."""
 
 from __future__ import annotations
 
@@ -6,31 +6,44 @@ from pathlib import Path
 
 import typer
 
-from effdet_rt.cli.common import key_option, overrides_argument, spec_option
+from effdet_rt.cli.common import (
+    field_option,
+    gpu_index_option,
+    key_option,
+    option,
+    overrides_argument,
+    spec_option,
+    task_spec,
+    use_gpu,
+)
 
 EXIT_SOME_FAILED = 1
 
 
 def infer(
-    model: Path = typer.Option(None, "-m", "--model", help="Model file: .edrt checkpoint, .onnx, or .plan/.engine "
-                               "(default: the spec's inference.checkpoint)."),
-    image_dir: Path = typer.Option(None, "-i", "--image-dir", help="Folder of JPEG/PNG images "
-                                   "(default: inference.image_dir)."),
-    output_dir: Path = typer.Option(None, "-o", "--output-dir", help="Where images_annotated/, labels/ and "
-                                    "detections.json go (default: inference.output_dir, else results_dir/inference)."),
+    model: Path = field_option("inference.checkpoint", "-m", "--model", "--model-path",
+                               help="Model file: .edrt checkpoint, .onnx, or .plan/.engine."),
+    image_dir: Path = field_option("inference.image_dir", "-i", "--image-dir", "--in-image-path",
+                                   help="Folder of JPEG/PNG images."),
+    output_dir: Path = field_option("inference.output_dir", "-o", "--output-dir", "--out-image-path",
+                                    help="Where images_annotated/, labels/ and detections.json go (unset: "
+                                         "inference.results_dir, else results_dir, + /inference)."),
+    label_dir: Path = option(None, "-l", "--out-label-path", help="Write KITTI label files into this folder "
+                             "(turns on inference.dump_label)."),
     spec: Path = spec_option,
     key: str = key_option,
-    batch_size: int = typer.Option(None, "--batch-size", help="Images per batch (default: inference.batch_size)."),
-    min_score: float = typer.Option(None, "--min-score", help="Keep detections scoring at least this "
-                                    "(default: inference.min_score_thresh)."),
-    max_boxes_to_draw: int = typer.Option(None, "--max-boxes-to-draw", help="Boxes drawn per image "
-                                          "(default: inference.max_boxes_to_draw)."),
-    label_map: Path = typer.Option(None, "--label-map", help="label_map.yaml naming the classes "
-                                   "(default: inference.label_map; else ids are shown)."),
-    dump_label: bool = typer.Option(None, "--dump-label/--no-dump-label", help="Write labels/<image>.txt in KITTI "
-                                    "format (default: inference.dump_label)."),
-    annotations: Path = typer.Option(None, "-a", "--annotations-file", help="COCO json whose image ids "
-                                     "detections.json should use (matched by file name); default: file names."),
+    batch_size: int = field_option("inference.batch_size", "--batch-size", help="Images per batch."),
+    min_score: float = field_option("inference.min_score_thresh", "--min-score",
+                                    help="Keep detections scoring at least this."),
+    max_boxes_to_draw: int = field_option("inference.max_boxes_to_draw", "--max-boxes-to-draw",
+                                          help="Boxes drawn per image."),
+    label_map: Path = field_option("inference.label_map", "--label-map",
+                                   help="label_map.yaml or TAO's labels.txt naming the classes (else ids are shown)."),
+    dump_label: bool = field_option("inference.dump_label", "--dump-label/--no-dump-label",
+                                    help="Write labels/<image>.txt in KITTI format."),
+    annotations: Path = option(None, "-a", "--annotations-file", help="COCO json whose image ids "
+                               "detections.json should use (matched by file name); default: file names."),
+    gpu_index: int = gpu_index_option,
     overrides: list[str] = overrides_argument,
 ) -> None:
     """Detect objects in every image of a folder: annotated images, KITTI labels, COCO results json.
@@ -39,62 +52,38 @@ def infer(
 
     Bad arguments (a missing or empty folder, a wrong key) exit 2 with one error line.
     """
-    from effdet_rt.data.labels import load_label_map
+    use_gpu(gpu_index)
     from effdet_rt.engines import load
     from effdet_rt.errors import UserError
     from effdet_rt.infer.folder import InferOptions, image_ids_from_annotations, infer_folder, list_images
-    from effdet_rt.spec.loader import load_task_spec
     from effdet_rt.utils.status import StatusLogger, progress_bar
 
-    settings = load_task_spec(spec, overrides)
+    settings = task_spec(infer, locals())
     conf = settings.inference
-    model = model or _path_or_none(conf.checkpoint)
-    image_dir = image_dir or _path_or_none(conf.image_dir)
-    output_dir = output_dir or _path_or_none(conf.output_dir) or Path(conf.results_dir or settings.results_dir) / "inference"
-    if model is None:
+    if not conf.checkpoint:
         raise UserError("no model: pass -m/--model (a .edrt, .onnx or .plan file) or set inference.checkpoint")
-    if image_dir is None:
+    if not conf.image_dir:
         raise UserError("no images: pass -i/--image-dir or set inference.image_dir in the spec")
-    options = InferOptions(
-        batch_size=_positive("--batch-size", batch_size if batch_size is not None else conf.batch_size),
-        min_score=min_score if min_score is not None else conf.min_score_thresh,
-        max_boxes_to_draw=_positive("--max-boxes-to-draw",
-                                    max_boxes_to_draw if max_boxes_to_draw is not None else conf.max_boxes_to_draw),
-        dump_label=dump_label if dump_label is not None else conf.dump_label,
-        label_map=load_label_map(label_map or conf.label_map) if (label_map or conf.label_map) else {},
-    )
-    if not 0.0 <= options.min_score <= 1.0:
-        raise UserError(f"--min-score {options.min_score} is not allowed; use a value from 0 to 1")
-    images = list_images(image_dir)
+    output = Path(conf.output_dir) if conf.output_dir else Path(conf.results_dir or settings.results_dir) / "inference"
+    options = InferOptions.from_spec(conf, label_dir)
+    images = list_images(conf.image_dir)
     image_ids = image_ids_from_annotations(annotations, images) if annotations else None
-    engine = load(model, key=key, spec=settings)
-    status = StatusLogger(output_dir)
-    status.write("STARTED", f"inference on {len(images)} image(s) from {image_dir}")
+    engine = load(conf.checkpoint, key=key, spec=settings)
+    status = StatusLogger(output)
+    status.write("STARTED", f"inference on {len(images)} image(s) from {conf.image_dir}")
     with progress_bar() as progress:
         task = progress.add_task("infer", total=len(images), info="")
-        summary = infer_folder(engine, image_dir, output_dir, options, image_ids=image_ids,
+        summary = infer_folder(engine, conf.image_dir, output, options, image_ids=image_ids,
                                on_image=lambda _: progress.advance(task))
     kpi = {"images": summary.images, "failed": len(summary.failures), "detections": summary.detections}
     for name, reason in summary.failures:
         typer.echo(f"failed: {name}: {reason}", err=True)
     status.write("FAILURE" if summary.failures else "SUCCESS", summary.line(), kpi=kpi)
-    typer.echo(f"{summary.line()}; outputs in {output_dir}")
+    typer.echo(f"{summary.line()}; outputs in {output}" + (f", labels in {label_dir}" if label_dir else ""))
     if summary.failures:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _path_or_none(text: str) -> Path | None:
-    return Path(text) if text else None
-
-
-def _positive(option: str, value: int) -> int:
-    from effdet_rt.errors import UserError
-
-    if value < 1:
-        raise UserError(f"{option} {value} is not allowed; use 1 or more")
-    return value
-
-
 def register(app: typer.Typer) -> None:
+    app.command("inference", help="Detect objects in every image of a folder (TAO's task name; alias `infer`).")(infer)
     app.command("infer")(infer)
-    app.command("inference", help="Alias of `infer` (TAO's task name).")(infer)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import sys
 import traceback
@@ -45,6 +47,7 @@ app = typer.Typer(
 )
 
 _state = {"debug": os.environ.get("EFFDET_DEBUG") == "1"}
+LOG_FILE_FLAGS = ("--log-file", "--log_file")
 
 
 def _version(value: bool) -> None:
@@ -56,6 +59,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    log_file: str = typer.Option(None, *LOG_FILE_FLAGS, help="Also write everything printed to this file "
+                                 "(TAO's --log_file; may stand anywhere on the command line, e.g. after the task)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     if debug:
@@ -73,8 +78,68 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def split_log_file(argv: list[str]) -> tuple[list[str], str | None]:
+    """TAO's --log_file, valid for every task and anywhere on the line: (the other arguments, its value)."""
+    rest, path, args = [], None, iter(argv)
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if name in LOG_FILE_FLAGS:
+            path = value if eq else next(args, None)
+            if not path:
+                raise UserError("--log_file needs a file name, e.g. --log_file train.log")
+        else:
+            rest.append(arg)
+    return rest, path
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the terminal stream and to the log file."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    @property
+    def encoding(self):  # rich and click ask the stream for its encoding
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def copied_to(path: str | None):
+    """Everything printed (stdout and stderr) also goes to ``path``, appended."""
+    if path is None:
+        yield
+        return
+    try:
+        log = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the log file ({exc.strerror}); pass a writable --log_file path") from None
+    with log, contextlib.redirect_stdout(_Tee(sys.stdout, log)), contextlib.redirect_stderr(_Tee(sys.stderr, log)):
+        yield
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (used by main() and by tests)."""
+    try:
+        argv, log_file = split_log_file(list(sys.argv[1:] if argv is None else argv))
+        with copied_to(log_file):
+            return _dispatch(argv)
+    except UserError as exc:
+        return _fail(str(exc), exc.exit_code)
+
+
+def _dispatch(argv: list[str]) -> int:
     try:
         result = app(args=argv, standalone_mode=False, prog_name="effdet-rt")
     except UserError as exc:

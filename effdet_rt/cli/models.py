@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from effdet_rt.cli.common import option
 from effdet_rt.errors import UserError
 
 FLOPS_HELP = (
@@ -56,11 +57,11 @@ def _rows(names: list[str], num_classes: int, with_flops: bool) -> list[tuple[st
 def register(app: typer.Typer) -> None:
     @app.command("models")
     def models(
-        num_classes: int = typer.Option(90, "-n", "--num-classes", help="Real classes (no background)."),
-        model: list[str] = typer.Option(
+        num_classes: int = option(90, "-n", "--num-classes", help="Real classes (no background)."),
+        model: list[str] = option(
             None, "-m", "--model", help="Only these models (repeat the option); default: all of D0..D7x."
         ),
-        flops: bool = typer.Option(True, "--flops/--no-flops", help=FLOPS_HELP),
+        flops: bool = option(True, "--flops/--no-flops", help=FLOPS_HELP),
     ) -> None:
         """List EfficientDet D0..D7x: input size, backbone, BiFPN, trainable parameters and GFLOPs."""
         if num_classes < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from effdet_rt.cli.common import overrides_argument, path_or_none, spec_option
+from effdet_rt.cli.common import option, overrides_argument, spec_option, task_spec
 
 spec_app = typer.Typer(
     name="spec", help="Experiment specs: defaults, resolved view, TF1 conversion.", no_args_is_help=True
@@ -21,20 +21,31 @@ def default_command() -> None:
 
 @spec_app.command("show")
 def show_command(
-    experiment_spec: str | None = spec_option,
+    spec: str | None = spec_option,
     overrides: list[str] | None = overrides_argument,
 ) -> None:
-    """Print the spec after loading it and applying overrides."""
-    from effdet_rt.spec import load_task_spec, spec_to_yaml
+    """Print the spec after loading it and applying overrides, and the preset values its unset model fields take."""
+    from effdet_rt.spec import spec_to_yaml
 
-    spec = load_task_spec(path_or_none(experiment_spec), overrides or [])
-    typer.echo(spec_to_yaml(spec), nl=False)
+    settings = task_spec(show_command, locals())
+    typer.echo(spec_to_yaml(settings), nl=False)
+    typer.echo(preset_note(settings.model))
+
+
+def preset_note(model) -> str:
+    """A YAML comment with the values the unset (null) model fields take from the model's preset."""
+    unset = [name for name in ("input_width", "input_height", "min_level", "max_level", "num_scales",
+                               "aspect_ratios", "anchor_scale") if getattr(model, name) is None]
+    if not unset:
+        return "# every model field is set"
+    values = ", ".join(f"{name} {model.resolved(name)}" for name in unset)
+    return f"# {model.name} preset values for the null model fields: {values}"
 
 
 @spec_app.command("convert")
 def convert_command(
     tf1_spec: str = typer.Argument(..., help="Legacy TF1 prototxt spec (training_config { ... } ...)."),
-    output: str = typer.Option(..., "-o", "--output", help="Where to write the TF2 YAML spec."),
+    output: str = option(..., "-o", "--output", help="Where to write the TF2 YAML spec."),
 ) -> None:
     """Convert a TAO TF1 prototxt spec to a YAML spec and list the TF1 fields that have no equivalent."""
     from effdet_rt.spec import convert_tf1, spec_to_yaml

@@ -2,7 +2,8 @@
 
 The file is a YAML mapping ``{1: RBC, 2: WBC, 3: Platelets}``. Ids are the COCO category ids that also appear
 as ``image/object/class/label`` in the TFRecords (1..N for VOC imports; 0 is background), so a spec trained on
-them sets ``num_classes = N + 1``.
+them sets ``num_classes = N + 1``. TAO's label files (``labels.txt``, one class name per line) are read too:
+line k names category id k.
 """
 
 from __future__ import annotations
@@ -18,13 +19,24 @@ from effdet_rt.utils.atomic import atomic_write_text
 LABEL_MAP_NAME = "label_map.yaml"
 
 
+TEXT_SUFFIXES = (".txt",)
+
+
 def load_label_map(path: str | os.PathLike) -> dict[int, str]:
-    """Read a label map; raise DataError naming the file and the bad entry."""
+    """Read a label map (YAML, or TAO's one-name-per-line .txt); raise DataError naming the file and the bad entry."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise DataError(f"{path}: cannot read the label map ({exc.strerror}); pass an existing label_map.yaml") from exc
+        raise DataError(f"{path}: cannot read the label map ({exc.strerror}); pass an existing label_map.yaml "
+                        "or labels.txt") from exc
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file; a label map is YAML ('1: RBC') or one class name per line") from None
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+        if not names:
+            raise DataError(f"{path}: no class names in the file; write one class name per line")
+        return dict(enumerate(names, start=1))
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

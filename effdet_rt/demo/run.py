@@ -124,6 +124,7 @@ def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
     from effdet_rt.export.workflow import export_from_spec
     from effdet_rt.infer.folder import InferOptions, infer_folder
+    from effdet_rt.spec.overrides import apply_option_values
     from effdet_rt.trainer.loop import train
     from effdet_rt.utils.status import StatusLogger
 
@@ -137,8 +138,8 @@ def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     checkpoint = train(spec, out / "train", DEMO_KEY, log=log, max_seconds=settings.minutes * 60)
     engines: list[tuple[Any, Path]] = [(load(checkpoint, key=DEMO_KEY, spec=spec), checkpoint)]
     # the demo reports the verification and goes on: its table shows what each engine really gives
-    onnx_path = export_from_spec(spec, checkpoint=checkpoint, output=out / "model.onnx", key=DEMO_KEY, verify=True,
-                                 strict_verify=False, log=log)
+    exporting = apply_option_values(spec, {"export.checkpoint": str(checkpoint), "export.onnx_file": str(out / "model.onnx")})
+    onnx_path = export_from_spec(exporting, key=DEMO_KEY, verify=True, strict_verify=False, log=log)
     fp32 = build_onnxruntime_engine(onnx_path, out / "model_ort_fp32.onnx", precision="fp32", log=log)
     calibration = lambda: calibration_batches([data.train_tfrecords], spec.model.input_size, 4, settings.calib_batches, log=log)  # noqa: E731
     int8 = build_onnxruntime_engine(onnx_path, out / "model_ort_int8.onnx", precision="int8", calibration=calibration, log=log)

@@ -1,4 +1,4 @@
-"""Export as the CLI runs it: options from the command line, defaults from the spec's export section."""
+"""Export as the CLI runs it: everything from the spec's export section (command-line options are overrides)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,18 @@ import numpy as np
 from effdet_rt.errors import UserError
 from effdet_rt.export.exporter import ExportOptions, attach_nms, check_options, convert_raw_heads, write_onnx
 from effdet_rt.model.postprocess import NmsConfig
-from effdet_rt.spec.overrides import first_given as _pick
 
 
-def export_options_from_spec(spec: Any, *, nms=None, batch_size=None, dynamic_batch=None, opset=None,
-                             min_score=None, iou=None, max_detections=None) -> ExportOptions:
-    e = spec.export
-    dynamic = _pick(dynamic_batch, e.dynamic_batch_size if batch_size is None else False)
+def export_options_from_spec(export: Any) -> ExportOptions:
+    """ExportOptions from the spec's export section."""
     return ExportOptions(
-        nms=_pick(nms, e.nms),
-        batch_size=None if dynamic else _pick(batch_size, e.batch_size),
-        opset=_pick(opset, e.opset),
+        nms=export.nms,
+        batch_size=None if export.dynamic_batch_size else export.batch_size,
+        opset=export.opset,
         nms_settings=NmsConfig(
-            score_threshold=float(_pick(min_score, e.min_score_thresh)),
-            iou_threshold=float(_pick(iou, e.iou_thresh)),
-            max_detections=int(_pick(max_detections, e.max_detections)),
+            score_threshold=float(export.min_score_thresh),
+            iou_threshold=float(export.iou_thresh),
+            max_detections=int(export.max_detections),
         ),
     )
 
@@ -43,21 +40,20 @@ def verification_batch(spec: Any, input_size: tuple[int, int], count: int = 4) -
     return rng.uniform(0, 255, size=(count, *input_size, 3)).astype(np.float32)
 
 
-def export_from_spec(spec: Any, *, checkpoint: Path | None, output: Path | None, key: str | None,
-                     verify: bool = False, strict_verify: bool = True, log: Callable[[str], None] = print,
-                     **options: Any) -> Path:
-    """Export a checkpoint; with ``verify``, a failed check raises (``strict_verify``) or is logged as a warning."""
+def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict_verify: bool = True,
+                     log: Callable[[str], None] = print) -> Path:
+    """Export export.checkpoint to export.onnx_file; with ``verify``, a failed check raises (``strict_verify``)
+    or is logged as a warning."""
     from effdet_rt.engines.runtime.checkpoint import load_engine
 
-    checkpoint = checkpoint or (Path(spec.export.checkpoint) if spec.export.checkpoint else None)
-    output = output or (Path(spec.export.onnx_file) if spec.export.onnx_file else None)
-    if checkpoint is None:
+    if not spec.export.checkpoint:
         raise UserError("no checkpoint to export: pass -m model.edrt (or set export.checkpoint)")
-    if output is None:
+    if not spec.export.onnx_file:
         raise UserError("no output file: pass -o model.onnx (or set export.onnx_file)")
+    checkpoint, output = Path(spec.export.checkpoint), Path(spec.export.onnx_file)
     if output.suffix.lower() != ".onnx":
         raise UserError(f"{output}: the export is an ONNX file; name it *.onnx")
-    export_options = export_options_from_spec(spec, **options)
+    export_options = export_options_from_spec(spec.export)
     check_options(export_options)
     engine = load_engine(checkpoint, key=key, spec=spec)
     setup = engine.setup
@@ -79,3 +75,25 @@ def export_from_spec(spec: Any, *, checkpoint: Path | None, output: Path | None,
         log(report.summary())
         settle_verification(report, strict_verify, log)
     return write_onnx(proto, output)
+
+
+def describe_onnx(path: str | Path) -> list[str]:
+    """Inputs, outputs, op counts and effdet_rt metadata of an ONNX file, one line each (export --verbose)."""
+    from collections import Counter
+
+    import onnx
+
+    from effdet_rt.onnx.graph import read_metadata
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def shape(value) -> str:
+        dims = value.type.tensor_type.shape.dim
+        return "x".join(d.dim_param or str(d.dim_value) for d in dims)
+
+    lines = [f"input {v.name}: {shape(v)}" for v in model.graph.input]
+    lines += [f"output {v.name}: {shape(v)}" for v in model.graph.output]
+    ops = Counter(node.op_type for node in model.graph.node)
+    lines.append(f"{len(model.graph.node)} nodes: " + ", ".join(f"{op} {n}" for op, n in ops.most_common()))
+    lines += [f"metadata {name}: {value}" for name, value in sorted(read_metadata(model).items())]
+    return lines

@@ -104,33 +104,23 @@ def evaluate_engine(
                                  batch_size=batch_size, max_detections=max_detections, label_map=label_map).metrics
 
 
-def evaluate_model_file(
-    model: str | os.PathLike,
-    spec: Any,
-    *,
-    key: str | None = None,
-    annotations: str | os.PathLike | None = None,
-    label_map: str | os.PathLike | None = None,
-    max_detections: int | None = None,
-) -> CocoEvaluation:
-    """`evaluate -m`: load any model file and score it on dataset.val_tfrecords / val_json_file, honouring
-    evaluate.num_samples, batch_size, max_detections_per_image and label_map (arguments given win)."""
+def evaluate_model_file(model: str | os.PathLike, spec: Any, *, key: str | None = None) -> CocoEvaluation:
+    """`evaluate`: load any model file and score it on dataset.val_tfrecords against dataset.val_json_file,
+    as evaluate.num_samples, batch_size, max_detections_per_image and label_map say."""
     from pathlib import Path
 
     from effdet_rt.data.labels import load_label_map
     from effdet_rt.engines import load
 
     dataset, settings = spec.dataset, spec.evaluate
-    val_json = annotations or dataset.val_json_file
+    val_json = dataset.val_json_file
     if not val_json:
         raise DataError("no ground truth: set dataset.val_json_file in the spec or pass -a/--annotations-file")
     if not Path(val_json).is_file():
         raise DataError(f"{val_json}: ground-truth json not found; fix dataset.val_json_file or -a")
     _unique_files(dataset.val_tfrecords)  # a glob matching nothing fails here, before the model loads
-    names_file = label_map or settings.label_map
-    names = load_label_map(names_file) if names_file else None
+    names = load_label_map(settings.label_map) if settings.label_map else None
     engine = load(model, key=key, spec=spec)
     return run_engine_evaluation(engine, dataset.val_tfrecords, val_json, num_samples=settings.num_samples,
-                                 batch_size=settings.batch_size,
-                                 max_detections=max_detections or settings.max_detections_per_image,
+                                 batch_size=settings.batch_size, max_detections=settings.max_detections_per_image,
                                  label_map=names, per_class=True)

@@ -7,6 +7,7 @@ so an interrupted run leaves OUT_DIR as it was. Images that cannot be read are l
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -34,6 +35,21 @@ class InferOptions:
     dump_label: bool = False
     label_map: dict[int, str] = field(default_factory=dict)
     workers: int = 2
+    labels_dir: Path | None = None  # KITTI labels here instead of OUT_DIR/labels (TAO's -l/--out_label_path)
+
+    @classmethod
+    def from_spec(cls, inference: Any, labels_dir: Path | None = None) -> InferOptions:
+        """The spec's inference section; a labels_dir turns label dumping on."""
+        from effdet_rt.data.labels import load_label_map
+
+        return cls(
+            batch_size=inference.batch_size,
+            min_score=inference.min_score_thresh,
+            max_boxes_to_draw=inference.max_boxes_to_draw,
+            dump_label=inference.dump_label or labels_dir is not None,
+            label_map=load_label_map(inference.label_map) if inference.label_map else {},
+            labels_dir=labels_dir,
+        )
 
 
 @dataclass
@@ -82,7 +98,7 @@ def class_names(label_map: dict[int, str], classes: Any) -> list[str]:
     return [label_map.get(int(c), str(int(c))) for c in classes]
 
 
-def write_image_outputs(staging: Path, path: Path, result: ImageResult, options: InferOptions) -> None:
+def write_image_outputs(staging: Path, labels: Path, path: Path, result: ImageResult, options: InferOptions) -> None:
     """The annotated picture (same name, original size) and, with dump_label, its KITTI label file."""
     from effdet_rt.infer.draw import draw_detections
     from effdet_rt.infer.kitti import kitti_line
@@ -95,7 +111,7 @@ def write_image_outputs(staging: Path, path: Path, result: ImageResult, options:
     if options.dump_label:  # the staging folder is moved in as a whole, so a plain write (no fsync) is enough
         names = class_names(options.label_map, result.classes)
         lines = [kitti_line(n, box, score) for n, box, score in zip(names, result.boxes, result.scores, strict=True)]
-        (staging / LABELS_DIR / f"{path.stem}.txt").write_text("".join(line + "\n" for line in lines))
+        (labels / f"{path.stem}.txt").write_text("".join(line + "\n" for line in lines))
 
 
 def coco_entries(image_id: Any, result: ImageResult) -> list[dict[str, Any]]:
@@ -127,10 +143,13 @@ def infer_folder(
     summary = InferSummary(images=len(images))
     entries: list[dict[str, Any]] = []
     sources = [Source(p, lambda p=p: read_image(p)) for p in images]
-    with atomic_dir(out_dir) as staging, ThreadPoolExecutor(options.workers, "effdet-write") as writers:
+    with contextlib.ExitStack() as stack:
+        staging = stack.enter_context(atomic_dir(out_dir))
+        labels = stack.enter_context(atomic_dir(options.labels_dir)) if options.labels_dir else staging / LABELS_DIR
+        writers = stack.enter_context(ThreadPoolExecutor(options.workers, "effdet-write"))
         (staging / ANNOTATED_DIR).mkdir()
-        if options.dump_label:
-            (staging / LABELS_DIR).mkdir()
+        if options.dump_label and options.labels_dir is None:
+            labels.mkdir()
         pending: collections.deque[Future[None]] = collections.deque()
         for batch in infer_batches(engine, sources, options.batch_size, workers=options.workers):
             for result in batch:
@@ -142,7 +161,7 @@ def infer_folder(
                     summary.written += 1
                     summary.detections += len(kept.scores)
                     entries.extend(coco_entries(ids[path.name], kept))
-                    pending.append(writers.submit(write_image_outputs, staging, path, kept, options))
+                    pending.append(writers.submit(write_image_outputs, staging, labels, path, kept, options))
                 if on_image is not None:
                     on_image(result)
             while len(pending) > 2 * options.workers:

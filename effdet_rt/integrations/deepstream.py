@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from effdet_rt.errors import DataError, ModelFileError, UserError
+from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.utils.atomic import atomic_dir
 
 PARSE_FUNCTION = "NvDsInferParseCustomEfficientNMS"
@@ -22,19 +22,10 @@ NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 
 def read_labels(path: str | Path) -> list[str]:
     """Class names in 0-based index order from labels.txt (one per line) or a label_map.yaml (id: name)."""
-    path = Path(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
-        from effdet_rt.data.labels import load_label_map
+    from effdet_rt.data.labels import load_label_map
 
-        mapping = load_label_map(path)
-        return [mapping.get(i, f"unused_{i}") for i in range(1, max(mapping) + 1)]
-    try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read labels ({exc.strerror}); pass labels.txt or label_map.yaml") from exc
-    if not names:
-        raise DataError(f"{path}: no labels in the file; write one class name per line")
-    return names
+    mapping = load_label_map(path)
+    return [mapping.get(i, f"unused_{i}") for i in range(1, max(mapping) + 1)]
 
 
 def model_input(path: Path) -> tuple[int, int, int, str]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from effdet_rt.errors import SpecError
-from effdet_rt.spec.overrides import apply_overrides
+from effdet_rt.spec.overrides import apply_option_values, apply_overrides
 from effdet_rt.spec.schema import ExperimentSpec
 from effdet_rt.spec.validation import validate_spec
 
@@ -26,13 +26,29 @@ def default_spec() -> ExperimentSpec:
 
 def load_spec(path: str | Path | None, overrides: Sequence[str] = ()) -> ExperimentSpec:
     """Load ``path`` (None gives the defaults), then apply ``overrides`` such as 'train.num_epochs=5'."""
-    spec = default_spec() if path is None else _load_file(Path(path))
+    spec = default_spec() if path is None else _load_file(Path(path))[0]
     return apply_overrides(spec, list(overrides or ()))
 
 
-def load_task_spec(spec_path: str | Path | None, overrides: Sequence[str] | None = None) -> ExperimentSpec:
-    """What task commands call with their ``-e`` option and trailing overrides."""
-    return load_spec(spec_path, overrides or ())
+def load_task_spec(
+    spec_path: str | Path | None,
+    overrides: Sequence[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ExperimentSpec:
+    """What task commands call: the ``-e`` file, then the trailing ``a.b=value`` overrides, then the values of the
+    command-line options that set spec fields (``options``: {dotted path: value}), validated once.
+
+    A TF1 prototxt given here is converted on the fly; ``log`` hears which of its fields have no TF2 equivalent."""
+    if spec_path is None:
+        spec, dropped = default_spec(), []
+    else:
+        spec, dropped = _load_file(Path(spec_path))
+    if dropped and log is not None:
+        log(f"{spec_path} is a TAO TF1 spec: converted to the TF2 fields; {len(dropped)} field(s) have no TF2 "
+            f"equivalent and are ignored: {', '.join(dropped)} (`effdet-rt spec convert` writes the YAML once)")
+    spec = apply_overrides(spec, list(overrides or ()))
+    return apply_option_values(spec, options or {})
 
 
 class _SpecDumper(yaml.SafeDumper):
@@ -72,14 +88,14 @@ def looks_like_tf1(path: Path, text: str) -> bool:
     return suffix in TF1_SUFFIXES or bool(_PROTO_BLOCK.search(text))
 
 
-def _load_file(path: Path) -> ExperimentSpec:
+def _load_file(path: Path) -> tuple[ExperimentSpec, list[str]]:
+    """The spec in ``path`` and the TF1 fields that were dropped converting it (none for YAML)."""
     text = read_spec_text(path)
     if looks_like_tf1(path, text):
         from effdet_rt.spec.tf1 import convert_tf1_text
 
-        spec, _unmapped = convert_tf1_text(text, str(path))
-        return spec
-    return validate_spec(parse_yaml(text, str(path)), str(path))
+        return convert_tf1_text(text, str(path))
+    return validate_spec(parse_yaml(text, str(path)), str(path)), []
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

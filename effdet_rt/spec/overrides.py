@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -12,6 +12,7 @@ from effdet_rt.spec.schema import ExperimentSpec
 from effdet_rt.spec.validation import canonical_path, field_at, validate_spec
 
 OVERRIDE_SOURCE = "override"
+OPTION_SOURCE = "command-line option"
 
 
 def apply_overrides(spec: ExperimentSpec, overrides: Sequence[str]) -> ExperimentSpec:
@@ -23,6 +24,18 @@ def apply_overrides(spec: ExperimentSpec, overrides: Sequence[str]) -> Experimen
         path, raw = split_override(text)
         set_dotted(data, path, parse_value(path, raw))
     return validate_spec(data, OVERRIDE_SOURCE)
+
+
+def apply_option_values(spec: ExperimentSpec, values: Mapping[str, Any]) -> ExperimentSpec:
+    """Return a new spec with already-typed values (``{"inference.batch_size": 8}``) set, validated as a whole.
+
+    This is how command-line options reach the spec: each option names the field it sets."""
+    if not values:
+        return spec
+    data = spec.model_dump()
+    for dotted, value in values.items():
+        set_dotted(data, canonical_path(dotted.split(".")), value)
+    return validate_spec(data, OPTION_SOURCE)
 
 
 def split_override(text: str) -> tuple[list[str], str]:
@@ -72,8 +85,3 @@ def set_dotted(data: dict[str, Any], path: Sequence[str], value: Any) -> None:
             child = node[part] = {}
         node = child
     node[path[-1]] = value
-
-
-def first_given(value: Any, spec_default: Any) -> Any:
-    """A command-line option when given (not None), else the spec's value."""
-    return spec_default if value is None else value

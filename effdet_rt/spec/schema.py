@@ -259,6 +259,9 @@ class BuildConfig(Section):
     max_batch_size: PositiveInt = 8
     timing_cache: str = ""
     engine_file: str = ""
+    # ONNX Runtime INT8 Q/DQ layout: onnxruntime (every op, UINT8 activations: fast on CPUs) or tensorrt
+    # (symmetric INT8 activations on convolutions only: the input TensorRT 11 needs)
+    int8_profile: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
     @model_validator(mode="after")

@@ -1,75 +1,12 @@
-"""Choose the backend and build an engine: the library side of `effdet-rt build`."""
+"""Choose the backend and build an engine from the spec's build section: the library side of `effdet-rt build`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from effdet_rt.errors import ModelFileError, UserError
-from effdet_rt.spec.overrides import first_given as _pick
-
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    model: Path
-    output: Path
-    backend: str
-    precision: str
-    calib_tfrecords: tuple[str, ...]
-    calib_batches: int
-    calib_batch_size: int
-    calib_cache: str | None
-    calib_only: bool
-    workspace_gb: float
-    min_batch: int
-    opt_batch: int
-    max_batch: int
-    timing_cache: str | None
-    int8_profile: str = "onnxruntime"
-
-    @classmethod
-    def from_spec(cls, spec: Any, *, model: Path, output: Path | None, **given: Any) -> BuildRequest:
-        b = spec.build
-        c = b.calibration
-        engine_file = output or (Path(b.engine_file) if b.engine_file else None)
-        if engine_file is None:
-            raise UserError("no output file: pass -o engine.plan|engine.onnx (or set build.engine_file)")
-        request = cls(
-            model=Path(model),
-            output=Path(engine_file),
-            backend=_pick(given.get("backend"), b.backend),
-            precision=_pick(given.get("precision"), b.data_type),
-            calib_tfrecords=tuple(given.get("calib_tfrecords") or c.tfrecords),
-            calib_batches=int(_pick(given.get("calib_batches"), c.batches)),
-            calib_batch_size=int(_pick(given.get("calib_batch_size"), c.batch_size)),
-            calib_cache=_pick(given.get("calib_cache"), c.cache_file) or None,
-            calib_only=bool(given.get("calib_only")),
-            workspace_gb=float(_pick(given.get("workspace_gb"), b.workspace_gb)),
-            min_batch=int(_pick(given.get("min_batch"), b.min_batch_size)),
-            opt_batch=int(_pick(given.get("opt_batch"), b.opt_batch_size)),
-            max_batch=int(_pick(given.get("max_batch"), b.max_batch_size)),
-            timing_cache=_pick(given.get("timing_cache"), b.timing_cache) or None,
-            int8_profile=given.get("int8_profile") or "onnxruntime",
-        )
-        request.check()
-        return request
-
-    def check(self) -> None:
-        if self.backend not in BACKENDS:
-            raise UserError(f"--backend {self.backend} is not allowed: choose one of {', '.join(BACKENDS)}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision {self.precision} is not allowed: choose one of {', '.join(PRECISIONS)}")
-        if not self.model.is_file():
-            raise ModelFileError(f"{self.model}: model file not found; pass the ONNX file written by `effdet-rt export`")
-        if self.int8_profile not in ("onnxruntime", "tensorrt"):
-            raise UserError(f"--int8-profile {self.int8_profile} is not allowed: choose onnxruntime or tensorrt")
-        if self.calib_batches < 1 or self.calib_batch_size < 1:
-            raise UserError("--calib-batches and --calib-batch-size must be positive integers")
 
 
 def choose_backend(requested: str, log: Callable[[str], None]) -> str:
@@ -83,16 +20,16 @@ def choose_backend(requested: str, log: Callable[[str], None]) -> str:
     return backend
 
 
-def calibration_source(request: BuildRequest, input_size: tuple[int, int], log: Callable[[str], None]):
-    """A callable giving fresh calibration batches, or None when no TFRecords were named."""
-    if not request.calib_tfrecords:
+def calibration_source(calibration: Any, input_size: tuple[int, int], log: Callable[[str], None]):
+    """A callable giving fresh calibration batches (build.calibration), or None when no TFRecords were named."""
+    if not calibration.tfrecords:
         return None
     from effdet_rt.calib.batches import calibration_batches, resolve_tfrecords
 
-    resolve_tfrecords(request.calib_tfrecords)  # a glob that matches nothing fails before any work
+    resolve_tfrecords(calibration.tfrecords)  # a glob that matches nothing fails before any work
 
     def batches():
-        return calibration_batches(request.calib_tfrecords, input_size, request.calib_batch_size, request.calib_batches, log=log)
+        return calibration_batches(calibration.tfrecords, input_size, calibration.batch_size, calibration.batches, log=log)
 
     return batches
 
@@ -106,22 +43,31 @@ def onnx_input_size(path: Path) -> tuple[int, int]:
     return int(dims[1].dim_value), int(dims[2].dim_value)
 
 
-def build_engine(request: BuildRequest, log: Callable[[str], None] = print) -> Path:
-    backend = choose_backend(request.backend, log)
-    input_size = onnx_input_size(request.model)
-    calibration = calibration_source(request, input_size, log)
+def build_engine(model: str | Path, build: Any, *, calib_only: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Build ``model`` (an exported ONNX) into ``build.engine_file`` as the spec's build section says.
+
+    ``calib_only`` (TensorRT <= 10) writes only the calibration cache."""
+    model = Path(model)
+    if not model.is_file():
+        raise ModelFileError(f"{model}: model file not found; pass the ONNX file written by `effdet-rt export`")
+    if not build.engine_file:
+        raise UserError("no output file: pass -o engine.plan|engine.onnx (or set build.engine_file)")
+    output = Path(build.engine_file)
+    backend = choose_backend(build.backend, log)
+    input_size = onnx_input_size(model)
+    calibration = calibration_source(build.calibration, input_size, log)
     if backend == "onnxruntime":
         from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
 
-        return build_onnxruntime_engine(request.model, request.output, precision=request.precision,
-                                        calibration=calibration, int8_profile=request.int8_profile, log=log)
+        return build_onnxruntime_engine(model, output, precision=build.data_type,
+                                        calibration=calibration, int8_profile=build.int8_profile, log=log)
     from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
 
-    if request.output.suffix.lower() not in (".plan", ".engine"):
-        raise UserError(f"{request.output}: a TensorRT engine is a .plan or .engine file; rename the output")
+    if output.suffix.lower() not in (".plan", ".engine"):
+        raise UserError(f"{output}: a TensorRT engine is a .plan or .engine file; rename the output")
     return build_tensorrt_engine(
-        request.model, request.output, precision=request.precision, workspace_gb=request.workspace_gb,
-        min_batch=request.min_batch, opt_batch=request.opt_batch, max_batch=request.max_batch,
-        timing_cache=request.timing_cache, calibration=calibration() if calibration else None,
-        calib_cache=request.calib_cache, calib_only=request.calib_only, log=log,
+        model, output, precision=build.data_type, workspace_gb=build.workspace_gb,
+        min_batch=build.min_batch_size, opt_batch=build.opt_batch_size, max_batch=build.max_batch_size,
+        timing_cache=build.timing_cache or None, calibration=calibration() if calibration else None,
+        calib_cache=build.calibration.cache_file or None, calib_only=calib_only, log=log,
     )
