@@ -2,15 +2,14 @@
 
 QDQ format with per-channel symmetric INT8 weights, in two flavours from the same calibration batches:
 - `onnxruntime` (the CPU engine): every quantizable op of the network, UINT8 activations with a zero point, which is
-  the layout ONNX Runtime's CPU kernels are fast at (measured on BCCD D0 256: 16.7 ms vs 45 ms for symmetric INT8
-  activations, whose s8s8 kernels are slow; FP32 15.5 ms), and weights in 7 bits (-64..64, `reduce_range`): on x86
-  CPUs without VNNI (AVX2, AVX-512 without VNNI: AMD EPYC up to Zen 3, older Xeons) ONNX Runtime multiplies UINT8 by
-  INT8 in pairs summed into 16 bits, which overflows with 8-bit weights (255 * 127 * 2 > 32767). Measured on a
-  2-core EPYC (Zen 3), D0 512 on BCCD val: FP32 mAP 0.213 / AP50 0.492, 8-bit weights 0.154 / 0.340, 7-bit weights
-  0.213 / 0.482 at the same speed (1.01x); UINT8 weights also avoid it but ran 1.23x slower;
+  the layout ONNX Runtime's CPU kernels are fast at (its s8s8 kernels for symmetric INT8 activations are slow), and
+  weights in 7 bits (-64..64, `reduce_range`): on x86 CPUs without VNNI (AVX2, and AVX-512 without VNNI) ONNX
+  Runtime multiplies UINT8 by INT8 in pairs summed into 16 bits, which overflows with 8-bit weights
+  (255 * 127 * 2 > 32767) and costs a trained detector several mAP points. 7 bits cannot overflow and run at the
+  same speed; UINT8 weights would avoid it too but run slower. Used on every CPU: the file may run on another one;
 - `tensorrt` (the explicit-quantization input TensorRT 11 needs): symmetric INT8 activations on the convolutions.
-  Symmetric INT8 activations (this profile, and QAT exports) do not overflow on those CPUs: on the same EPYC a
-  64-channel INT8 x INT8 QLinearConv at the extremes (127 x 127, -128 x -128) came out exact, UINT8 255 x 127 at half.
+  Symmetric INT8 x INT8 products (this profile, and QAT exports) do not overflow on those CPUs, so it keeps full
+  8-bit weights. The measurements behind these choices are in docs/int8-cpu.md.
 Only the network is quantized; the input normalisation (a per-channel 1x1 Conv), decoding and NMS stay in float.
 """
 
@@ -68,7 +67,7 @@ def check_heads_present(model) -> None:
 
 def with_sums_as_adds(model, path: Path) -> Path:
     """`model` with BiFPN's Sums as chains of Adds, saved to `path`: the quantizer turns an Add into QLinearAdd on
-    UINT8, where a Sum stays float between DequantizeLinear and QuantizeLinear (measured: D0 512 1.02-1.11x, 256 1.07x)."""
+    UINT8, where a Sum stays float between DequantizeLinear and QuantizeLinear, so the fusions run quantized too."""
     import onnx
 
     from effdet_rt.onnx.graph import rewrite_model

@@ -10,7 +10,7 @@ from effdet_rt.errors import UserError
 FLOPS_HELP = (
     "Also count multiply-adds at batch 1 (automl's FLOPs: tfprof float_ops / 2). Computed exactly but cheaply: "
     "each network is traced at the two smallest allowed input sizes and the count extended linearly in H*W "
-    "to the native size (about 10-60 s per model on a CPU)."
+    "to the native size (the tracing is most of the command's time; --no-flops skips it)."
 )
 
 

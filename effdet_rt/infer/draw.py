@@ -56,8 +56,8 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def _tag_text(text: str, font_size: int) -> Image.Image:
     """The text of a tag rendered once as an 8-bit coverage mask (2 px margin), reused for every box that shows it.
 
-    Rendering a string with FreeType costs ~150 us; a detector's tags repeat ("RBC 0.91"), and with 100 boxes per
-    image the rendering was most of the time spent drawing."""
+    FreeType rendering is the costly part of drawing a tag, and a detector's tags repeat ("RBC 0.91"), so with many
+    boxes per image rendering each distinct text once removes most of the drawing time."""
     font = _font(font_size)
     left, top, right, bottom = font.getbbox(text)
     mask = Image.new("L", (right - left + 4, bottom - top + 4), 0)

@@ -100,7 +100,7 @@ def _top_pairs(b: _Builder, logits: gs.Variable, num_anchors: int, num_classes: 
     Done in two exact stages: the best ``top`` anchors of each class, then the best ``top`` of those C * top
     candidates (every pair of the overall top k is in its own class's top k). One TopK over all A * C pairs is
     what the TF post-processing does, but ONNX Runtime runs a TopK that picks 5,000 of ~150,000 with a heap on one
-    thread (4 ms at D0 512); per class, and on the short second stage, it selects in linear time.
+    thread, which is slow at that ratio; per class, and on the short second stage, it selects in linear time.
     """
     i64 = np.int64
     per_class = min(top, num_anchors)

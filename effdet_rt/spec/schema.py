@@ -188,9 +188,9 @@ class TrainConfig(Section):
     # ours, not TAO's: before each checkpoint, re-estimate BatchNorm statistics over this many training batches with
     # the weights being saved ("precise BN"); 0 keeps the moving averages as they are (TAO's behaviour)
     precise_bn_batches: NonNegativeInt = 0
-    # ours: swish gradients of the training model run as one XLA-fused kernel (trainer/fast_swish.py): ~1.1x faster
-    # CPU steps (benchmarks/train_throughput.py --compare), gradients equal to float rounding but not bit for bit,
-    # so a seeded run takes another trajectory; off by default to keep seeded results as they were
+    # ours: swish gradients of the training model run as one XLA-fused kernel (trainer/fast_swish.py): faster CPU
+    # steps (benchmarks/train_throughput.py --compare measures it), gradients equal to float rounding but not bit for
+    # bit, so a seeded run takes another trajectory; off by default to keep seeded results as they were
     xla_swish_gradient: bool = False
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     lr_schedule: LRScheduleConfig = Field(default_factory=LRScheduleConfig)

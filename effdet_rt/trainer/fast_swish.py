@@ -3,8 +3,8 @@
 Forward is ``tf.nn.silu`` as before. The stock gradient recomputes the sigmoid and then makes about six passes
 over the activation (sigmoid, sub, mul, add, mul, mul); on a CPU these element-wise passes over the large early
 feature maps cost as much as the depthwise convolutions. Compiling just that expression with XLA fuses it into a
-single pass: same value to float rounding (not bit for bit, so seeded runs drift apart), about 2x faster for this op. The whole train step under XLA is not an
-option on CPU (see benchmarks/results/train_throughput.md). Only the training model is changed; saved
+single pass that reads the activation once: same value to float rounding (not bit for bit, so seeded runs drift
+apart). The whole train step under XLA is not an option on CPU (see benchmarks/results/train_throughput.md). Only the training model is changed; saved
 checkpoints hold weights, so export and inference build the stock network.
 """
 

@@ -1,8 +1,8 @@
 """Numbered tasks shared between this process and helper processes, each taking the next free number.
 
-Used instead of a ``multiprocessing.Pool`` where a whole job takes well under a second (BCCD converts in
-~0.3 s on one core): a pool starts every worker, three handler threads and a task queue, and stops them
-again, ~25-30 ms in all on a 2-core VM. Here the calling process works too, so ``workers=2`` forks one
+Used instead of a ``multiprocessing.Pool`` where a whole job takes well under a second (a small dataset such as
+BCCD): a pool starts every worker, three handler threads and a task queue, and stops them again, a fixed cost
+that is a noticeable share of so short a job. Here the calling process works too, so ``workers=2`` forks one
 helper; task numbers come from a shared counter (a task goes to whichever process is free, as with a pool),
 and helpers send each task's result back on a queue.
 """

@@ -62,11 +62,9 @@ def _anchor_config(meta: dict[str, Any]) -> AnchorConfig:
 
 # A dynamic-batch model runs a big batch as several smaller session runs. On a CPU a big batch buys no parallelism
 # ONNX Runtime does not already get inside each convolution, and once its activations fall out of cache each image
-# costs more. Measured on D0 at batch 8 (2 cores, runs in turns): FP32 512 is as fast at micro-batch 1 or 2 and 17%
-# slower at 8; FP32 256 is 8% faster at 8 than at 1; INT8 (4x smaller activations) is fastest at 8 at 512 and at 4-8
-# at 256. One budget fits all four: about 2 MiB of input-sized activations per run (images x pixels x bytes).
-# The same on a 2-core AMD EPYC (AVX2, no VNNI): FP32 512 at micro-batch 1, 2 and 4 within 1.3%, at 8 9% slower;
-# INT8 512 fastest at 8 (1.13x the images/s of micro-batch 1).
+# costs more. The budget is in activation bytes rather than images because INT8 activations are 4x smaller, so
+# INT8 fits more images per run than FP32 at the same size; one budget suits FP32 and INT8 at 256 and 512 alike:
+# about 2 MiB of input-sized activations per run (images x pixels x bytes; measurements in docs/int8-cpu.md).
 MICRO_BATCH_ACTIVATION_BYTES = 2 * 512 * 512 * 4
 
 
