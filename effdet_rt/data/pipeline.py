@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from effdet_rt.data.tfrecord import feature_spec
 from effdet_rt.data.tfrecord import resolve_tfrecords as resolve_tfrecord_globs
+from effdet_rt.detections import CLASS_ID_OFFSET, category_ids, class_indices
 from effdet_rt.errors import DataError
 from effdet_rt.model.labeler import label_anchors
 
@@ -106,10 +107,12 @@ def _check_example(example: Any, files: list[str], num_classes: int) -> None:
             "convert the dataset with `effdet-rt dataset-convert`"
         )
     labels = list(features["image/object/class/label"].int64_list.value)
-    if labels and (max(labels) > num_classes or min(labels) < 1):
+    first, last = category_ids(0), category_ids(num_classes - 1)
+    if labels and (max(labels) > last or min(labels) < first):
         raise DataError(
-            f"dataset.num_classes = {num_classes + 1} is too small: the TFRecords hold label {max(labels)} "
-            f"(labels must be 1..{num_classes}); set dataset.num_classes to at least {max(labels) + 1}"
+            f"dataset.num_classes = {num_classes + CLASS_ID_OFFSET} is too small: the TFRecords hold label "
+            f"{max(labels)} (labels must be {first}..{last}); set dataset.num_classes to at least "
+            f"{class_indices(max(labels)) + 1 + CLASS_ID_OFFSET}"
         )
 
 
@@ -139,7 +142,7 @@ def decode_example(record: tf.Tensor, opts: PipelineOptions) -> dict[str, tf.Ten
         crowd = tf.pad(crowd, [[0, tf.maximum(0, tf.shape(labels)[0] - tf.shape(crowd)[0])]])[: tf.shape(labels)[0]]
         keep = tf.equal(crowd, 0)
     boxes = tf.boolean_mask(boxes, keep)[: opts.max_instances]
-    classes = tf.boolean_mask(labels, keep)[: opts.max_instances] - 1
+    classes = class_indices(tf.boolean_mask(labels, keep)[: opts.max_instances])
     return {"image": image, "boxes": boxes, "classes": classes}
 
 

@@ -12,8 +12,6 @@ import numpy as np
 
 from effdet_rt.model.boxes import decode_boxes_tf
 
-CLASS_ID_OFFSET = 1  # dataset category id = class index + 1 (the spec's num_classes counts background)
-
 
 @dataclass(frozen=True)
 class NmsConfig:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from effdet_rt.detections import Detections
+from effdet_rt.detections import Detections, category_ids
 from effdet_rt.model.boxes import decode_boxes, pairwise_iou
-from effdet_rt.model.postprocess import CLASS_ID_OFFSET, NmsConfig
+from effdet_rt.model.postprocess import NmsConfig
 
 
 def _hard_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int) -> list[int]:
@@ -46,7 +46,7 @@ def _one_image(logits: np.ndarray, codes: np.ndarray, anchors: np.ndarray, confi
     if n:
         out_boxes[:n] = boxes[chosen]
         out_scores[:n] = scores[chosen]
-        out_classes[:n] = class_index[chosen] + CLASS_ID_OFFSET
+        out_classes[:n] = category_ids(class_index[chosen])
     return out_boxes, out_scores, out_classes, n
 
 
