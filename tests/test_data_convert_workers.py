@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from effdet_rt.cli.main import run
-from effdet_rt.data.record_file import RecordFileWriter, frame_record, masked_crc32c
-from effdet_rt.data.tfrecord import read_tfrecords
+from effdet_rt.data.tfrecord import RecordFileWriter, frame_record, masked_crc32c, read_tfrecords
 
 
 def test_masked_crc32c_known_values():

@@ -31,8 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from effdet_rt.data.coco import CocoDataset
 from effdet_rt.data.labels import LABEL_MAP_NAME, write_label_map
-from effdet_rt.data.record_file import RecordFileWriter
-from effdet_rt.data.tfrecord import encode_example, shard_path
+from effdet_rt.data.tfrecord import RecordFileWriter, encode_example, shard_path
 from effdet_rt.errors import DataError, UserError
 from effdet_rt.utils.atomic import atomic_dir
 from effdet_rt.utils.processes import run_tasks

@@ -9,15 +9,16 @@ repeats exactly and a resumed run sees the same examples as an uninterrupted one
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from effdet_rt.data.tfrecord import feature_spec
-from effdet_rt.data.tfrecord import resolve_tfrecords as resolve_tfrecord_globs
+from effdet_rt.data.tfrecord import feature_spec, read_records
 from effdet_rt.detections import CLASS_ID_OFFSET, category_ids, class_indices
 from effdet_rt.errors import DataError
 from effdet_rt.model.labeler import label_anchors
@@ -70,11 +71,7 @@ def options_from_spec(spec: Any, num_classes: int, augment: bool = True) -> Pipe
 # ---------------------------------------------------------------- files and checks
 
 
-def resolve_tfrecords(patterns: list[str], field: str = "dataset.train_tfrecords") -> list[str]:
-    return resolve_tfrecord_globs(patterns, field)
-
-
-def check_records(files: list[str], num_classes: int, min_examples: int) -> int:
+def check_records(files: list[Path], num_classes: int, min_examples: int) -> int:
     """Check the first records for the features we need and labels within 1..num_classes.
 
     Returns how many records were seen (at most max(SCAN_RECORDS, min_examples)); raises DataError when fewer
@@ -82,13 +79,9 @@ def check_records(files: list[str], num_classes: int, min_examples: int) -> int:
     """
     limit = max(SCAN_RECORDS, min_examples)
     seen = 0
-    try:
-        for raw in tf.data.TFRecordDataset(files).take(limit):
-            example = tf.train.Example.FromString(raw.numpy())
-            _check_example(example, files, num_classes)
-            seen += 1
-    except tf.errors.DataLossError as exc:
-        raise DataError(f"{files[0]}...: damaged or not a TFRecord file ({exc.message}); convert the dataset again") from exc
+    for _, _, raw in itertools.islice(read_records(files), limit):
+        _check_example(tf.train.Example.FromString(raw.numpy()), files, num_classes)
+        seen += 1
     if seen < min_examples:
         raise DataError(
             f"dataset.train_tfrecords hold only {seen} example(s) but one global batch needs {min_examples}; "
@@ -97,7 +90,7 @@ def check_records(files: list[str], num_classes: int, min_examples: int) -> int:
     return seen
 
 
-def _check_example(example: Any, files: list[str], num_classes: int) -> None:
+def _check_example(example: Any, files: list[Path], num_classes: int) -> None:
     features = example.features.feature
     missing = [key for key in REQUIRED_FEATURES if key not in features]
     if missing:
@@ -246,16 +239,16 @@ def add_targets(example: dict[str, tf.Tensor], anchors: np.ndarray, max_instance
 # ---------------------------------------------------------------- the dataset
 
 
-def shuffled_files(files: list[str], loader: Any, seed: int) -> list[str]:
+def shuffled_files(files: list[Path], loader: Any, seed: int) -> list[str]:
+    order = [str(f) for f in files]  # tf.data takes strings, not paths
     if not loader.shuffle_file:
-        return list(files)
-    order = list(files)
+        return order
     random.Random(seed).shuffle(order)
     return order
 
 
 def train_dataset(
-    files: list[str],
+    files: list[Path],
     opts: PipelineOptions,
     anchors: np.ndarray,
     batch_size: int,

@@ -87,9 +87,10 @@ def calibration_source(request: BuildRequest, input_size: tuple[int, int], log: 
     """A callable giving fresh calibration batches, or None when no TFRecords were named."""
     if not request.calib_tfrecords:
         return None
-    from effdet_rt.calib.batches import calibration_batches, resolve_tfrecords
+    from effdet_rt.calib.batches import FIELD, calibration_batches
+    from effdet_rt.data.tfrecord import resolve_tfrecords
 
-    resolve_tfrecords(request.calib_tfrecords)  # a glob that matches nothing fails before any work
+    resolve_tfrecords(request.calib_tfrecords, FIELD)  # a glob that matches nothing fails before any work
 
     def batches():
         return calibration_batches(request.calib_tfrecords, input_size, request.calib_batch_size, request.calib_batches, log=log)
