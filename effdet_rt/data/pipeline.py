@@ -102,10 +102,11 @@ def _check_example(example: Any, files: list[Path], num_classes: int) -> None:
     labels = list(features["image/object/class/label"].int64_list.value)
     first, last = category_ids(0), category_ids(num_classes - 1)
     if labels and (max(labels) > last or min(labels) < first):
+        needed = class_indices(max(labels)) + 1  # real classes up to the highest label
         raise DataError(
             f"dataset.num_classes = {num_classes + CLASS_ID_OFFSET} is too small: the TFRecords hold label "
             f"{max(labels)} (labels must be {first}..{last}); set dataset.num_classes to at least "
-            f"{class_indices(max(labels)) + 1 + CLASS_ID_OFFSET}"
+            f"{needed + CLASS_ID_OFFSET}"
         )
 
 

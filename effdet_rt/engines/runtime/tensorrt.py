@@ -39,7 +39,6 @@ from effdet_rt.onnx.names import (
 __all__ = ["TensorRTEngine", "describe_plan", "engine_info_path", "load_engine", "tensorrt_status"]
 
 
-
 def engine_info_path(engine_path: str | Path) -> Path:
     """The JSON written beside an engine with what the plan itself does not record (precision, ONNX source)."""
     engine_path = Path(engine_path)
