@@ -299,7 +299,7 @@ def converted_shards(job: ConvertJob, workers: int) -> Iterator[list[tuple[int, 
     if workers <= 1:
         yield from (write_shard(job, index) for index in range(job.num_shards))
         return
-    context = _CountingContext("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    context = _RecordingContext("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,))
     try:
         futures = [pool.submit(_write_shard_in_worker, index) for index in range(job.num_shards)]
@@ -315,7 +315,7 @@ def converted_shards(job: ConvertJob, workers: int) -> Iterator[list[tuple[int, 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-class _CountingContext:
+class _RecordingContext:
     """A multiprocessing context that keeps the processes it starts: a broken pool does not say which worker
     died or how, and the exit code tells a user whether it was killed (9) or crashed."""
 
