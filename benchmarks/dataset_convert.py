@@ -2,7 +2,7 @@
 
 - BCCD: all 364 images (640x480 JPEG, ~22 KB each), 4 shards (the figures earlier runs reported).
 - BCCD x4: the same 364 images listed 4 times under new image ids (1,456 images), the default 256 shards;
-  large enough that starting and stopping the helper process (a few ms) stays small beside ~1.3 s of work.
+  large enough that starting and stopping the worker processes (a few ms) stays small beside ~1.3 s of work.
 
 Each repeat is one pair measured back to back: 1 worker, then 2 workers, then a control pair (a pure-Python
 loop of fixed work in 1 process, then split over 2 forked processes: what a second process gained on plain CPU

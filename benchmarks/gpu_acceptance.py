@@ -15,6 +15,7 @@ import numpy as np
 from effdet_rt.data.preprocess import preprocess_batch, read_image
 from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
 from effdet_rt.engines.runtime.base import load
+from effdet_rt.model.boxes import pairwise_iou
 
 
 def images_from(folder: Path, count: int) -> list[np.ndarray]:
@@ -31,11 +32,7 @@ def top_match(ref, det, min_score=0.3) -> float:
         for box, cls in zip(rb[rs >= min_score], rc[rs >= min_score], strict=True):
             total += 1
             if len(db):
-                x1, y1 = np.maximum(box[:2], db[:, :2]).T
-                x2, y2 = np.minimum(box[2:], db[:, 2:]).T
-                inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-                area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-                iou = inter / (area(box) + area(db) - inter + 1e-9)
+                iou = pairwise_iou(box[None], db)[0]
                 hits += bool(((iou >= 0.5) & (dc == cls)).any())
     return hits / max(total, 1)
 

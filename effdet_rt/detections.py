@@ -7,6 +7,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# TAO counts the background as class 0: the network's 0-based class index i is dataset category id i + 1, and the
+# spec's dataset.num_classes is the number of real classes + 1.
+CLASS_ID_OFFSET = 1
+
+
+def category_ids(class_indices):
+    """Dataset category ids of 0-based class indices (an int, a NumPy array or a tensor)."""
+    return class_indices + CLASS_ID_OFFSET
+
+
+def class_indices(category_ids):
+    """0-based class indices of dataset category ids: the inverse of category_ids."""
+    return category_ids - CLASS_ID_OFFSET
+
 
 @dataclass
 class Detections:

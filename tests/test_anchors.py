@@ -3,7 +3,7 @@ import pytest
 
 from effdet_rt.errors import SpecError
 from effdet_rt.model.anchors import AnchorConfig, generate_anchors, parse_aspect_ratios
-from effdet_rt.model.box_coder import decode_boxes, encode_boxes
+from effdet_rt.model.boxes import decode_boxes, encode_boxes, pairwise_iou, pairwise_iou_tf
 
 
 def test_d0_anchor_count_and_first_anchors():
@@ -32,6 +32,16 @@ def test_box_coder_round_trip():
     np.testing.assert_allclose(decode_boxes(encode_boxes(boxes, anchors), anchors), boxes, atol=1e-5, rtol=1e-6)
     # an anchor encodes to zeros
     np.testing.assert_allclose(encode_boxes(anchors, anchors), 0.0, atol=1e-6)
+
+
+def test_pairwise_iou_by_hand_in_either_corner_order_and_in_tensorflow():
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 20]], np.float32)
+    b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 0, 0], [10, 10, 0, 0]], np.float32)
+    # overlap 5x10 of two 10x10 boxes: 50 / 150; of a 10x20 and a 10x10 box: 50 / 250; no overlap, no area: 0
+    want = np.array([[1 / 3, 0, 0, 0], [0.2, 0, 0, 0]], np.float32)
+    np.testing.assert_allclose(pairwise_iou(a, b), want, rtol=1e-6)
+    np.testing.assert_allclose(pairwise_iou(a[:, [1, 0, 3, 2]], b[:, [1, 0, 3, 2]]), want, rtol=1e-6)
+    np.testing.assert_array_equal(pairwise_iou_tf(a, b).numpy(), pairwise_iou(a, b))
 
 
 def test_parse_aspect_ratios():

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from effdet_rt.calib.batches import calibration_batches, resolve_tfrecords
+from effdet_rt.calib.batches import calibration_batches
 from effdet_rt.data.preprocess import decode_image, preprocess_image
+from effdet_rt.data.tfrecord import resolve_tfrecords
 from effdet_rt.errors import DataError
 
 SIZE = (32, 48)

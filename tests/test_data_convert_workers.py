@@ -1,4 +1,5 @@
-"""dataset-convert with worker processes: TF-free TFRecord framing, shard placement, same bytes for 1 and 2 workers."""
+"""dataset-convert with worker processes: TF-free TFRecord framing, shard placement, same bytes for 1 and 2 workers,
+and what the process pool does when a worker fails, dies or the user presses Ctrl-C."""
 
 import json
 import sys
@@ -7,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from effdet_rt.cli.main import run
-from effdet_rt.data.record_file import RecordFileWriter, frame_record, masked_crc32c
-from effdet_rt.data.tfrecord import read_tfrecords
+from effdet_rt.data.tfrecord import RecordFileWriter, frame_record, masked_crc32c, read_tfrecords
 
 
 def test_masked_crc32c_known_values():
@@ -132,3 +132,42 @@ def test_a_helper_killed_mid_conversion_is_one_error_line_and_no_output(seven_im
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: a helper process stopped (exit code 9) before finishing")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_workers_exception_reaches_the_caller_and_nothing_is_written(seven_images, tmp_path, monkeypatch):
+    import multiprocessing
+    import os
+
+    from effdet_rt.data import convert
+    from effdet_rt.data.coco import load_coco
+
+    caller = os.getpid()
+
+    def fails_in_a_worker(job, index):
+        assert os.getpid() != caller, "with 2 workers and 7 shards every shard runs in a worker process"
+        raise ValueError(f"shard {index} failed in a worker")
+
+    ann, images = seven_images
+    monkeypatch.setattr(convert, "write_shard", fails_in_a_worker)
+    with pytest.raises(ValueError, match=r"shard \d failed in a worker"):
+        convert.convert_dataset(load_coco(ann), images, tmp_path / "out", "seven", num_shards=7, workers=2)
+    assert multiprocessing.active_children() == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_never_more_processes_than_shards(seven_images, tmp_path, monkeypatch):
+    import os
+
+    from effdet_rt.data import convert
+    from effdet_rt.data.coco import load_coco
+
+    pids, write_shard = [], convert.write_shard
+
+    def records_its_process(job, index):
+        pids.append(os.getpid())
+        return write_shard(job, index)
+
+    ann, images = seven_images
+    monkeypatch.setattr(convert, "write_shard", records_its_process)
+    report = convert.convert_dataset(load_coco(ann), images, tmp_path / "out", "one", num_shards=1, workers=2)
+    assert pids == [os.getpid()] and report.images_written == 5  # one shard: no pool, the caller converts it

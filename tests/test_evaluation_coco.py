@@ -200,3 +200,20 @@ def test_cli_without_a_model_says_what_to_pass(capsys):
     assert run(["evaluate", "-a", "x.json"]) == 2
     err = capsys.readouterr().err
     assert "error: evaluate needs -m/--model" in err and "effdet-rt evaluate-detections" in err
+
+
+def test_ground_truth_needs_less_than_conversion_but_is_checked_by_the_same_rules():
+    from effdet_rt.data.coco import parse_coco
+
+    minimal = {"images": [{"id": 1}, {"id": 2}], "categories": [{"id": 1}],
+               "annotations": [{k: a[k] for k in ("image_id", "category_id", "bbox")} for a in GROUND_TRUTH["annotations"]]}
+    assert evaluate_coco(minimal, DETECTIONS)["AP"] == pytest.approx(629 / 1010, abs=1e-12)  # area, ids, names filled in
+    with pytest.raises(DataError, match=r"categories\[0\] needs 'id' and 'name'"):
+        parse_coco(minimal, "minimal.json")  # conversion writes the names into label_map.yaml
+    with pytest.raises(DataError, match=r"images\[0\] is missing the 'file_name' key"):
+        parse_coco({**minimal, "categories": GROUND_TRUTH["categories"]}, "minimal.json")  # and reads the files
+    stray = {**GROUND_TRUTH, "annotations": [{**GROUND_TRUTH["annotations"][0], "image_id": 9}]}
+    message = "annotation 1 names image_id 9, which is not in 'images'"
+    for check in (lambda: evaluate_coco(stray, DETECTIONS), lambda: parse_coco(stray, "ground truth")):
+        with pytest.raises(DataError, match=f"ground truth: {message}"):
+            check()

@@ -13,12 +13,11 @@ from effdet_rt.data.pipeline import (
     check_records,
     decode_example,
     flip_horizontally,
-    resolve_tfrecords,
     train_dataset,
     transform_example,
 )
 from effdet_rt.data.preprocess import preprocess_image
-from effdet_rt.data.tfrecord import encode_example
+from effdet_rt.data.tfrecord import encode_example, resolve_tfrecords
 from effdet_rt.errors import DataError
 from effdet_rt.model.anchors import AnchorConfig, generate_anchors
 

@@ -106,7 +106,7 @@ def test_small_box_is_force_matched_to_exactly_one_anchor(anchors_128):
     anchor = anchors_128[positives[0]]
     assert anchor[2] - anchor[0] < 64 and anchor[0] < 13 and anchor[2] > 10  # a level-3 anchor over the box
     # the code decodes back to the box
-    from effdet_rt.model.box_coder import decode_boxes
+    from effdet_rt.model.boxes import decode_boxes
     np.testing.assert_allclose(decode_boxes(codes.numpy()[positives[0]], anchor), small[0], atol=1e-3)
 
 

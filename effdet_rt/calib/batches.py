@@ -12,16 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from effdet_rt.data.preprocess import decode_image, preprocess_image
+from effdet_rt.data.tfrecord import read_records, resolve_tfrecords
 from effdet_rt.errors import DataError
 
 IMAGE_FEATURE = "image/encoded"
-
-
-def resolve_tfrecords(tfrecord_globs: Sequence[str]) -> list[Path]:
-    """Every file the calibration globs match, sorted and once each (see data.tfrecord.resolve_tfrecords)."""
-    from effdet_rt.data.tfrecord import resolve_tfrecords as resolve
-
-    return [Path(f) for f in resolve(tfrecord_globs, "calibration.tfrecords")]
+FIELD = "calibration.tfrecords"
 
 
 def encoded_images(files: Sequence[Path]) -> Iterator[tuple[bytes, str]]:
@@ -29,20 +24,15 @@ def encoded_images(files: Sequence[Path]) -> Iterator[tuple[bytes, str]]:
     import tensorflow as tf
 
     features = {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)}
-    for path in files:
-        dataset = tf.data.TFRecordDataset([str(path)])
+    for path, index, record in read_records(files):
         try:
-            for index, record in enumerate(dataset):
-                try:
-                    example = tf.io.parse_single_example(record, features)
-                except tf.errors.InvalidArgumentError as exc:
-                    raise DataError(
-                        f"{path}: record {index} has no '{IMAGE_FEATURE}' bytes feature; "
-                        "write the TFRecords with `effdet-rt dataset-convert`"
-                    ) from exc
-                yield example[IMAGE_FEATURE].numpy(), f"{path}#{index}"
-        except tf.errors.DataLossError as exc:
-            raise DataError(f"{path}: not a readable TFRecord file ({exc.message}); regenerate it") from exc
+            example = tf.io.parse_single_example(record, features)
+        except tf.errors.InvalidArgumentError as exc:
+            raise DataError(
+                f"{path}: record {index} has no '{IMAGE_FEATURE}' bytes feature; "
+                "write the TFRecords with `effdet-rt dataset-convert`"
+            ) from exc
+        yield example[IMAGE_FEATURE].numpy(), f"{path}#{index}"
 
 
 def calibration_batches(
@@ -62,7 +52,7 @@ def calibration_batches(
             f"calibration batch_size={batch_size}, batches={num_batches}: both must be >= 1; "
             "fix calibration.batch_size / calibration.batches"
         )
-    files = resolve_tfrecords(tfrecord_globs)
+    files = resolve_tfrecords(tfrecord_globs, FIELD)
     wanted = batch_size * num_batches
     pending: list[np.ndarray] = []
     produced = 0

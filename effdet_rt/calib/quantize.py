@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from effdet_rt.errors import DataError, ModelFileError
+from effdet_rt.onnx.names import RAW_OUTPUTS
 from effdet_rt.utils.atomic import atomic_path
 
 PROFILES = ("onnxruntime", "tensorrt")
@@ -49,7 +50,7 @@ class BatchReader:
 
 def postprocess_node_names(model) -> list[str]:
     """Nodes after the network's raw heads (NMS, decoding): kept in float."""
-    heads = {"class_logits", "box_codes"}
+    heads = set(RAW_OUTPUTS)
     downstream: set[str] = set()
     excluded = []
     for node in model.graph.node:  # nodes are topologically sorted
@@ -61,7 +62,7 @@ def postprocess_node_names(model) -> list[str]:
 
 def check_heads_present(model) -> None:
     names = {o for n in model.graph.node for o in n.output} | {o.name for o in model.graph.output}
-    if not {"class_logits", "box_codes"} <= names:
+    if not set(RAW_OUTPUTS) <= names:
         raise ModelFileError("the ONNX model has no class_logits/box_codes tensors; export it with `effdet-rt export`")
 
 

@@ -1,11 +1,11 @@
 """dataset-convert: a COCO json + image folder -> sharded TFRecords, <tag>_warnings.json, label_map.yaml.
 
 Image k of the json goes to shard k % n (as TAO does when no image is skipped; a skipped image leaves its
-shard one record short). Each worker (the main process, and with ``workers=2`` one forked helper) converts
-whole shards, taking the next unconverted one when it is free: it reads each image, checks that it decodes,
-cleans its boxes, serialises the Example and writes the shard's TFRecord file itself, in image order; only
-small per-image summaries (counts, warnings) go back from a helper to the main process. So the files are the
-same for any number of workers, and neither the main process nor the workers need TensorFlow.
+shard one record short). With one worker the main process converts the shards in order; with more, a
+``concurrent.futures`` process pool does, each worker taking the next unconverted shard when it is free. A
+worker reads each image of its shard, checks that it decodes, cleans its boxes, serialises the Example and writes
+the shard's TFRecord file itself, in image order; only small per-image summaries (counts, warnings) go back to
+the main process. So the files are the same for any number of workers, and no process needs TensorFlow.
 
 Box cleaning: a box reaching outside the image is clipped to it and kept; a box with no area (width or
 height <= 0, also after clipping) is dropped. Both are listed in the warnings file, TAO's format:
@@ -16,12 +16,16 @@ height <= 0, also after clipping) is dropped. Both are listed in the warnings fi
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import signal
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +35,9 @@ from PIL import Image, UnidentifiedImageError
 
 from effdet_rt.data.coco import CocoDataset
 from effdet_rt.data.labels import LABEL_MAP_NAME, write_label_map
-from effdet_rt.data.record_file import RecordFileWriter
-from effdet_rt.data.tfrecord import encode_example, shard_path
+from effdet_rt.data.tfrecord import RecordFileWriter, encode_example, shard_path
 from effdet_rt.errors import DataError, UserError
 from effdet_rt.utils.atomic import atomic_dir
-from effdet_rt.utils.processes import run_tasks
 from effdet_rt.utils.status import progress_bar
 
 DEFAULT_NUM_SHARDS = 256
@@ -266,6 +268,76 @@ def write_shard(job: ConvertJob, index: int) -> list[tuple[int, ImageResult]]:
     return results
 
 
+# ---- the worker processes ----------------------------------------------------------------------------------
+
+
+class HelperProcessDied(UserError):
+    """A worker process exited without finishing (killed, out of memory); its shard's result is lost."""
+
+
+_worker_job: ConvertJob | None = None  # the job of this worker process, set once when the pool starts it
+
+
+def _start_worker(job: ConvertJob) -> None:
+    global _worker_job
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle: it cancels the rest
+    _worker_job = job
+
+
+def _write_shard_in_worker(index: int) -> list[tuple[int, ImageResult]]:
+    return write_shard(_worker_job, index)
+
+
+def converted_shards(job: ConvertJob, workers: int) -> Iterator[list[tuple[int, ImageResult]]]:
+    """write_shard's results for every shard, in finishing order, on ``workers`` processes.
+
+    The job goes to each worker once, when the pool starts it, so a task is just a shard index. A worker's
+    exception is raised here; on any exception (Ctrl-C included) the shards not yet started are cancelled and
+    the workers are joined before it propagates.
+    """
+    workers = min(workers, job.num_shards)
+    if workers <= 1:
+        yield from (write_shard(job, index) for index in range(job.num_shards))
+        return
+    context = _RecordingContext("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(job,))
+    try:
+        futures = [pool.submit(_write_shard_in_worker, index) for index in range(job.num_shards)]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool as exc:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise HelperProcessDied(
+                f"a helper process stopped (exit code {context.first_exit_code()}) before finishing its tasks; "
+                "was it killed or out of memory? Run again, or with --workers 1") from exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _RecordingContext:
+    """A multiprocessing context that keeps the processes it starts: a broken pool does not say which worker
+    died or how, and the exit code tells a user whether it was killed (9) or crashed."""
+
+    def __init__(self, method: str):
+        self._context = multiprocessing.get_context(method)
+        self.processes: list[Any] = []
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - the multiprocessing context API
+        process = self._context.Process(*args, **kwargs)
+        self.processes.append(process)
+        return process
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def first_exit_code(self) -> int | str:
+        """The exit code of a worker that died by itself: the pool ends the others with SIGTERM."""
+        codes = [p.exitcode for p in self.processes if p.exitcode is not None]
+        own = [code for code in codes if code != -signal.SIGTERM]
+        return (own or codes or ["unknown"])[0]
+
+
 # ---- the whole dataset -------------------------------------------------------------------------------------
 
 
@@ -304,7 +376,7 @@ def convert_dataset(
         by_position: list[ImageResult | None] = [None] * len(job.images)
         with progress_bar() as progress:
             bar = progress.add_task(f"converting {tag}", total=len(job.images), info="")
-            for shard in run_tasks(functools.partial(write_shard, job), job.num_shards, workers):
+            for shard in converted_shards(job, workers):
                 for position, result in shard:
                     by_position[position] = result
                 progress.update(bar, advance=len(shard))

@@ -9,15 +9,17 @@ repeats exactly and a resumed run sees the same examples as an uninterrupted one
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from effdet_rt.data.tfrecord import feature_spec
-from effdet_rt.data.tfrecord import resolve_tfrecords as resolve_tfrecord_globs
+from effdet_rt.data.tfrecord import feature_spec, read_records
+from effdet_rt.detections import CLASS_ID_OFFSET, category_ids, class_indices
 from effdet_rt.errors import DataError
 from effdet_rt.model.labeler import label_anchors
 
@@ -69,11 +71,7 @@ def options_from_spec(spec: Any, num_classes: int, augment: bool = True) -> Pipe
 # ---------------------------------------------------------------- files and checks
 
 
-def resolve_tfrecords(patterns: list[str], field: str = "dataset.train_tfrecords") -> list[str]:
-    return resolve_tfrecord_globs(patterns, field)
-
-
-def check_records(files: list[str], num_classes: int, min_examples: int) -> int:
+def check_records(files: list[Path], num_classes: int, min_examples: int) -> int:
     """Check the first records for the features we need and labels within 1..num_classes.
 
     Returns how many records were seen (at most max(SCAN_RECORDS, min_examples)); raises DataError when fewer
@@ -81,13 +79,9 @@ def check_records(files: list[str], num_classes: int, min_examples: int) -> int:
     """
     limit = max(SCAN_RECORDS, min_examples)
     seen = 0
-    try:
-        for raw in tf.data.TFRecordDataset(files).take(limit):
-            example = tf.train.Example.FromString(raw.numpy())
-            _check_example(example, files, num_classes)
-            seen += 1
-    except tf.errors.DataLossError as exc:
-        raise DataError(f"{files[0]}...: damaged or not a TFRecord file ({exc.message}); convert the dataset again") from exc
+    for _, _, raw in itertools.islice(read_records(files), limit):
+        _check_example(tf.train.Example.FromString(raw.numpy()), files, num_classes)
+        seen += 1
     if seen < min_examples:
         raise DataError(
             f"dataset.train_tfrecords hold only {seen} example(s) but one global batch needs {min_examples}; "
@@ -96,7 +90,7 @@ def check_records(files: list[str], num_classes: int, min_examples: int) -> int:
     return seen
 
 
-def _check_example(example: Any, files: list[str], num_classes: int) -> None:
+def _check_example(example: Any, files: list[Path], num_classes: int) -> None:
     features = example.features.feature
     missing = [key for key in REQUIRED_FEATURES if key not in features]
     if missing:
@@ -106,10 +100,13 @@ def _check_example(example: Any, files: list[str], num_classes: int) -> None:
             "convert the dataset with `effdet-rt dataset-convert`"
         )
     labels = list(features["image/object/class/label"].int64_list.value)
-    if labels and (max(labels) > num_classes or min(labels) < 1):
+    first, last = category_ids(0), category_ids(num_classes - 1)
+    if labels and (max(labels) > last or min(labels) < first):
+        needed = class_indices(max(labels)) + 1  # real classes up to the highest label
         raise DataError(
-            f"dataset.num_classes = {num_classes + 1} is too small: the TFRecords hold label {max(labels)} "
-            f"(labels must be 1..{num_classes}); set dataset.num_classes to at least {max(labels) + 1}"
+            f"dataset.num_classes = {num_classes + CLASS_ID_OFFSET} is too small: the TFRecords hold label "
+            f"{max(labels)} (labels must be {first}..{last}); set dataset.num_classes to at least "
+            f"{needed + CLASS_ID_OFFSET}"
         )
 
 
@@ -139,7 +136,7 @@ def decode_example(record: tf.Tensor, opts: PipelineOptions) -> dict[str, tf.Ten
         crowd = tf.pad(crowd, [[0, tf.maximum(0, tf.shape(labels)[0] - tf.shape(crowd)[0])]])[: tf.shape(labels)[0]]
         keep = tf.equal(crowd, 0)
     boxes = tf.boolean_mask(boxes, keep)[: opts.max_instances]
-    classes = tf.boolean_mask(labels, keep)[: opts.max_instances] - 1
+    classes = class_indices(tf.boolean_mask(labels, keep)[: opts.max_instances])
     return {"image": image, "boxes": boxes, "classes": classes}
 
 
@@ -243,16 +240,16 @@ def add_targets(example: dict[str, tf.Tensor], anchors: np.ndarray, max_instance
 # ---------------------------------------------------------------- the dataset
 
 
-def shuffled_files(files: list[str], loader: Any, seed: int) -> list[str]:
+def shuffled_files(files: list[Path], loader: Any, seed: int) -> list[str]:
+    order = [str(f) for f in files]  # tf.data takes strings, not paths
     if not loader.shuffle_file:
-        return list(files)
-    order = list(files)
+        return order
     random.Random(seed).shuffle(order)
     return order
 
 
 def train_dataset(
-    files: list[str],
+    files: list[Path],
     opts: PipelineOptions,
     anchors: np.ndarray,
     batch_size: int,

@@ -1,22 +1,29 @@
-"""The TFRecord layout written by dataset-convert and parsed by the training pipeline.
+"""TFRecords, all of it: the layout dataset-convert writes, the writer, the glob resolver and the reader.
 
 Each record is a ``tf.train.Example`` with the keys automl's and TAO's EfficientDet readers use. Boxes are
 normalised to 0..1 by the image size; ``image/object/class/label`` holds the COCO category ids of the
 annotation file (1..N for VOC imports, sorted class names), so a spec trained on them sets
 ``num_classes = N + 1`` (0 is background).
 
-Examples are serialised here without TensorFlow (the protobuf wire format is a few lines), so converter
-worker processes never import it. ``FEATURE_SPEC`` and ``read_tfrecords`` do import TensorFlow, lazily.
+Writing needs no TensorFlow (the Example wire format and the file framing are a few lines each), so converter
+worker processes never import it. Reading, ``feature_spec`` and ``FEATURE_SPEC`` import TensorFlow, lazily.
+
+A TFRecord file is a sequence of frames: the payload length (uint64, little-endian), the masked CRC-32C of
+those 8 bytes (uint32), the payload, and the masked CRC-32C of the payload (uint32). The bytes are the same
+as ``tf.io.TFRecordWriter`` writes with no compression.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import google_crc32c
 import numpy as np
 
 from effdet_rt.errors import DataError
@@ -96,6 +103,75 @@ def encode_example(features: dict[str, FeatureValue]) -> bytes:
     return _length_delimited(1, b"".join(_feature(key, values) for key, values in features.items()))
 
 
+# ---- TFRecord file framing --------------------------------------------------------------------------------
+
+_MASK_DELTA = 0xA282EAD8
+
+
+def masked_crc32c(data: bytes) -> int:
+    crc = google_crc32c.value(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame_record(payload: bytes) -> bytes:
+    length = struct.pack("<Q", len(payload))
+    return b"".join(
+        (length, struct.pack("<I", masked_crc32c(length)), payload, struct.pack("<I", masked_crc32c(payload)))
+    )
+
+
+class RecordFileWriter:
+    """Appends framed records to one uncompressed TFRecord file; use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike):
+        self._handle = open(path, "wb")  # closed by close() / __exit__
+
+    def write(self, payload: bytes) -> None:
+        self._handle.write(frame_record(payload))
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> RecordFileWriter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# ---- finding the files ------------------------------------------------------------------------------------
+
+
+def tfrecord_files(pattern: str | os.PathLike) -> list[Path]:
+    """Files matching a glob pattern (or one file, or every *.tfrecord in a folder), sorted."""
+    text = str(pattern)
+    if os.path.isdir(text):
+        text = os.path.join(text, "*.tfrecord")
+    files = sorted(glob.glob(text))
+    if not files:
+        raise DataError(f"{pattern}: no TFRecord files match this glob; pass a pattern such as 'out/train-*.tfrecord'")
+    return [Path(f) for f in files]
+
+
+def resolve_tfrecords(patterns: str | os.PathLike | Sequence[str | os.PathLike],
+                      field: str = "dataset.train_tfrecords") -> list[Path]:
+    """Every file the globs of spec field ``field`` match, sorted, each once; an empty list or a glob that
+    matches nothing is an error naming the field."""
+    if isinstance(patterns, str | os.PathLike):
+        patterns = [patterns]
+    if not patterns:
+        raise DataError(f"{field} is empty; set it to the TFRecord glob(s) written by dataset-convert")
+    files: set[Path] = set()
+    for pattern in patterns:
+        try:
+            files.update(tfrecord_files(pattern))
+        except DataError as exc:
+            raise DataError(f"{field}: {exc}") from exc
+    return sorted(files)
+
+
 # ---- reading (TensorFlow) ---------------------------------------------------------------------------------
 
 
@@ -119,45 +195,32 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def tfrecord_files(pattern: str | os.PathLike) -> list[str]:
-    """Files matching a glob pattern (or one file, or every *.tfrecord in a folder), sorted."""
-    text = str(pattern)
-    if os.path.isdir(text):
-        text = os.path.join(text, "*.tfrecord")
-    files = sorted(glob.glob(text))
-    if not files:
-        raise DataError(f"{pattern}: no TFRecord files match this glob; pass a pattern such as 'out/train-*.tfrecord'")
-    return files
+def read_records(files: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, int, Any]]:
+    """(file, record index, serialised record tensor) for every record, files in the given order, records in
+    file order; a damaged or foreign file is a DataError naming it."""
+    import tensorflow as tf
 
-
-def resolve_tfrecords(patterns: str | os.PathLike | Sequence[str], field: str) -> list[str]:
-    """Every file the globs of spec field ``field`` match, sorted, each once; an empty list or a glob that
-    matches nothing is an error naming the field."""
-    if isinstance(patterns, str | os.PathLike):
-        patterns = [str(patterns)]
-    if not patterns:
-        raise DataError(f"{field} is empty; set it to the TFRecord glob(s) written by dataset-convert")
-    files: set[str] = set()
-    for pattern in patterns:
+    for path in files:
         try:
-            files.update(tfrecord_files(pattern))
-        except DataError as exc:
-            raise DataError(f"{field}: {exc}") from exc
-    return sorted(files)
+            for index, record in enumerate(tf.data.TFRecordDataset([str(path)])):
+                yield Path(path), index, record
+        except tf.errors.DataLossError as exc:
+            raise DataError(f"{path}: damaged or not a TFRecord file ({exc.message}); convert the dataset again "
+                            "with `effdet-rt dataset-convert`") from exc
+
+
+def parse_record(record: Any) -> dict[str, Any]:
+    """One serialised record as a dict: scalar features as bytes/int, list features as numpy arrays."""
+    import tensorflow as tf
+
+    parsed = tf.io.parse_single_example(record, feature_spec())
+    return {key: _to_python(key, value) for key, value in parsed.items()}
 
 
 def read_tfrecords(pattern: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Yield one dict per record, in file order: scalar features as bytes/int, list features as numpy arrays."""
-    import tensorflow as tf
-
-    spec = feature_spec()
-    dataset = tf.data.TFRecordDataset(tfrecord_files(pattern))
-    try:
-        for record in dataset:
-            parsed = tf.io.parse_single_example(record, spec)
-            yield {key: _to_python(key, value) for key, value in parsed.items()}
-    except tf.errors.DataLossError as exc:
-        raise DataError(f"{pattern}: damaged TFRecord file ({exc.message}); convert the dataset again") from exc
+    """Yield one parse_record dict per record of the files matching ``pattern``, in file order."""
+    for _, _, record in read_records(tfrecord_files(pattern)):
+        yield parse_record(record)
 
 
 def _to_python(key: str, value: Any) -> Any:

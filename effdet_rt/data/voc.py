@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image
 
+from effdet_rt.detections import category_ids
 from effdet_rt.errors import DataError
 
 ALL_SPLIT = "all"
@@ -117,7 +118,7 @@ def voc_to_coco(root: str | os.PathLike, split: str = ALL_SPLIT) -> dict[str, An
     names = sorted({obj.name for image in parsed for obj in image.objects})
     if not names:
         raise DataError(f"{folder}: no <object> in any XML; the dataset has no boxes")
-    category_ids = {name: index + 1 for index, name in enumerate(names)}
+    id_of_name = {name: category_ids(index) for index, name in enumerate(names)}
     wanted_set = set(wanted)
     images, annotations = [], []
     ann_id = 0
@@ -128,11 +129,11 @@ def voc_to_coco(root: str | os.PathLike, split: str = ALL_SPLIT) -> dict[str, An
         for obj in image.objects:
             ann_id += 1
             if keep:
-                annotations.append(_coco_annotation(ann_id, image_id, category_ids[obj.name], obj))
+                annotations.append(_coco_annotation(ann_id, image_id, id_of_name[obj.name], obj))
     return {
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": cid, "name": name, "supercategory": "none"} for name, cid in category_ids.items()],
+        "categories": [{"id": cid, "name": name, "supercategory": "none"} for name, cid in id_of_name.items()],
     }
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from effdet_rt.detections import CLASS_ID_OFFSET, class_indices
 from effdet_rt.errors import DataError
 
 SYNTH_TRAIN_IMAGES = 96
@@ -25,8 +26,8 @@ class DemoData:
 
     @property
     def num_classes(self) -> int:
-        """The spec's dataset.num_classes: real classes + background."""
-        return max(self.categories) + 1
+        """The spec's dataset.num_classes: real classes (up to the highest category id) + background."""
+        return class_indices(max(self.categories)) + 1 + CLASS_ID_OFFSET
 
 
 def _convert(dataset, json_bytes: bytes, image_dir: Path, out_dir: Path, tag: str):

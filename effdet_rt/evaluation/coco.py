@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.data.coco import load_ground_truth, load_results
 from effdet_rt.detections import Detections
 from effdet_rt.errors import DataError
-from effdet_rt.evaluation.coco_inputs import load_ground_truth, load_results
 from effdet_rt.evaluation.pr_curve import draw_pr_curves
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import tf_keras as keras
 
 from effdet_rt.model.efficientdet import flatten_outputs, split_outputs
-
-CLASS_LOGITS = "class_logits"
-BOX_CODES = "box_codes"
+from effdet_rt.onnx.names import BOX_CODES, CLASS_LOGITS
 
 
 class FlattenHeads(keras.layers.Layer):

@@ -7,17 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from effdet_rt.detections import Detections
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of (n, 4) and (m, 4) x1, y1, x2, y2 boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+from effdet_rt.model.boxes import pairwise_iou
 
 
 @dataclass(frozen=True)
@@ -44,7 +34,7 @@ def match_detections(
         cand_total += len(cb)
         if not len(rb) or not len(cb):
             continue
-        iou = box_iou(rb, cb)
+        iou = pairwise_iou(rb, cb)
         ok = (iou >= iou_threshold) & (rc[:, None] == cc[None, :])
         if score_tolerance is not None:
             ok &= np.abs(rs[:, None] - cs[None, :]) <= score_tolerance

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from effdet_rt.detections import Detections
+from effdet_rt.detections import Detections, category_ids
 from effdet_rt.errors import UserError
 from effdet_rt.export.verify import MatchReport, match_detections
+from effdet_rt.onnx.names import INPUT_NAME
 
 MAX_HEAD_DIFF = 1e-4
 MIN_MATCH_RATE = 0.99
@@ -60,7 +61,6 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
 
     from effdet_rt.engines.runtime.onnxruntime import session_options
     from effdet_rt.export.heads import raw_heads_model
-    from effdet_rt.model.postprocess import CLASS_ID_OFFSET
 
     setup = keras_engine.setup
     heads = raw_heads_model(keras_engine.model, setup.num_levels, setup.num_classes)
@@ -70,14 +70,14 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
         options = session_options()
         options.graph_optimization_level = level
         raw = ort.InferenceSession(raw_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        onnx_logits, onnx_codes = raw.run(None, {"images": batch})
+        onnx_logits, onnx_codes = raw.run(None, {INPUT_NAME: batch})
         return float(max(np.abs(tf_logits - onnx_logits).max(), np.abs(tf_codes - onnx_codes).max()))
 
     diff = heads_diff(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
     layout_diff = heads_diff(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     nms = ort.InferenceSession(nms_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
-    num, boxes, scores, classes = nms.run(None, {"images": batch})
-    onnx_dets = Detections(boxes, scores, classes + CLASS_ID_OFFSET, num[:, 0])
+    num, boxes, scores, classes = nms.run(None, {INPUT_NAME: batch})
+    onnx_dets = Detections(boxes, scores, category_ids(classes), num[:, 0])
     reference, candidate = comparable(keras_engine.run(batch), onnx_dets, keras_engine.nms_config.max_detections)
     return VerifyReport(diff, match_detections(reference, candidate), len(batch), layout_diff)
 

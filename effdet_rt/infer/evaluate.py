@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from effdet_rt.data.preprocess import decode_image
+from effdet_rt.data.tfrecord import parse_record, read_records, resolve_tfrecords
 from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import DataError
 from effdet_rt.infer.runner import ImageResult, Source, infer_batches
 
 if TYPE_CHECKING:
     from effdet_rt.evaluation.coco import CocoEvaluation
+
+VAL_FIELD = "dataset.val_tfrecords"
 
 
 def coco_image_id(source_id: bytes, where: str) -> int | str:
@@ -24,26 +28,15 @@ def coco_image_id(source_id: bytes, where: str) -> int | str:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-def _unique_files(patterns: Sequence[str]) -> list[str]:
-    from effdet_rt.data.tfrecord import resolve_tfrecords
-
-    return resolve_tfrecords(patterns, "dataset.val_tfrecords")
-
-
 def tfrecord_sources(val_tfrecords: Sequence[str], limit: int | None = None) -> Iterator[Source]:
     """One Source per record (files in glob order, records in file order), keyed by COCO image id."""
-    from effdet_rt.data.tfrecord import read_tfrecords
-
-    count = 0
-    for path in _unique_files(val_tfrecords):
-        for index, record in enumerate(read_tfrecords(path)):
-            if limit is not None and count >= limit:
-                return
-            where = f"{path}#{index}"
-            data = record["image/encoded"]
-            yield Source(coco_image_id(record["image/source_id"], where),
-                         lambda data=data, where=where: decode_image(data, where))
-            count += 1
+    records = read_records(resolve_tfrecords(val_tfrecords, VAL_FIELD))
+    for path, index, serialised in itertools.islice(records, limit):
+        record = parse_record(serialised)
+        where = f"{path}#{index}"
+        data = record["image/encoded"]
+        yield Source(coco_image_id(record["image/source_id"], where),
+                     lambda data=data, where=where: decode_image(data, where))
 
 
 def detect_all(engine: Engine, sources: Iterator[Source], batch_size: int) -> list[ImageResult]:
@@ -118,7 +111,7 @@ def evaluate_model_file(model: str | os.PathLike, spec: Any, *, key: str | None 
         raise DataError("no ground truth: set dataset.val_json_file in the spec or pass -a/--annotations-file")
     if not Path(val_json).is_file():
         raise DataError(f"{val_json}: ground-truth json not found; fix dataset.val_json_file or -a")
-    _unique_files(dataset.val_tfrecords)  # a glob matching nothing fails here, before the model loads
+    resolve_tfrecords(dataset.val_tfrecords, VAL_FIELD)  # a glob matching nothing fails here, before the model loads
     names = load_label_map(settings.label_map) if settings.label_map else None
     engine = load(model, key=key, spec=spec)
     return run_engine_evaluation(engine, dataset.val_tfrecords, val_json, num_samples=settings.num_samples,

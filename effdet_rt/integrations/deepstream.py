@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from effdet_rt.detections import category_ids, class_indices
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.onnx.names import OUTPUT_NAMES
 from effdet_rt.utils.atomic import atomic_dir
 
 PARSE_FUNCTION = "NvDsInferParseCustomEfficientNMS"
 PARSER_LIBRARY = "/opt/nvidia/deepstream/deepstream/lib/libnvds_infercustomparser.so"
-OUTPUT_BLOBS = "num_detections;detection_boxes;detection_scores;detection_classes"
 NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 
 
@@ -25,7 +26,8 @@ def read_labels(path: str | Path) -> list[str]:
     from effdet_rt.data.labels import load_label_map
 
     mapping = load_label_map(path)
-    return [mapping.get(i, f"unused_{i}") for i in range(1, max(mapping) + 1)]
+    ids = [category_ids(index) for index in range(class_indices(max(mapping)) + 1)]
+    return [mapping.get(i, f"unused_{i}") for i in ids]
 
 
 def model_input(path: Path) -> tuple[int, int, int, str]:
@@ -74,7 +76,7 @@ def nvinfer_config(model: Path, labels_file: str, height: int, width: int, batch
         "cluster-mode=4",
         "maintain-aspect-ratio=1",
         "symmetric-padding=0",
-        f"output-blob-names={OUTPUT_BLOBS}",
+        f"output-blob-names={';'.join(OUTPUT_NAMES)}",
         f"parse-bbox-func-name={PARSE_FUNCTION}",
         f"custom-lib-path={PARSER_LIBRARY}",
         "",
@@ -95,7 +97,7 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     if labels is not None:
         names = read_labels(labels)
     elif num_classes:
-        names = [f"class_{i}" for i in range(1, num_classes + 1)]
+        names = [f"class_{category_ids(index)}" for index in range(num_classes)]
     else:
         raise UserError("deepstream-config needs --labels labels.txt|label_map.yaml or --num-classes N")
     out_dir = Path(out_dir)

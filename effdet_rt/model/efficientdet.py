@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tf_keras as keras
 
+from effdet_rt.detections import CLASS_ID_OFFSET
 from effdet_rt.errors import UserError
 from effdet_rt.model.bifpn import bifpn
 from effdet_rt.model.configs import DetectorConfig, get_config
@@ -29,7 +30,7 @@ def real_num_classes(spec_num_classes: int) -> int:
             f"dataset.num_classes = {spec_num_classes} is not allowed: it counts the background class, "
             "so it must be at least 2 (one real class + background)"
         )
-    return int(spec_num_classes) - 1
+    return int(spec_num_classes) - CLASS_ID_OFFSET
 
 
 def check_input_size(input_size: tuple[int, int], max_level: int) -> None:

@@ -9,24 +9,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from effdet_rt.model.box_coder import encode_boxes_tf
+from effdet_rt.model.boxes import encode_boxes_tf, pairwise_iou_tf
 
 # Class targets besides 0-based class indices: negatives, and anchors that take no part in the loss.
 BACKGROUND = -1
 IGNORE = -2
 MATCH_THRESHOLD = 0.5
-
-
-def pairwise_iou(anchors: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
-    """IoU (A, G) between anchors (A, 4) and boxes (G, 4), both y1, x1, y2, x2."""
-    a = anchors[:, None, :]
-    b = boxes[None, :, :]
-    inter_h = tf.maximum(0.0, tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]))
-    inter_w = tf.maximum(0.0, tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]))
-    inter = inter_h * inter_w
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / tf.maximum(area_a + area_b - inter, 1e-8)
 
 
 def drop_padding(boxes: tf.Tensor, classes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -50,7 +38,7 @@ def label_anchors(anchors: np.ndarray | tf.Tensor, boxes: tf.Tensor, classes: tf
     anchors = tf.convert_to_tensor(anchors, tf.float32)
     boxes, classes = drop_padding(tf.convert_to_tensor(boxes, tf.float32), tf.cast(classes, tf.int32))
     valid = classes >= 0
-    iou = tf.where(valid[None, :], pairwise_iou(anchors, boxes), -1.0)
+    iou = tf.where(valid[None, :], pairwise_iou_tf(anchors, boxes), -1.0)
     has_boxes = tf.reduce_any(valid)
     best_box = tf.argmax(iou, axis=1, output_type=tf.int32)
     best_iou = tf.reduce_max(iou, axis=1)

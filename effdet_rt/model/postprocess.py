@@ -10,9 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from effdet_rt.model.box_coder import decode_boxes_tf
-
-CLASS_ID_OFFSET = 1  # dataset category id = class index + 1 (the spec's num_classes counts background)
+from effdet_rt.model.boxes import decode_boxes_tf
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-INPUT_NAME = "images"
+from effdet_rt.onnx.names import INPUT_NAME
+
 METADATA_PREFIX = "effdet_rt."
 
 

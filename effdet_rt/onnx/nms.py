@@ -16,19 +16,19 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from effdet_rt.model.boxes import center_size
 from effdet_rt.model.postprocess import NmsConfig
 from effdet_rt.onnx.graph import constant
+from effdet_rt.onnx.names import BOX_CODES, CLASS_LOGITS, OUTPUT_NAMES
 
 PLUGIN_DOMAIN = "trt.plugins"
-OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 X_FIRST = np.array([1, 0, 3, 2], np.int64)  # (ty, tx, th, tw) -> (tx, ty, tw, th)
 
 
 def anchors_center_size_xfirst(anchors_yxyx: np.ndarray) -> np.ndarray:
     """(A, 4) y1, x1, y2, x2 -> (A, 4) x_centre, y_centre, width, height."""
-    a = anchors_yxyx.astype(np.float64)
-    height, width = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
-    return np.stack([a[:, 1] + width / 2, a[:, 0] + height / 2, width, height], axis=1).astype(np.float32)
+    y_centre, x_centre, height, width = center_size(anchors_yxyx.astype(np.float64))
+    return np.stack([x_centre, y_centre, width, height], axis=1).astype(np.float32)
 
 
 def _outputs(batch: int | str, k: int) -> list[gs.Variable]:
@@ -42,7 +42,7 @@ def _outputs(batch: int | str, k: int) -> list[gs.Variable]:
 
 def _heads(graph: gs.Graph) -> tuple[gs.Variable, gs.Variable]:
     tensors = {t.name: t for t in graph.outputs}
-    return tensors["class_logits"], tensors["box_codes"]
+    return tensors[CLASS_LOGITS], tensors[BOX_CODES]
 
 
 def add_efficient_nms(graph: gs.Graph, anchors: np.ndarray, settings: NmsConfig, batch: int | str) -> gs.Graph:

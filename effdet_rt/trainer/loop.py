@@ -137,7 +137,8 @@ class _Trainer:
         import tensorflow as tf
         import tf_keras as keras
 
-        from effdet_rt.data.pipeline import check_records, options_from_spec, resolve_tfrecords
+        from effdet_rt.data.pipeline import check_records, options_from_spec
+        from effdet_rt.data.tfrecord import resolve_tfrecords
         from effdet_rt.model.factory import setup_from_spec
         from effdet_rt.trainer.callbacks import TrainingLog
         from effdet_rt.trainer.distribute import select_strategy

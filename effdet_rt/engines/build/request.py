@@ -24,9 +24,10 @@ def calibration_source(calibration: Any, input_size: tuple[int, int], log: Calla
     """A callable giving fresh calibration batches (build.calibration), or None when no TFRecords were named."""
     if not calibration.tfrecords:
         return None
-    from effdet_rt.calib.batches import calibration_batches, resolve_tfrecords
+    from effdet_rt.calib.batches import FIELD, calibration_batches
+    from effdet_rt.data.tfrecord import resolve_tfrecords
 
-    resolve_tfrecords(calibration.tfrecords)  # a glob that matches nothing fails before any work
+    resolve_tfrecords(calibration.tfrecords, FIELD)  # a glob that matches nothing fails before any work
 
     def batches():
         return calibration_batches(calibration.tfrecords, input_size, calibration.batch_size, calibration.batches, log=log)

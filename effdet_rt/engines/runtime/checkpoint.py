@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.detections import Detections
+from effdet_rt.detections import Detections, category_ids
 from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import CheckpointError
 from effdet_rt.model.factory import DetectorSetup
-from effdet_rt.model.postprocess import CLASS_ID_OFFSET, NmsConfig
+from effdet_rt.model.postprocess import NmsConfig
 
 
 class KerasEngine(Engine):
@@ -61,7 +61,7 @@ def _detection_function(model: Any, setup: DetectorSetup, nms_config: NmsConfig)
         class_list, box_list = split_outputs(outputs, setup.num_levels)
         class_logits, box_codes = flatten_outputs(class_list, box_list, setup.num_classes)
         boxes, scores, classes, num = postprocess(class_logits, box_codes, anchors, nms_config)
-        return boxes, scores, classes + CLASS_ID_OFFSET, num
+        return boxes, scores, category_ids(classes), num
 
     return detect
 

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from effdet_rt.detections import Detections
-from effdet_rt.model.box_coder import decode_boxes
-from effdet_rt.model.postprocess import CLASS_ID_OFFSET, NmsConfig
+from effdet_rt.detections import Detections, category_ids
+from effdet_rt.model.boxes import decode_boxes, pairwise_iou
+from effdet_rt.model.postprocess import NmsConfig
 
 
 def _hard_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int) -> list[int]:
     """Indices kept by greedy NMS over boxes (x1, y1, x2, y2), highest score first."""
     order = np.argsort(-scores, kind="stable")
-    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
     keep: list[int] = []
     while order.size and len(keep) < limit:
         best, rest = order[0], order[1:]
         keep.append(int(best))
-        lt = np.maximum(boxes[best, :2], boxes[rest, :2])
-        rb = np.minimum(boxes[best, 2:], boxes[rest, 2:])
-        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-12)
-        order = rest[iou <= iou_threshold]
+        order = rest[pairwise_iou(boxes[best][None], boxes[rest])[0] <= iou_threshold]
     return keep
 
 
@@ -51,7 +46,7 @@ def _one_image(logits: np.ndarray, codes: np.ndarray, anchors: np.ndarray, confi
     if n:
         out_boxes[:n] = boxes[chosen]
         out_scores[:n] = scores[chosen]
-        out_classes[:n] = class_index[chosen] + CLASS_ID_OFFSET
+        out_classes[:n] = category_ids(class_index[chosen])
     return out_boxes, out_scores, out_classes, n
 
 

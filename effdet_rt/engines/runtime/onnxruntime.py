@@ -8,14 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.detections import Detections
+from effdet_rt.detections import Detections, category_ids
 from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import ModelFileError
 from effdet_rt.model.anchors import AnchorConfig, generate_anchors
-from effdet_rt.model.postprocess import CLASS_ID_OFFSET, NmsConfig
-from effdet_rt.onnx.nms import OUTPUT_NAMES
-
-RAW_OUTPUTS = ("class_logits", "box_codes")
+from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.onnx.names import OUTPUT_NAMES, RAW_OUTPUTS
 
 
 def read_onnx(path: Path):
@@ -126,7 +124,7 @@ class OnnxRuntimeEngine(Engine):
 
             return host_postprocess(outputs[0][:count], outputs[1][:count], self.anchors, self.nms_config)
         num, boxes, scores, classes = outputs
-        return Detections(boxes[:count], scores[:count], classes[:count] + CLASS_ID_OFFSET, num[:count, 0])
+        return Detections(boxes[:count], scores[:count], category_ids(classes[:count]), num[:count, 0])
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model": str(self.path), "nms": self.mode, "batch": self.static_batch or "dynamic",

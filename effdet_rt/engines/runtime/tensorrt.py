@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.detections import Detections
+from effdet_rt.detections import Detections, category_ids
 from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.engines.runtime.trt_common import (
     DeviceBuffer,
@@ -28,10 +28,15 @@ from effdet_rt.engines.runtime.trt_common import (
 )
 from effdet_rt.engines.runtime.trt_profile import batch_chunks
 from effdet_rt.errors import ModelFileError
+from effdet_rt.onnx.names import (
+    DETECTION_BOXES,
+    DETECTION_CLASSES,
+    DETECTION_SCORES,
+    NUM_DETECTIONS,
+    OUTPUT_NAMES,
+)
 
 __all__ = ["TensorRTEngine", "describe_plan", "engine_info_path", "load_engine", "tensorrt_status"]
-
-OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
 
 
 def engine_info_path(engine_path: str | Path) -> Path:
@@ -49,15 +54,15 @@ class TensorSpec:
 
 
 def detections_from_outputs(outputs: dict[str, np.ndarray], count: int) -> Detections:
-    """The first ``count`` images of raw NMS outputs -> Detections (class ids = 0-based index + 1).
+    """The first ``count`` images of raw NMS outputs -> Detections (0-based class indices -> category ids).
 
     Slots past each image's num_detections are zeroed so nothing invalid leaks out.
     """
-    boxes = np.asarray(outputs["detection_boxes"], np.float32)[:count].copy()
-    scores = np.asarray(outputs["detection_scores"], np.float32)[:count].copy()
-    classes = np.asarray(outputs["detection_classes"])[:count].astype(np.int32) + 1
+    boxes = np.asarray(outputs[DETECTION_BOXES], np.float32)[:count].copy()
+    scores = np.asarray(outputs[DETECTION_SCORES], np.float32)[:count].copy()
+    classes = category_ids(np.asarray(outputs[DETECTION_CLASSES])[:count].astype(np.int32))
     slots = scores.shape[1]
-    num = np.clip(np.asarray(outputs["num_detections"]).reshape(-1)[:count].astype(np.int32), 0, slots)
+    num = np.clip(np.asarray(outputs[NUM_DETECTIONS]).reshape(-1)[:count].astype(np.int32), 0, slots)
     valid = np.arange(slots)[None, :] < num[:, None]
     boxes[~valid] = 0.0
     scores[~valid] = 0.0

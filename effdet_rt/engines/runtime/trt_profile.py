@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from effdet_rt.errors import ModelFileError, SpecError
+from effdet_rt.onnx.names import INPUT_NAME
 
 Shape = tuple[int, ...]
 
@@ -29,7 +30,7 @@ class BatchProfile:
 
 
 def batch_profile(input_shape: Sequence[int], min_batch: int, opt_batch: int, max_batch: int,
-                  input_name: str = "images") -> BatchProfile:
+                  input_name: str = INPUT_NAME) -> BatchProfile:
     """Profile shapes for an NHWC input whose batch dim may be dynamic (-1); other dims must be fixed."""
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 4 or any(d < 1 for d in shape[1:]):
