@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "dataset",
     "train",
     "evaluate",
+    "prune",
     "infer",
     "export",
     "build",

@@ -43,8 +43,9 @@ def setup_from_spec(spec: Any) -> DetectorSetup:
     return DetectorSetup(config.name, (m.input_height, m.input_width), real_num_classes(spec.dataset.num_classes), anchor_config)
 
 
-def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None):
-    """The raw network (per-level class and box outputs) for the spec."""
+def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None, filter_counts: dict[str, int] | None = None):
+    """The raw network (per-level class and box outputs) for the spec; ``filter_counts`` (a pruned checkpoint's
+    metadata, see effdet_rt.prune.architecture) shrinks the named layers."""
     from effdet_rt.model.efficientdet import build_efficientdet
 
     setup = setup or setup_from_spec(spec)
@@ -58,6 +59,10 @@ def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None):
         freeze_blocks=tuple(spec.model.freeze_blocks),
         freeze_bn=bool(spec.model.freeze_bn),
     )
+    if filter_counts:
+        from effdet_rt.prune.architecture import apply_filter_counts
+
+        model = apply_filter_counts(model, filter_counts)
     if spec.train.qat:  # trained with fake-quant convs: so are its checkpoints, evaluation and export
         from effdet_rt.model.qat import quantize_model
 
