@@ -5,7 +5,6 @@ ONNX Runtime FP32 and INT8 engines, and a DeepStream config."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,35 +151,45 @@ def test_retraining_starts_from_the_pruned_weights(pruned, retrained):
 
 
 def test_retrained_pruned_model_exports_and_builds(retrained, bccd_root):
+    """One CLI export (--nms onnx --verify), the other two NMS modes attached to the same converted raw heads."""
     import onnxruntime as ort
 
     from effdet_rt.data.preprocess import read_image
     from effdet_rt.engines import load
     from effdet_rt.engines.checkpoint import load_engine
+    from effdet_rt.export.exporter import attach_nms, convert_raw_heads, write_onnx
     from effdet_rt.export.heads import raw_heads_model
     from effdet_rt.export.verify import match_detections
+    from effdet_rt.export.workflow import export_options_from_spec
+    from effdet_rt.spec import default_spec
     from tests.infer_support import bccd_images
 
     ckpt, root = retrained["checkpoint"], retrained["root"]
-    paths = {nms: root / f"pruned_{nms}.onnx" for nms in ("none", "onnx", "efficient")}
-    for nms, path in paths.items():
-        extra = ["--verify"] if nms == "onnx" else []
-        assert run(["export", "-m", str(ckpt), "-o", str(path), "-k", KEY, "--nms", nms, "--batch-size", "2", *extra]) == 0
+    exported = root / "pruned_onnx.onnx"
+    assert run(["export", "-m", str(ckpt), "-o", str(exported), "-k", KEY, "--nms", "onnx", "--batch-size", "2",
+                "--min-score", "0.01", "--verify"]) == 0
 
     engine = load_engine(ckpt, key=KEY)
+    raw = convert_raw_heads(engine.model, engine.setup, 2, 17)
+    paths = {}
+    for nms in ("none", "efficient"):
+        options = export_options_from_spec(default_spec(), nms=nms, batch_size=2)
+        paths[nms] = write_onnx(attach_nms(raw, engine.setup, options), root / f"pruned_{nms}.onnx")
     images = np.random.default_rng(5).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
     tf_logits, tf_codes = (t.numpy() for t in raw_heads_model(engine.model, 5, 3)(images))
     session = ort.InferenceSession(str(paths["none"]), providers=["CPUExecutionProvider"])
     onnx_logits, onnx_codes = session.run(["class_logits", "box_codes"], {"images": images})
+    assert tf_logits.shape == (2, 3069, 3)  # 128x128: 9 anchors on 16^2 + 8^2 + 4^2 + 2^2 + 1 cells
     assert np.abs(onnx_logits - tf_logits).max() < 1e-4 and np.abs(onnx_codes - tf_codes).max() < 1e-4
 
     fp32, int8 = root / "fp32.onnx", root / "int8.onnx"
-    assert run(["build", "-m", str(paths["onnx"]), "-o", str(fp32), "--backend", "onnxruntime"]) == 0
-    assert run(["build", "-m", str(paths["onnx"]), "-o", str(int8), "--backend", "onnxruntime", "--precision", "int8",
+    assert run(["build", "-m", str(exported), "-o", str(fp32), "--backend", "onnxruntime"]) == 0
+    assert run(["build", "-m", str(exported), "-o", str(int8), "--backend", "onnxruntime", "--precision", "int8",
                 "--calib-tfrecords", str(retrained["records"]), "--calib-batches", "1", "--calib-batch-size", "2"]) == 0
     pictures = [read_image(p) for p in bccd_images(bccd_root, 2)]
-    reference = load(paths["onnx"]).infer(pictures)
+    reference = load(exported).infer(pictures)
+    assert reference.num_detections.sum() > 0
     assert match_detections(reference, load(fp32).infer(pictures)).rate >= 0.99
     quantized = load(int8)
     assert quantized.precision == "int8" and quantized.infer(pictures).num_detections.shape == (2,)
-    assert run(["deepstream-config", "-m", str(paths["efficient"]), "-o", str(root / "ds")]) == 0
+    assert run(["deepstream-config", "-m", str(paths["efficient"]), "-o", str(root / "ds"), "--num-classes", "3"]) == 0
