@@ -184,3 +184,30 @@ def test_excluded_layer_keeps_its_group_and_unknown_names_are_refused():
     assert result.filter_counts == {"a": 6}  # b shares c's channels, so it keeps them too
     with pytest.raises(UserError, match="excluded layer 'nope' is not a layer"):
         prune_model(model, PruneSettings(**{**EXACT.__dict__, "excluded_layers": ("nope",)}))
+
+
+def test_excluded_layer_spellings():
+    from effdet_rt.prune.run import split_excluded
+
+    assert split_excluded(["stem_conv,p6_from_p5_conv", "fpn_cell0_node0_conv"]) == [
+        "stem_conv", "p6_from_p5_conv", "fpn_cell0_node0_conv"]
+    assert split_excluded(None) is None
+
+
+def test_a_stray_argument_without_excluded_layers_is_one_error(tmp_path, capsys):
+    from effdet_rt.cli.main import run
+
+    assert run(["prune", "-m", str(tmp_path / "m.edrt"), "-o", str(tmp_path / "out"), "stem_conv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unexpected argument 'stem_conv'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_name_follows_tao():
+    from pathlib import Path
+
+    from effdet_rt.prune.run import output_file
+
+    settings = PruneSettings(threshold=0.1, equalization_criterion="intersection")
+    assert output_file(Path("out"), settings) == Path("out/model_th=0.1_eq=intersection.edrt")
+    assert output_file(Path("out/mine.edrt"), settings) == Path("out/mine.edrt")
