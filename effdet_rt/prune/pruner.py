@@ -93,8 +93,9 @@ def _kind(layer: Any, types: dict[str, tuple[type, ...]]) -> str:
     for kind in ("separable", "depthwise", "conv", "elementwise", "passthrough"):  # subclasses before bases
         if isinstance(layer, types[kind]):
             return kind
-    raise UserError(f"layer {layer.name!r} ({type(layer).__name__}) is not one the pruner knows how to follow; "
-                    "prune a float EfficientDet checkpoint (not a QAT one) or exclude nothing unusual")
+    raise UserError(f"layer {layer.name!r} ({type(layer).__name__}) is not a layer type the pruner can follow "
+                    "(convolutions, BatchNorm, activations, pooling, resizing, element-wise layers); "
+                    "prune a float EfficientDet checkpoint")
 
 
 def _tensor_key(tensor: Any) -> tuple[int, int, int]:
