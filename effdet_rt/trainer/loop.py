@@ -111,6 +111,11 @@ def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], N
     if not spec.train.checkpoint:
         return
     pretrained = load_checkpoint(spec.train.checkpoint, key)
+    from effdet_rt.prune.architecture import FILTERS_KEY
+
+    if pretrained.metadata.get(FILTERS_KEY):
+        raise CheckpointError(f"train.checkpoint {spec.train.checkpoint} is a pruned model: pass it as "
+                              "train.pruned_model_path, which builds its smaller architecture")
     report = assign_weights(model, pretrained.weights, skip_pattern=CLASS_HEAD_PATTERN, strict=False)
     if not report.loaded:
         raise CheckpointError(f"train.checkpoint {spec.train.checkpoint}: no weight matches this model by name; "
