@@ -28,6 +28,7 @@ COMMAND_MODULES: list[str] = [
     "dataset",
     "train",
     "evaluate",
+    "prune",
     "infer",
     "export",
     "build",

@@ -35,8 +35,9 @@ def setup_from_spec(spec: Any) -> DetectorSetup:
     return DetectorSetup(get_config(m.name).name, m.input_size, real_num_classes(spec.dataset.num_classes), m.anchor_config())
 
 
-def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None):
-    """The raw network (per-level class and box outputs) for the spec."""
+def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None, filter_counts: dict[str, int] | None = None):
+    """The raw network (per-level class and box outputs) for the spec; ``filter_counts`` (a pruned checkpoint's
+    metadata, see effdet_rt.prune.architecture) shrinks the named layers."""
     from effdet_rt.model.efficientdet import build_efficientdet
 
     setup = setup or setup_from_spec(spec)
@@ -50,6 +51,10 @@ def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None):
         freeze_blocks=tuple(spec.model.freeze_blocks),
         freeze_bn=bool(spec.model.freeze_bn),
     )
+    if filter_counts:
+        from effdet_rt.prune.architecture import apply_filter_counts
+
+        model = apply_filter_counts(model, filter_counts)
     if spec.train.qat:  # trained with fake-quant convs: so are its checkpoints, evaluation and export
         from effdet_rt.model.qat import quantize_model
 

@@ -84,18 +84,38 @@ def regularisation(variables: list[Any], l2: float, l1: float):
     return total
 
 
+def pruned_filter_counts(spec: Any, key: str) -> dict[str, int]:
+    """The smaller filter counts of train.pruned_model_path ({} when training the stock architecture)."""
+    if not spec.train.pruned_model_path:
+        return {}
+    from effdet_rt.checkpoint import read_metadata
+    from effdet_rt.prune.architecture import filter_counts_from_metadata
+
+    path = spec.train.pruned_model_path
+    return filter_counts_from_metadata(read_metadata(path, key), f"train.pruned_model_path {path}")
+
+
 def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], None]) -> None:
-    """train.pruned_model_path (exact architecture) or train.checkpoint (by layer name; class head skipped)."""
+    """train.pruned_model_path (exact architecture, built from its filter counts) or train.checkpoint (by layer
+    name; class head skipped)."""
     from effdet_rt.checkpoint import assign_weights, load_checkpoint
 
     if spec.train.pruned_model_path:
         pruned = load_checkpoint(spec.train.pruned_model_path, key)
-        report = assign_weights(model, pruned.weights, strict=True)
+        try:
+            report = assign_weights(model, pruned.weights, strict=True)
+        except CheckpointError as exc:
+            raise CheckpointError(f"train.pruned_model_path {spec.train.pruned_model_path}: {exc}") from None
         log(f"loaded pruned model {spec.train.pruned_model_path}: {report.summary()}")
         return
     if not spec.train.checkpoint:
         return
     pretrained = load_checkpoint(spec.train.checkpoint, key)
+    from effdet_rt.prune.architecture import FILTERS_KEY
+
+    if pretrained.metadata.get(FILTERS_KEY):
+        raise CheckpointError(f"train.checkpoint {spec.train.checkpoint} is a pruned model: pass it as "
+                              "train.pruned_model_path, which builds its smaller architecture")
     report = assign_weights(model, pretrained.weights, skip_pattern=CLASS_HEAD_PATTERN, strict=False)
     if not report.loaded:
         raise CheckpointError(f"train.checkpoint {spec.train.checkpoint}: no weight matches this model by name; "
@@ -148,6 +168,7 @@ class _Trainer:
         self.strategy = strategy or select_strategy(spec.num_gpus, list(spec.gpu_ids), log)
         self.plan = plan_run(spec, self.strategy.num_replicas_in_sync)
         self.setup = setup_from_spec(spec)
+        self.filter_counts = pruned_filter_counts(spec, key)
         self.files = resolve_tfrecords(list(spec.dataset.train_tfrecords))
         check_records(self.files, self.setup.num_classes, self.plan.global_batch)
         self.options = options_from_spec(spec, self.setup.num_classes)
@@ -176,7 +197,7 @@ class _Trainer:
             keras.mixed_precision.set_global_policy("mixed_float16")
         try:
             with self.strategy.scope():
-                model = build_model_from_spec(spec, self.setup)
+                model = build_model_from_spec(spec, self.setup, self.filter_counts)
                 optimizer = keras.optimizers.SGD(learning_rate=build_schedule(steps), momentum=spec.train.optimizer.momentum)
                 if self.amp:
                     optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
@@ -358,6 +379,10 @@ class _Trainer:
             "history_steps": self.history.steps,
             "history_losses": self.history.losses,
         }
+        if self.filter_counts:
+            from effdet_rt.prune.architecture import FILTERS_KEY
+
+            metadata[FILTERS_KEY] = self.filter_counts
         path = self.results / checkpoint_name(self.setup.name, epoch)
         save_training_checkpoint(path, self.parts, key=self.key, spec_yaml=spec_to_yaml(self.spec), metadata=metadata)
         self.last_checkpoint = path

@@ -87,7 +87,8 @@ def spec_from_yaml(text: str, source: str) -> Any:
 
 
 def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> KerasEngine:
-    """Open a ``.edrt`` checkpoint: the architecture comes from its stored spec (``spec`` only when it has none);
+    """Open a ``.edrt`` checkpoint: the architecture comes from its stored spec (``spec`` only when it has none)
+    and, for a pruned model, the filter counts in its metadata;
     ``spec`` (from -e) supplies the key fallback and the inference settings such as max detections."""
     from effdet_rt.checkpoint import assign_weights, load_checkpoint, resolve_key
     from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
@@ -100,8 +101,10 @@ def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> K
         model_spec = spec
     else:
         raise CheckpointError(f"{path}: the checkpoint carries no spec; pass the training spec with -e")
+    from effdet_rt.prune.architecture import filter_counts_from_metadata
+
     setup = setup_from_spec(model_spec)
-    model = build_model_from_spec(model_spec, setup)
+    model = build_model_from_spec(model_spec, setup, filter_counts_from_metadata(checkpoint.metadata, str(path)))
     try:
         assign_weights(model, checkpoint.weights)
     except CheckpointError as exc:

@@ -1,0 +1,1 @@
+"""Filter pruning (TAO's min-weight method) and the pruned architecture record carried by checkpoints."""
