@@ -122,13 +122,14 @@ def write_imported(imported: ImportedWeights, output: str | os.PathLike, key: st
     target = check_output_path(output)
     metadata = {
         "model_name": imported.model_name,
-        "num_classes": imported.num_classes + 1,
         "imported_from": imported.kind,
         "source": str(source),
         "num_anchors": imported.num_anchors,
         "notices": imported.notices,
         **imported.extra_metadata,
     }
+    if imported.kind == "automl":
+        metadata["num_classes"] = imported.num_classes + 1  # counted with background, as dataset.num_classes
     spec_yaml = detector_spec_yaml(imported) if imported.kind == "automl" else ""
     if imported.input_size:
         metadata["input_size"] = list(imported.input_size)
@@ -145,4 +146,4 @@ def import_weights(source: str | os.PathLike, model_name: str | None = None,
         from effdet_rt.checkpoint.keras_h5 import import_keras_h5
 
         return import_keras_h5(source, model_name, num_classes)
-    raise CheckpointError(f"{source}: PyTorch files are not supported by this importer")
+    raise CheckpointError(f"{source}: a PyTorch file; this importer reads automl checkpoints and Keras .h5 only")

@@ -39,8 +39,8 @@ def import_command(
     for notice in imported.notices:
         typer.echo(f"notice: {notice}")
     path = write_imported(imported, output, passphrase, source)
-    typer.echo(f"wrote {path}: {imported.model_name}, {imported.num_classes} classes, {len(imported.weights)} "
-               f"weights imported from {imported.kind}")
+    classes = f", {imported.num_classes} classes" if imported.num_classes else " (backbone only)"
+    typer.echo(f"wrote {path}: {imported.model_name}{classes}, {len(imported.weights)} weights from {imported.kind}")
 
 
 def register(app: typer.Typer) -> None:
