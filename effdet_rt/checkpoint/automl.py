@@ -33,6 +33,7 @@ class AutomlCheckpoint:
     path: Path
     tensors: dict[str, np.ndarray]
     notices: list[str] = field(default_factory=list)
+    averaged: int = 0  # tensors whose ExponentialMovingAverage value was taken
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def read_automl_checkpoint(path: str | Path) -> AutomlCheckpoint:
     dropped = sorted(n for n in everything if BOOKKEEPING.search(n))
     if dropped:
         notices.append(f"dropped {len(dropped)} training-state tensors (step counter, optimizer slots)")
-    return AutomlCheckpoint(Path(path), tensors, notices)
+    return AutomlCheckpoint(Path(path), tensors, notices, len(with_ema))
 
 
 # ---------------------------------------------------------------- which model
@@ -314,6 +315,7 @@ class AutomlWeights:
     architecture: AutomlArchitecture
     weights: dict[str, np.ndarray]
     notices: list[str]
+    averaged: int
 
 
 def load_automl_weights(path: str | Path, model_name: str | None = None) -> AutomlWeights:
@@ -322,4 +324,4 @@ def load_automl_weights(path: str | Path, model_name: str | None = None) -> Auto
     arch = architecture_of(checkpoint.tensors)
     cfg = identify_model(arch, model_name, str(path))
     weights = to_our_names(checkpoint.tensors, cfg, str(path))
-    return AutomlWeights(cfg, arch, weights, checkpoint.notices)
+    return AutomlWeights(cfg, arch, weights, checkpoint.notices, checkpoint.averaged)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from effdet_rt.errors import CheckpointError, TrainingInterrupted, UserError
+from effdet_rt.errors import TrainingInterrupted, UserError
 
 LOG_EVERY_STEPS = 10
 CLASS_HEAD_PATTERN = "class_net_predict"
@@ -85,7 +85,8 @@ def regularisation(variables: list[Any], l2: float, l1: float):
 
 
 def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], None]) -> None:
-    """train.pruned_model_path (exact architecture) or train.checkpoint (by layer name; class head skipped)."""
+    """train.pruned_model_path (exact architecture) or train.checkpoint (by layer name; class head skipped when its
+    shape differs; the backbone must load whole)."""
     from effdet_rt.checkpoint import assign_weights, load_checkpoint
 
     if spec.train.pruned_model_path:
@@ -95,12 +96,10 @@ def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], N
         return
     if not spec.train.checkpoint:
         return
-    pretrained = load_checkpoint(spec.train.checkpoint, key)
-    report = assign_weights(model, pretrained.weights, skip_pattern=CLASS_HEAD_PATTERN, strict=False)
-    if not report.loaded:
-        raise CheckpointError(f"train.checkpoint {spec.train.checkpoint}: no weight matches this model by name; "
-                              "pass an EfficientDet/EfficientNet checkpoint of the same family")
-    log(f"loaded pretrained weights {spec.train.checkpoint}: {report.summary()}")
+    from effdet_rt.checkpoint.pretrained import load_pretrained
+
+    # an .edrt, or an automl checkpoint / Keras .h5 converted on the fly
+    log(load_pretrained(model, spec.train.checkpoint, key, spec.model.name))
 
 
 def plan_run(spec: Any, replicas: int) -> RunPlan:
