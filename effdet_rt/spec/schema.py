@@ -22,7 +22,10 @@ from pydantic import (
     model_validator,
 )
 
-MODEL_NAMES = tuple(f"efficientdet-d{i}" for i in range(8)) + ("efficientdet-d7x",)
+MODEL_NAMES = (
+    tuple(f"efficientdet-d{i}" for i in range(8)) + ("efficientdet-d7x",)
+    + tuple(f"efficientdet-lite{i}" for i in range(5)) + ("efficientdet-lite3x",)
+)
 INPUT_MULTIPLE = 32
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
