@@ -80,7 +80,7 @@ def backbone_of(layers: H5Layers, source: str) -> BackboneConfig:
                               f"layers; it has {some}...); pass EfficientNetB0..B7 weights")
     blocks = sorted({f"{m.group(1)}{m.group(2)}" for n in layers if (m := BLOCK.match(n))})
     stem = layers["stem_conv"]["kernel"].shape[-1]
-    for cfg in BACKBONES.values():
+    for cfg in (c for c in BACKBONES.values() if c.use_se):  # keras.applications has B0..B7, no Lite
         expected = sorted(f"{b.stage}{chr(ord('a') + b.index)}" for b in scaled_blocks(cfg))
         if blocks == expected and stem == round_filters(32, cfg.width):
             return cfg
