@@ -177,10 +177,11 @@ def identify_model(arch: AutomlArchitecture, requested: str | None, source: str)
         cfg = get_config(requested)
         if cfg in fitting:
             return cfg
-        which = f"an {names} checkpoint" if fitting else "a checkpoint of no EfficientDet size we know"
-        raise CheckpointError(f"{source}: {which} ({arch.describe()}), not {cfg.name}; pass -m {fitting[0].name} "
-                              "or a checkpoint of the size you want" if fitting else
-                              f"{source}: {which} ({arch.describe()}); it cannot be loaded into {cfg.name}")
+        if fitting:
+            raise CheckpointError(f"{source}: an {names} checkpoint ({arch.describe()}), not {cfg.name}; pass "
+                                  f"-m {fitting[0].name} or a checkpoint of the size you want")
+        raise CheckpointError(f"{source}: a checkpoint of no EfficientDet size we know ({arch.describe()}); it "
+                              f"cannot be loaded into {cfg.name}")
     if not fitting:
         raise CheckpointError(f"{source}: no EfficientDet size has this architecture ({arch.describe()})")
     if len(fitting) > 1:
