@@ -99,7 +99,7 @@ def test_backbone_block_ids(tiny_d0):
 
 
 def test_config_names_accept_tao_spelling():
-    assert len(MODEL_NAMES) == 9 and MODEL_NAMES[-1] == "efficientdet-d7x"
+    assert len(MODEL_NAMES) == 15 and MODEL_NAMES[8] == "efficientdet-d7x" and MODEL_NAMES[-1] == "efficientdet-lite4"
     assert get_config("efficientdet_d0") is get_config("efficientdet-d0")
     assert get_config("EfficientDet-D7X").max_level == 8
     assert get_config("efficientdet-d7").anchor_scale == 5.0
@@ -111,11 +111,11 @@ def test_unknown_model_name_lists_valid_names():
         get_config("efficientdet-d9")
 
 
-def test_input_size_must_be_multiple_of_128():
-    msg = r"model.input_width = 500 is not allowed: must be a multiple of 128 \(2\*\*max_level\)"
+def test_input_size_must_be_multiple_of_32():
+    msg = r"model.input_width = 500 is not allowed: must be a multiple of 32 \(the backbone's stride\)"
     with pytest.raises(UserError, match=msg):
         build_efficientdet("efficientdet-d0", 3, (512, 500))
-    with pytest.raises(UserError, match="model.input_height = 100 .* multiple of 256"):
+    with pytest.raises(UserError, match="model.input_height = 100 .* multiple of 32"):
         build_efficientdet("efficientdet-d7x", 3, (100, 256))
 
 

@@ -36,6 +36,7 @@ COMMAND_MODULES: list[str] = [
     "engine_info",
     "deepstream",
     "models",
+    "weights",
 ]
 
 app = typer.Typer(

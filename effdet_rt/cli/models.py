@@ -1,4 +1,5 @@
-"""`effdet-rt models`: every EfficientDet variant with its input size, parameters and multiply-adds."""
+"""`effdet-rt models`: every EfficientDet variant (D0..D7x, Lite0..Lite4 / Lite3x) with its input size, parameters and
+multiply-adds."""
 
 from __future__ import annotations
 
@@ -59,11 +60,11 @@ def register(app: typer.Typer) -> None:
     def models(
         num_classes: int = option(90, "-n", "--num-classes", help="Real classes (no background)."),
         model: list[str] = option(
-            None, "-m", "--model", help="Only these models (repeat the option); default: all of D0..D7x."
+            None, "-m", "--model", help="Only these models (repeat the option); default: all of D0..D7x and Lite0..Lite4 / Lite3x."
         ),
         flops: bool = option(True, "--flops/--no-flops", help=FLOPS_HELP),
     ) -> None:
-        """List EfficientDet D0..D7x: input size, backbone, BiFPN, trainable parameters and GFLOPs."""
+        """List EfficientDet D0..D7x and Lite0..Lite4 / Lite3x: input size, backbone, BiFPN, trainable parameters and GFLOPs."""
         if num_classes < 1:
             raise UserError(f"--num-classes {num_classes} is not allowed: give the number of real classes (>= 1)")
         names = _selected_models(model)

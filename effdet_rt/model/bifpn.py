@@ -12,6 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from effdet_rt.model.configs import DetectorConfig
+from effdet_rt.model.efficientnet import activation
 
 FUSION_EPSILON = 1e-4
 
@@ -67,8 +68,17 @@ def _batch_norm(cfg: DetectorConfig, name: str) -> keras.layers.BatchNormalizati
     return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=name)
 
 
-def resample(x: tf.Tensor, from_level: int, to_level: int, cfg: DetectorConfig, name: str) -> tf.Tensor:
-    """1x1 conv + BN when channels differ from fpn_num_filters, then max-pool down or nearest-upsample."""
+def resample(
+    x: tf.Tensor, from_level: int, to_level: int, cfg: DetectorConfig, name: str,
+    target_size: tuple[int | None, int | None] | None = None,
+) -> tf.Tensor:
+    """1x1 conv + BN when channels differ from fpn_num_filters, then max-pool down or nearest-upsample.
+
+    Down: a (2s+1)-wide max-pool of stride s with 'same' padding, so odd maps halve rounding up (ceil), as automl.
+    Up: nearest-neighbour by the level factor; when ``target_size`` (the map at ``to_level``) is not exactly that
+    (an input that is not a multiple of 2**max_level gives odd maps: Lite0 at 320 has P6 5x5, P7 3x3), a nearest
+    resize to ``target_size``, which is what automl does.
+    """
     if x.shape[-1] != cfg.fpn_num_filters:
         x = keras.layers.Conv2D(cfg.fpn_num_filters, 1, padding="same", name=name + "_conv")(x)
         x = _batch_norm(cfg, name + "_bn")(x)
@@ -76,7 +86,14 @@ def resample(x: tf.Tensor, from_level: int, to_level: int, cfg: DetectorConfig, 
         stride = 2 ** (to_level - from_level)
         x = keras.layers.MaxPooling2D(stride + 1, strides=stride, padding="same", name=name + "_pool")(x)
     elif to_level < from_level:
-        x = keras.layers.UpSampling2D(2 ** (from_level - to_level), interpolation="nearest", name=name + "_up")(x)
+        factor = 2 ** (from_level - to_level)
+        height, width = x.shape[1], x.shape[2]
+        known = target_size is not None and None not in (*target_size, height, width)
+        if known and tuple(target_size) != (height * factor, width * factor):
+            x = keras.layers.Resizing(int(target_size[0]), int(target_size[1]), interpolation="nearest",
+                                      name=name + "_up")(x)
+        else:
+            x = keras.layers.UpSampling2D(factor, interpolation="nearest", name=name + "_up")(x)
     return x
 
 
@@ -105,11 +122,12 @@ def bifpn_cell(
     feat_levels = list(range(min_level, max_level + 1))
     for i, node in enumerate(nodes):
         p = f"fpn_cell{cell}_node{i}"
+        target = tuple(feats[node.inputs[0]].shape[1:3])  # every node's first input is at its own level
         inputs = [
-            resample(feats[j], feat_levels[j], node.level, cfg, f"{p}_in{j}") for j in node.inputs
+            resample(feats[j], feat_levels[j], node.level, cfg, f"{p}_in{j}", target) for j in node.inputs
         ]
         x = fuse(inputs, cfg.weight_method, p + "_fuse")
-        x = keras.layers.Activation("swish", name=p + "_swish")(x)
+        x = activation(cfg.activation, p + "_")(x)
         x = keras.layers.SeparableConv2D(cfg.fpn_num_filters, 3, padding="same", use_bias=True, name=p + "_conv")(x)
         x = _batch_norm(cfg, p + "_bn")(x)
         feats.append(x)

@@ -1,4 +1,9 @@
-"""EfficientDet D0..D7x and EfficientNet B0..B7 settings (the figures of the EfficientDet paper)."""
+"""EfficientDet D0..D7x / Lite0..Lite4 and EfficientNet B0..B7 / Lite0..Lite4 settings.
+
+D and B: the figures of the EfficientDet paper. Lite: google/automl's definitions (hparams_config.py,
+backbone/efficientnet_lite_builder.py): ReLU6 everywhere, no squeeze-excite, stem and head (and the first and last
+stages' repeats) not scaled, plain-sum BiFPN fusion, inputs normalised as (x - 127) / 128.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,11 @@ from dataclasses import dataclass
 
 from effdet_rt.errors import UserError
 from effdet_rt.model.anchors import parse_aspect_ratios
+
+IMAGENET_MEAN_RGB = (0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0)
+IMAGENET_STD_RGB = (0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0)
+LITE_MEAN_RGB = (127.0, 127.0, 127.0)  # automl: inception-style, for better post-training quantization
+LITE_STD_RGB = (128.0, 128.0, 128.0)
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,11 @@ class BackboneConfig:
     survival_prob: float = 0.8
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
+    activation: str = "swish"  # or "relu6"
+    use_se: bool = True
+    fix_head_stem: bool = False  # Lite: stem / head widths and first / last stage repeats are not scaled
+    mean_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB
+    stddev_rgb: tuple[float, float, float] = IMAGENET_STD_RGB
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,14 @@ BACKBONES: dict[str, BackboneConfig] = {
         BackboneConfig("efficientnet-b5", 1.6, 2.2, 456, 0.4),
         BackboneConfig("efficientnet-b6", 1.8, 2.6, 528, 0.5),
         BackboneConfig("efficientnet-b7", 2.0, 3.1, 600, 0.5),
+        *(
+            BackboneConfig(f"efficientnet-lite{i}", width, depth, resolution, dropout, activation="relu6",
+                           use_se=False, fix_head_stem=True, mean_rgb=LITE_MEAN_RGB, stddev_rgb=LITE_STD_RGB)
+            for i, (width, depth, resolution, dropout) in enumerate(
+                ((1.0, 1.0, 224, 0.2), (1.0, 1.1, 240, 0.2), (1.1, 1.2, 260, 0.3), (1.2, 1.4, 280, 0.3),
+                 (1.4, 1.8, 300, 0.3))
+            )
+        ),
     )
 }
 
@@ -82,6 +105,7 @@ class DetectorConfig:
     aspect_ratios: str = "[(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)]"  # (x, y) multipliers, TAO's spelling
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
+    activation: str = "swish"  # of the BiFPN and the heads ("relu6" in Lite)
 
     @property
     def num_anchors(self) -> int:
@@ -105,6 +129,18 @@ DETECTORS: dict[str, DetectorConfig] = {
         DetectorConfig("efficientdet-d7", 1536, "efficientnet-b6", 384, 8, 5, anchor_scale=5.0, weight_method="sum"),
         DetectorConfig(
             "efficientdet-d7x", 1536, "efficientnet-b7", 384, 8, 5, weight_method="sum", max_level=8
+        ),
+        *(
+            DetectorConfig(name, size, backbone, filters, cells, repeats, anchor_scale=anchor_scale,
+                           weight_method="sum", activation="relu6")
+            for name, size, backbone, filters, cells, repeats, anchor_scale in (
+                ("efficientdet-lite0", 320, "efficientnet-lite0", 64, 3, 3, 3.0),
+                ("efficientdet-lite1", 384, "efficientnet-lite1", 88, 4, 3, 3.0),
+                ("efficientdet-lite2", 448, "efficientnet-lite2", 112, 5, 3, 3.0),
+                ("efficientdet-lite3", 512, "efficientnet-lite3", 160, 6, 4, 4.0),
+                ("efficientdet-lite3x", 640, "efficientnet-lite3", 200, 6, 4, 3.0),
+                ("efficientdet-lite4", 640, "efficientnet-lite4", 224, 7, 4, 4.0),
+            )
         ),
     )
 }

@@ -16,7 +16,7 @@ from effdet_rt.detections import CLASS_ID_OFFSET
 from effdet_rt.errors import UserError
 from effdet_rt.model.bifpn import bifpn
 from effdet_rt.model.configs import DetectorConfig, get_config
-from effdet_rt.model.efficientnet import ImageNormalization, efficientnet_features, freeze_backbone_blocks
+from effdet_rt.model.efficientnet import efficientnet_features, freeze_backbone_blocks, input_normalization
 from effdet_rt.model.heads import box_head, class_head
 
 MIN_SUPPORTED_LEVEL = 3
@@ -33,12 +33,16 @@ def real_num_classes(spec_num_classes: int) -> int:
     return int(spec_num_classes) - CLASS_ID_OFFSET
 
 
+BACKBONE_STRIDE = 32  # C5's stride; levels above it may be odd-sized (rounded up), as in automl
+
+
 def check_input_size(input_size: tuple[int, int], max_level: int) -> None:
-    multiple = 2**max_level
+    """Sides must be multiples of 32; above P5 the maps halve rounding up (Lite0's 320 gives P6 5x5, P7 3x3)."""
+    del max_level  # any level count works once odd maps above P5 are resized as automl does
     for field, value in (("input_height", input_size[0]), ("input_width", input_size[1])):
-        if int(value) <= 0 or int(value) % multiple:
+        if int(value) <= 0 or int(value) % BACKBONE_STRIDE:
             raise UserError(
-                f"model.{field} = {value} is not allowed: must be a multiple of {multiple} (2**max_level)"
+                f"model.{field} = {value} is not allowed: must be a multiple of {BACKBONE_STRIDE} (the backbone's stride)"
             )
 
 
@@ -70,9 +74,10 @@ def efficientdet_network(
     min_level: int,
     max_level: int,
 ) -> keras.Model:
-    """The network without argument checks; input_size may be (None, None) for any multiple of 2**max_level."""
+    """The network without argument checks; input_size may be (None, None) for sides that are multiples of
+    2**max_level (other sizes need static shapes: the upsampling of odd maps resizes to a known size)."""
     images = keras.Input((*input_size, 3), name="images", dtype=tf.float32)
-    normalized = ImageNormalization(name="normalize")(images)
+    normalized = input_normalization(cfg.backbone_config)(images)
     features, _ = efficientnet_features(normalized, cfg.backbone_config, _backbone_survival_prob(cfg))
     features = {level: x for level, x in features.items() if min_level <= level <= max_level}
     pyramid = bifpn(features, cfg, min_level, max_level)

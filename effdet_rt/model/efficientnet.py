@@ -1,4 +1,5 @@
-"""EfficientNet B0..B7 built from tf_keras layers (MBConv blocks with squeeze-excite, swish activations).
+"""EfficientNet B0..B7 (MBConv blocks with squeeze-excite, swish) and Lite0..Lite4 (no squeeze-excite, ReLU6, fixed
+stem and head) built from tf_keras layers.
 
 Backbone block ids (for ``freeze_blocks``): 0 = the stem (3x3 stride-2 conv + BN), 1..7 = the seven MBConv stages
 (1: 16 ch, 2: 24 ch / stride 4, 3: 40 ch / stride 8 = C3, 4: 80 ch, 5: 112 ch / stride 16 = C4,
@@ -20,14 +21,14 @@ from effdet_rt.model.configs import (
     B0_STAGES,
     FEATURE_STAGES,
     HEAD_FILTERS,
+    IMAGENET_MEAN_RGB,
+    IMAGENET_STD_RGB,
     STEM_FILTERS,
     BackboneConfig,
     get_backbone_config,
 )
 
 NUM_BACKBONE_BLOCKS = 8  # stem + seven stages
-IMAGENET_MEAN_RGB = (0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0)
-IMAGENET_STD_RGB = (0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0)
 
 # normal(0, sqrt(2 / fan_out)) for convolutions, uniform(+-1/sqrt(fan_out)) for the classifier's dense layer
 
@@ -42,12 +43,32 @@ def dense_init() -> keras.initializers.Initializer:
 
 @keras.utils.register_keras_serializable(package="effdet_rt")
 class ImageNormalization(keras.layers.Layer):
-    """(image - ImageNet mean) / ImageNet std on 0..255 RGB pixels; constants, no weights."""
+    """(image - mean) / std on 0..255 RGB pixels (ImageNet's unless given); constants, no weights."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN_RGB, std: Sequence[float] = IMAGENET_STD_RGB, **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def call(self, images: tf.Tensor) -> tf.Tensor:
-        mean = tf.constant(IMAGENET_MEAN_RGB, dtype=images.dtype)
-        std = tf.constant(IMAGENET_STD_RGB, dtype=images.dtype)
+        mean = tf.constant(self.mean, dtype=images.dtype)
+        std = tf.constant(self.std, dtype=images.dtype)
         return (images - mean) / std
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+
+
+def input_normalization(cfg: BackboneConfig) -> ImageNormalization:
+    return ImageNormalization(cfg.mean_rgb, cfg.stddev_rgb, name="normalize")
+
+
+def activation(kind: str, name_prefix: str, name_suffix: str = "") -> keras.layers.Layer:
+    """The network's nonlinearity, named ``<prefix><kind><suffix>`` (e.g. ``stem_swish``, ``stem_relu6``)."""
+    if kind == "swish":
+        return keras.layers.Activation("swish", name=name_prefix + "swish" + name_suffix)
+    if kind == "relu6":
+        return keras.layers.ReLU(6.0, name=name_prefix + "relu6" + name_suffix)
+    raise ValueError(f"unknown activation {kind!r}")
 
 
 @keras.utils.register_keras_serializable(package="effdet_rt")
@@ -105,7 +126,9 @@ def scaled_blocks(cfg: BackboneConfig) -> list[BlockSpec]:
     for stage_id, stage in enumerate(B0_STAGES, start=1):
         in_filters = round_filters(stage.in_filters, cfg.width)
         out_filters = round_filters(stage.out_filters, cfg.width)
-        for index in range(round_repeats(stage.repeats, cfg.depth)):
+        fixed = cfg.fix_head_stem and stage_id in (1, len(B0_STAGES))
+        repeats = stage.repeats if fixed else round_repeats(stage.repeats, cfg.depth)
+        for index in range(repeats):
             blocks.append(
                 BlockSpec(
                     stage=stage_id,
@@ -115,7 +138,7 @@ def scaled_blocks(cfg: BackboneConfig) -> list[BlockSpec]:
                     expand_ratio=stage.expand_ratio,
                     in_filters=in_filters if index == 0 else out_filters,
                     out_filters=out_filters,
-                    se_ratio=stage.se_ratio,
+                    se_ratio=stage.se_ratio if cfg.use_se else 0.0,
                 )
             )
     return blocks
@@ -131,13 +154,13 @@ def _conv1x1(filters: int, name: str, use_bias: bool = False) -> keras.layers.Co
     )
 
 
-def _squeeze_excite(x: tf.Tensor, block: BlockSpec) -> tf.Tensor:
+def _squeeze_excite(x: tf.Tensor, block: BlockSpec, cfg: BackboneConfig) -> tf.Tensor:
     p = block.prefix
     reduced = max(1, int(block.in_filters * block.se_ratio))
     expanded = x.shape[-1]
     s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=p + "se_pool")(x)
     s = _conv1x1(reduced, p + "se_reduce", use_bias=True)(s)
-    s = keras.layers.Activation("swish", name=p + "se_swish")(s)
+    s = activation(cfg.activation, p + "se_")(s)
     s = _conv1x1(expanded, p + "se_expand", use_bias=True)(s)
     s = keras.layers.Activation("sigmoid", name=p + "se_sigmoid")(s)
     return keras.layers.Multiply(name=p + "se_scale")([x, s])
@@ -151,15 +174,15 @@ def mbconv_block(x: tf.Tensor, block: BlockSpec, cfg: BackboneConfig, survival_p
     if block.expand_ratio != 1:
         x = _conv1x1(expanded, p + "expand_conv")(x)
         x = _batch_norm(cfg, p + "expand_bn")(x)
-        x = keras.layers.Activation("swish", name=p + "expand_swish")(x)
+        x = activation(cfg.activation, p + "expand_")(x)
     x = keras.layers.DepthwiseConv2D(
         block.kernel_size, strides=block.stride, padding="same", use_bias=False,
         depthwise_initializer=conv_init(), name=p + "dwconv",
     )(x)
     x = _batch_norm(cfg, p + "dw_bn")(x)
-    x = keras.layers.Activation("swish", name=p + "dw_swish")(x)
+    x = activation(cfg.activation, p + "dw_")(x)
     if block.se_ratio:
-        x = _squeeze_excite(x, block)
+        x = _squeeze_excite(x, block, cfg)
     x = _conv1x1(block.out_filters, p + "project_conv")(x)
     x = _batch_norm(cfg, p + "project_bn")(x)
     if block.stride == 1 and block.in_filters == block.out_filters:
@@ -169,13 +192,21 @@ def mbconv_block(x: tf.Tensor, block: BlockSpec, cfg: BackboneConfig, survival_p
     return x
 
 
+def stem_filters(cfg: BackboneConfig) -> int:
+    return STEM_FILTERS if cfg.fix_head_stem else round_filters(STEM_FILTERS, cfg.width)
+
+
+def head_filters(cfg: BackboneConfig) -> int:
+    return HEAD_FILTERS if cfg.fix_head_stem else round_filters(HEAD_FILTERS, cfg.width)
+
+
 def efficientnet_stem(x: tf.Tensor, cfg: BackboneConfig) -> tf.Tensor:
     x = keras.layers.Conv2D(
-        round_filters(STEM_FILTERS, cfg.width), 3, strides=2, padding="same", use_bias=False,
+        stem_filters(cfg), 3, strides=2, padding="same", use_bias=False,
         kernel_initializer=conv_init(), name="stem_conv",
     )(x)
     x = _batch_norm(cfg, "stem_bn")(x)
-    return keras.layers.Activation("swish", name="stem_swish")(x)
+    return activation(cfg.activation, "stem_")(x)
 
 
 def efficientnet_features(
@@ -224,7 +255,7 @@ def build_efficientnet_backbone(name: str, input_size: tuple[int, int] = (224, 2
     """Feature extractor: images (0..255) -> [C3, C4, C5]."""
     cfg = get_backbone_config(name)
     images = keras.Input((*input_size, 3), name="images", dtype=tf.float32)
-    features, _ = efficientnet_features(ImageNormalization(name="normalize")(images), cfg, cfg.survival_prob)
+    features, _ = efficientnet_features(input_normalization(cfg)(images), cfg, cfg.survival_prob)
     return keras.Model(images, [features[3], features[4], features[5]], name=cfg.name)
 
 
@@ -235,10 +266,10 @@ def build_efficientnet_classifier(
     cfg = get_backbone_config(name)
     size = input_size or (cfg.resolution, cfg.resolution)
     images = keras.Input((*size, 3), name="images", dtype=tf.float32)
-    _, x = efficientnet_features(ImageNormalization(name="normalize")(images), cfg, cfg.survival_prob)
-    x = _conv1x1(round_filters(HEAD_FILTERS, cfg.width), "head_conv")(x)
+    _, x = efficientnet_features(input_normalization(cfg)(images), cfg, cfg.survival_prob)
+    x = _conv1x1(head_filters(cfg), "head_conv")(x)
     x = _batch_norm(cfg, "head_bn")(x)
-    x = keras.layers.Activation("swish", name="head_swish")(x)
+    x = activation(cfg.activation, "head_")(x)
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
     logits = keras.layers.Dense(num_classes, kernel_initializer=dense_init(), name="logits")(x)

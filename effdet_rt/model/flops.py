@@ -62,9 +62,13 @@ def detector_cost(name: str, num_classes: int = 90, input_size: tuple[int, int] 
     cfg = get_config(name)
     size = input_size or (cfg.image_size, cfg.image_size)
     check_input_size(size, cfg.max_level)
+    small = 2**cfg.max_level
+    if size[0] % small or size[1] % small:  # odd maps above P5: no linear fit, trace the size itself
+        model = efficientdet_network(cfg, num_classes, size, cfg.num_anchors, cfg.min_level, cfg.max_level)
+        params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        return ModelCost(cfg.name, size, params, count_multiply_adds(model))
     model = efficientdet_network(cfg, num_classes, (None, None), cfg.num_anchors, cfg.min_level, cfg.max_level)
     forward = tf.function(lambda images: model(images, training=False))
-    small = 2**cfg.max_level
     costs = [_traced_multiply_adds(forward, (side, side, 3)) for side in (small, 2 * small)]
     per_pixel = (costs[1] - costs[0]) / (3 * small * small)
     fixed = costs[0] - per_pixel * small * small

@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from effdet_rt.model.configs import DetectorConfig
+from effdet_rt.model.efficientnet import activation
 
 CLASS_PRIOR = 0.01
 
@@ -45,7 +46,7 @@ def prediction_head(
             x = keras.layers.BatchNormalization(
                 momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=f"{kind}_net_bn{i}_p{level}"
             )(x)
-            x = keras.layers.Activation("swish", name=f"{kind}_net_swish{i}_p{level}")(x)
+            x = activation(cfg.activation, f"{kind}_net_", f"{i}_p{level}")(x)
         x = predict(x)
         outputs.append(keras.layers.Activation("linear", name=f"{kind}_p{level}")(x))
     return outputs

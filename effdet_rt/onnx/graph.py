@@ -42,14 +42,48 @@ def use_asymmetric_nearest_resize(graph: gs.Graph) -> int:
 
     For the integer upsampling factors EfficientDet uses (2x), floor((x + 0.5) / 2) == floor(x / 2), so the
     standard `asymmetric` + `floor` mode is the same function and every runtime (TensorRT included) supports it.
+    Other factors (odd maps above P5, e.g. 3x3 -> 5x5 in Lite0 at 320) go by output size, see resize_by_size.
     """
     changed = 0
-    for node in graph.nodes:
+    for node in list(graph.nodes):
         if node.op == "Resize" and node.attrs.get("coordinate_transformation_mode") == "tf_half_pixel_for_nn":
-            node.attrs["coordinate_transformation_mode"] = "asymmetric"
-            node.attrs["nearest_mode"] = "floor"
+            scales = getattr(node.inputs[2], "values", None) if len(node.inputs) > 2 else None
+            if scales is not None and scales.size == 4 and np.all(scales == np.round(scales)):
+                node.attrs["coordinate_transformation_mode"] = "asymmetric"
+                node.attrs["nearest_mode"] = "floor"
+            else:
+                resize_by_size(graph, node)
             changed += 1
     return changed
+
+
+def resize_by_size(graph: gs.Graph, node: gs.Node) -> None:
+    """A nearest Resize by a fractional scale (5/3), rewritten to give its output size instead.
+
+    tf2onnx passes the float32 scale 5/3, and floor(3 * 1.6666666) = 4 rows, not TF's 5. With `sizes` (batch and
+    channels from Shape, the spatial size TF produced) every runtime gets 5; `half_pixel` + `round_prefer_ceil`
+    picks the same source pixel as TF's floor((x + 0.5) * in / out), in the standard modes TensorRT supports.
+    """
+    scales = getattr(node.inputs[2], "values", None) if len(node.inputs) > 2 else None
+    dims = inferred_dims(graph).get(node.inputs[0].name)
+    if scales is None or dims is None or None in dims[2:]:
+        raise ValueError(f"Resize {node.name}: cannot tell its output size (scales {scales}, input {dims})")
+    spatial = np.array([round(dims[2] * float(scales[2])), round(dims[3] * float(scales[3]))], np.int64)
+    shape = gs.Variable(f"{node.name}_in_shape", np.int64)
+    leading = gs.Variable(f"{node.name}_batch_channels", np.int64)
+    sizes = gs.Variable(f"{node.name}_sizes", np.int64)
+    graph.nodes += [
+        gs.Node("Shape", f"{node.name}_shape", inputs=[node.inputs[0]], outputs=[shape]),
+        gs.Node("Slice", f"{node.name}_slice", inputs=[shape, constant(f"{node.name}_s0", np.array([0], np.int64)),
+                                                       constant(f"{node.name}_s2", np.array([2], np.int64))],
+                outputs=[leading]),
+        gs.Node("Concat", f"{node.name}_concat", {"axis": 0},
+                inputs=[leading, constant(f"{node.name}_hw", spatial)], outputs=[sizes]),
+    ]
+    node.inputs = [node.inputs[0], constant(f"{node.name}_roi", np.zeros(0, np.float32)), gs.Variable.empty(), sizes]
+    node.attrs["coordinate_transformation_mode"] = "half_pixel"
+    node.attrs["nearest_mode"] = "round_prefer_ceil"
+    graph.toposort()
 
 
 def inferred_shapes(graph: gs.Graph) -> dict[str, list[int | str | None]]:

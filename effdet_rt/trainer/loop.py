@@ -97,8 +97,8 @@ def pruned_filter_counts(spec: Any, key: str) -> dict[str, int]:
 
 def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], None]) -> None:
     """train.pruned_model_path (exact architecture, built from its filter counts) or train.checkpoint (by layer
-    name; class head skipped)."""
-    from effdet_rt.checkpoint import assign_weights, load_checkpoint
+    name; class head skipped when its shape differs; the backbone must load whole)."""
+    from effdet_rt.checkpoint import assign_weights, load_checkpoint, read_metadata
 
     if spec.train.pruned_model_path:
         pruned = load_checkpoint(spec.train.pruned_model_path, key)
@@ -110,17 +110,14 @@ def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], N
         return
     if not spec.train.checkpoint:
         return
-    pretrained = load_checkpoint(spec.train.checkpoint, key)
+    from effdet_rt.checkpoint.pretrained import load_pretrained
     from effdet_rt.prune.architecture import FILTERS_KEY
 
-    if pretrained.metadata.get(FILTERS_KEY):
+    if Path(spec.train.checkpoint).suffix.lower() == ".edrt" and read_metadata(spec.train.checkpoint, key).get(FILTERS_KEY):
         raise CheckpointError(f"train.checkpoint {spec.train.checkpoint} is a pruned model: pass it as "
                               "train.pruned_model_path, which builds its smaller architecture")
-    report = assign_weights(model, pretrained.weights, skip_pattern=CLASS_HEAD_PATTERN, strict=False)
-    if not report.loaded:
-        raise CheckpointError(f"train.checkpoint {spec.train.checkpoint}: no weight matches this model by name; "
-                              "pass an EfficientDet/EfficientNet checkpoint of the same family")
-    log(f"loaded pretrained weights {spec.train.checkpoint}: {report.summary()}")
+    # an .edrt, or an automl checkpoint / Keras .h5 converted on the fly
+    log(load_pretrained(model, spec.train.checkpoint, key, spec.model.name))
 
 
 def plan_run(spec: Any, replicas: int) -> RunPlan:
