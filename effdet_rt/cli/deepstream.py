@@ -9,7 +9,7 @@ def deepstream_config(
     model: str = typer.Option(..., "-m", "--model", help="Exported .onnx or built .plan/.engine."),
     output_dir: str = typer.Option(..., "-o", "--output-dir", help="Folder for the config and labels.txt."),
     labels: str | None = typer.Option(None, "--labels", help="labels.txt (one name per line) or label_map.yaml."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Without --labels: number of classes."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help="Without --labels: number of classes (default: the ONNX metadata effdet_rt.num_classes)."),
     threshold: float = typer.Option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
 ) -> None:
     """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt."""

@@ -94,6 +94,9 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
+    from effdet_rt.cli.stderr_filter import install_stderr_filter
+
+    install_stderr_filter()
     sys.exit(run(sys.argv[1:]))
 
 

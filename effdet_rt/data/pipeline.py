@@ -87,7 +87,9 @@ def check_records(files: list[str], num_classes: int, min_examples: int) -> int:
             _check_example(example, files, num_classes)
             seen += 1
     except tf.errors.DataLossError as exc:
-        raise DataError(f"{files[0]}...: damaged or not a TFRecord file ({exc.message}); convert the dataset again") from exc
+        from effdet_rt.data.record_check import damaged_record_error
+
+        raise damaged_record_error(files, "dataset.train_tfrecords", exc.message) from exc
     if seen < min_examples:
         raise DataError(
             f"dataset.train_tfrecords hold only {seen} example(s) but one global batch needs {min_examples}; "

@@ -124,12 +124,32 @@ def train(
     in which the budget ran out (saving a checkpoint).
     """
     from effdet_rt.checkpoint import resolve_key
+    from effdet_rt.data.tfrecord import resolve_tfrecords
 
     log = log or print
-    results = prepare_results_dir(results_dir or spec.results_dir)
+    # A glob that matches nothing (the usual first mistake) fails before the results dir is made.
+    resolve_tfrecords(list(spec.dataset.train_tfrecords), "dataset.train_tfrecords")
+    target = Path(results_dir or spec.results_dir)
+    created = not target.exists()
+    results = prepare_results_dir(target)
     key = resolve_key(key, spec.encryption_key)
     check_qat(spec, log)
-    return _Trainer(spec, results, key, log, strategy).run(max_seconds)
+    try:
+        trainer = _Trainer(spec, results, key, log, strategy)
+    except UserError:
+        if created:
+            remove_setup_leftovers(results)
+        raise
+    return trainer.run(max_seconds)
+
+
+def remove_setup_leftovers(results: Path) -> None:
+    """Remove a results dir this run created when set-up failed before training: it holds only the status.json
+    and empty TensorBoard folder of a run that never started."""
+    import shutil
+
+    if not any(results.rglob("*.edrt")):
+        shutil.rmtree(results, ignore_errors=True)
 
 
 class _Trainer:
@@ -289,6 +309,10 @@ class _Trainer:
                     if out_of_time and step < plan.total_steps:
                         self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
                         break
+        except self.tf.errors.DataLossError as exc:
+            from effdet_rt.data.record_check import damaged_record_error
+
+            raise damaged_record_error(self.files, "dataset.train_tfrecords", exc.message) from exc
         except KeyboardInterrupt:
             done = int(self.parts.optimizer.iterations.numpy())
             path = self.save(done // plan.steps_per_epoch, done)
