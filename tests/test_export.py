@@ -439,3 +439,41 @@ def test_build_bad_inputs(exported_onnx, tmp_path, capsys):
     code = run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "o.onnx"), "--backend", "onnxruntime", "--precision", "fp16"])
     assert code == 2 and "fp16 engines need --backend tensorrt" in capsys.readouterr().err
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.slow
+def test_nms_none_through_host_nms_equals_nms_onnx_and_efficient_verifies_its_own_heads(
+        exported_onnx, bccd_root, tmp_path, capsys):
+    """`--nms none` run by the ONNX Runtime engine (NMS on the host) gives the `--nms onnx` export's detections;
+    `--nms efficient --verify` checks the heads cut out of the file it writes, and says how it checked NMS."""
+    import onnxruntime as ort
+
+    from effdet_rt.data.preprocess import read_image
+    from effdet_rt.engines import load
+    from effdet_rt.export.written_heads import written_heads
+
+    none_path, efficient_path = tmp_path / "none.onnx", tmp_path / "efficient.onnx"
+    common = ["-m", str(tiny_checkpoint()), "-k", KEY, "--min-score", "0.05", "--batch-size", "2"]
+    assert run(["export", *common, "-o", str(none_path), "--nms", "none"]) == 0
+    capsys.readouterr()
+    assert run(["export", *common, "-o", str(efficient_path), "--nms", "efficient", "--verify"]) == 0
+    printed = capsys.readouterr().out
+    assert "verify on 2 images" in printed and "raw heads compared are those of the file written" in printed
+
+    assert [o.name for o in onnx.load(str(none_path)).graph.output] == ["class_logits", "box_codes"]
+    images = [read_image(p)[:, :480] for p in bccd_images(bccd_root, 4)]
+    host, graph = load(none_path).infer(images), load(exported_onnx).infer(images)
+    assert graph.num_detections.tolist() == host.num_detections.tolist() == [100] * 4
+    np.testing.assert_array_equal(host.classes, graph.classes)
+    np.testing.assert_allclose(host.scores, graph.scores, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(host.boxes, graph.boxes, rtol=0, atol=1e-3)  # pixels of a 480x480 image
+
+    efficient = onnx.load(str(efficient_path))
+    assert [n.op_type for n in efficient.graph.node].count("EfficientNMS_TRT") == 1
+    heads = written_heads(efficient)
+    assert "EfficientNMS_TRT" not in {n.op_type for n in heads.graph.node}
+    batch = _images(2)
+    run_heads = [ort.InferenceSession(p.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"images": batch})
+                 for p in (heads, onnx.load(str(none_path)))]
+    for ours, raw in zip(*run_heads, strict=True):
+        np.testing.assert_array_equal(ours, raw)  # the same network and weights as the raw-heads export
