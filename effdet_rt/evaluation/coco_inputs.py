@@ -90,18 +90,31 @@ def _checked_entry(where: str, entry: Any, keys: Sequence[str]) -> dict:
     return dict(entry)
 
 
+def _checked_id(where: str, field: str, value: Any) -> None:
+    """COCO ids are integers (strings are accepted for image ids written by other tools); a list, object, float or
+    boolean there is a broken file, said as such instead of failing later on an unhashable id."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise DataError(f"{where}: {field} {value!r} must be an integer id")
+
+
 def _checked_image(source: str, index: int, image: Any) -> dict:
-    image = _checked_entry(f"{source}: image {index}", image, ("id",))
+    where = f"{source}: image {index}"
+    image = _checked_entry(where, image, ("id",))
+    _checked_id(where, "id", image["id"])
     return image
 
 
 def _checked_category(source: str, index: int, category: Any) -> dict:
-    category = _checked_entry(f"{source}: category {index}", category, ("id",))
+    where = f"{source}: category {index}"
+    category = _checked_entry(where, category, ("id",))
+    _checked_id(where, "id", category["id"])
     category.setdefault("name", str(category["id"]))
     return category
 
 
 def _check_known(where: str, entry: dict, image_ids: set, category_ids: set, whose: str) -> None:
+    for field in ("image_id", "category_id", *(("id",) if "id" in entry else ())):
+        _checked_id(where, field, entry[field])
     if entry["image_id"] not in image_ids:
         raise DataError(f"{where}: image_id {entry['image_id']!r} is not an image of the {whose}; "
                         "use the ids from the annotations' 'images' list")
