@@ -132,6 +132,7 @@ def train(
     target = Path(results_dir or spec.results_dir)
     created = not target.exists()
     results = prepare_results_dir(target)
+    remove_interrupted_writes(results, log)
     key = resolve_key(key, spec.encryption_key)
     check_qat(spec, log)
     try:
@@ -141,6 +142,17 @@ def train(
             remove_setup_leftovers(results)
         raise
     return trainer.run(max_seconds)
+
+
+def remove_interrupted_writes(results: Path, log: Callable[[str], None]) -> None:
+    """Delete the temporary files of checkpoint writes a killed run left behind (``.name.edrt.XXXX.tmp``, named so
+    by utils.atomic); they never became checkpoints, so resuming ignores them anyway."""
+    for stale in results.glob(".*.edrt.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            continue
+        log(f"removed {stale.name}, left by an interrupted checkpoint write")
 
 
 def remove_setup_leftovers(results: Path) -> None:
