@@ -153,3 +153,26 @@ def test_deepstream_config_reads_num_classes_from_onnx_metadata(tmp_path):
     text = (tmp_path / "dsp" / "config_infer_primary_effdet.txt").read_text()
     for line in ("num-detected-classes=3", "network-mode=2", "batch-size=4", f"model-engine-file={plan.resolve()}"):
         assert f"\n{line}\n" in text
+
+
+@pytest.mark.slow
+def test_damaged_tfrecord_met_during_training_names_the_file(bccd_root, tmp_path, monkeypatch, capsys, spec_file):
+    """The up-front check reads only the first records; damage further on surfaces inside tf.data during training
+    and must still end as one error naming the file, not a DataLossError stack trace."""
+    from effdet_rt.data import pipeline
+    from tests.data_support import bccd_val_head, steps_run_eagerly
+
+    good = bccd_val_head(bccd_root, tmp_path / "records", 4)
+    data = good.read_bytes()
+    bad = tmp_path / "records" / "z-damaged.tfrecord"
+    bad.write_bytes(data + data[: len(data) // 2])  # four whole records, then half of the file again
+    monkeypatch.setattr(pipeline, "SCAN_RECORDS", 4)
+    with steps_run_eagerly():
+        code = run(["train", "-e", spec_file, "-r", str(tmp_path / "results"), "dataset.loader.shuffle_buffer=16",
+                    f"dataset.train_tfrecords=[{good}, {bad}]", "train.batch_size=4", "train.num_epochs=1",
+                    "train.num_examples_per_epoch=8", "train.image_preview=false"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: {bad}: damaged TFRecord file (truncated: record ") and err.count("\n") == 1
+    started = (tmp_path / "results" / "status.json").read_text()
+    assert "training efficientdet-d0 128x128" in started  # the damage was met by training, past the first check
