@@ -176,3 +176,16 @@ def test_damaged_tfrecord_met_during_training_names_the_file(bccd_root, tmp_path
     assert err.startswith(f"error: {bad}: damaged TFRecord file (truncated: record ") and err.count("\n") == 1
     started = (tmp_path / "results" / "status.json").read_text()
     assert "training efficientdet-d0 128x128" in started  # the damage was met by training, past the first check
+
+
+def test_train_removes_temp_files_of_interrupted_checkpoint_writes(tmp_path, capsys, spec_file):
+    results = tmp_path / "results"
+    results.mkdir()
+    stale = results / ".efficientdet-d0_002.edrt.k3j9x1.tmp"  # what a SIGKILL during a checkpoint write leaves
+    stale.write_bytes(b"half a checkpoint")
+    kept = results / "notes.txt"
+    kept.write_text("mine")
+    bad = truncated_tfrecord(tmp_path / "train.tfrecord")
+    assert run(["train", "-e", spec_file, "-r", str(results), f"dataset.train_tfrecords={bad}"]) == 2
+    assert "removed .efficientdet-d0_002.edrt.k3j9x1.tmp" in capsys.readouterr().out
+    assert not stale.exists() and kept.read_text() == "mine"  # an existing results dir is never removed
