@@ -120,14 +120,14 @@ def test_damaged_tfrecord_names_the_file_in_one_line_and_leaves_no_results_dir(t
     """Through the real entry point (a subprocess, as a user runs it): TensorFlow is imported to read the records,
     and stderr is exactly one `error:` line: no start-up noise, no stack trace."""
     bad = truncated_tfrecord(tmp_path / "train-00001.tfrecord")
-    results = tmp_path / "results"
+    results = tmp_path / "runs" / "results"
     code = ("import sys; from effdet_rt.cli.main import main; sys.argv = ['effdet-rt'] + sys.argv[1:]; main()")
     done = _python(code, "train", "-e", spec_file, "-r", str(results), f"dataset.train_tfrecords={bad}",
                    env_extra={"EFFDET_NO_PROGRESS": "1"})
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"error: {bad}: damaged TFRecord file (truncated: record 0 at byte 0")
-    assert not results.exists()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_deepstream_config_reads_num_classes_from_onnx_metadata(tmp_path):

@@ -130,7 +130,7 @@ def train(
     # A glob that matches nothing (the usual first mistake) fails before the results dir is made.
     resolve_tfrecords(list(spec.dataset.train_tfrecords), "dataset.train_tfrecords")
     target = Path(results_dir or spec.results_dir)
-    created = not target.exists()
+    created = first_missing_folder(target)
     results = prepare_results_dir(target)
     remove_interrupted_writes(results, log)
     key = resolve_key(key, spec.encryption_key)
@@ -138,8 +138,8 @@ def train(
     try:
         trainer = _Trainer(spec, results, key, log, strategy)
     except UserError:
-        if created:
-            remove_setup_leftovers(results)
+        if created is not None:
+            remove_setup_leftovers(created)
         raise
     return trainer.run(max_seconds)
 
@@ -155,13 +155,23 @@ def remove_interrupted_writes(results: Path, log: Callable[[str], None]) -> None
         log(f"removed {stale.name}, left by an interrupted checkpoint write")
 
 
-def remove_setup_leftovers(results: Path) -> None:
-    """Remove a results dir this run created when set-up failed before training: it holds only the status.json
-    and empty TensorBoard folder of a run that never started."""
+def first_missing_folder(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what creating it would add), or None."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_setup_leftovers(created: Path) -> None:
+    """Remove the folders this run created for its results when set-up failed before training: they hold only the
+    status.json and empty TensorBoard folder of a run that never started."""
     import shutil
 
-    if not any(results.rglob("*.edrt")):
-        shutil.rmtree(results, ignore_errors=True)
+    if not any(created.rglob("*.edrt")):
+        shutil.rmtree(created, ignore_errors=True)
 
 
 class _Trainer:
