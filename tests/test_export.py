@@ -353,6 +353,14 @@ def bccd_val_tfrecords(tmp_path_factory, bccd_root):
     return out
 
 
+# INT8 vs FP32 detections (same class, IoU >= 0.5) on the tiny random network: 100 boxes per image, most of them
+# weak near-tied scores, so a harsh check (a trained model matches far more). Measured 73.5% on an AVX-512 VNNI
+# EPYC, with TensorFlow's oneDNN capped at AVX2 and uncapped alike. With the 7-bit weights ONNX Runtime's
+# integer sums are exact with or without VNNI (no 16-bit saturation), so the INT8 outputs do not depend on the
+# kernel set; the bound leaves 13 points for float rounding in the FP32 reference and the dequantised tails.
+INT8_MIN_MATCH_RATE = 0.60
+
+
 def conv_weight_ranges(model) -> set[int]:
     """The largest |quantized weight| of each Conv whose weights come through DequantizeLinear, as a set."""
     initializers = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -416,6 +424,7 @@ def test_build_onnxruntime_fp32_and_int8(exported_onnx, bccd_val_tfrecords, bccd
     int8_match = match_detections(reference, q8.infer(images), iou_threshold=0.5, score_tolerance=None)
     print(f"INT8 vs FP32 detections matched (same class, IoU >= 0.5): {int8_match.rate:.1%}")
     assert q8.precision == "int8" and int8_match.reference == 400
+    assert int8_match.rate >= INT8_MIN_MATCH_RATE
 
 
 def test_build_bad_inputs(exported_onnx, tmp_path, capsys):
