@@ -11,7 +11,7 @@ def deepstream_config(
     model: str = option(..., "-m", "--model", help="Exported .onnx or built .plan/.engine."),
     output_dir: str = option(..., "-o", "--output-dir", help="Folder for the config and labels.txt."),
     labels: str | None = option(None, "--labels", help="labels.txt (one name per line) or label_map.yaml."),
-    num_classes: int | None = option(None, "--num-classes", help="Without --labels: number of classes."),
+    num_classes: int | None = option(None, "--num-classes", help="Without --labels: number of classes (default: the ONNX metadata effdet_rt.num_classes)."),
     threshold: float = option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
 ) -> None:
     """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt."""

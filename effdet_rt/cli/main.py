@@ -161,6 +161,9 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def main() -> None:
+    from effdet_rt.cli.stderr_filter import install_stderr_filter
+
+    install_stderr_filter()
     sys.exit(run(sys.argv[1:]))
 
 

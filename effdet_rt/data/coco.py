@@ -171,6 +171,9 @@ def _check_annotation(ann: Any, index: int, source: str, image_ids: set[Any], ca
     for key in ("image_id", "category_id", "bbox"):
         if key not in ann:
             raise DataError(f"{source}: {name} is missing the '{key}' key")
+    for key in ("image_id", "category_id"):
+        if not _is_id(ann[key]):
+            raise DataError(f"{source}: {name} '{key}' must be an integer or string id, got {ann[key]!r}")
     if ann["image_id"] not in image_ids:
         raise DataError(f"{source}: {name} names image_id {ann['image_id']!r}, which is not in 'images'")
     if ann["category_id"] not in category_ids:

@@ -71,8 +71,16 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
         reference = KerasEngine(engine.model, setup, export_options.nms_settings)
         onnx_nms = proto if export_options.nms == "onnx" else attach_nms(raw, setup, replace(export_options, nms="onnx"))
         batch = verification_batch(spec, setup.input_size, count=export_options.batch_size or 4)
-        report = verify_export(reference, raw, onnx_nms, batch)
+        from effdet_rt.export.written_heads import written_heads
+
+        report = verify_export(reference, written_heads(proto), onnx_nms, batch)
         log(report.summary())
+        if export_options.nms == "efficient":
+            log("verify: the raw heads compared are those of the file written; EfficientNMS_TRT runs only in "
+                "TensorRT, so its detections were compared through the same heads with standard-op NMS (--nms onnx)")
+        elif export_options.nms == "none":
+            log("verify: the file written holds the raw heads compared; its detections were compared through the "
+                "host-side equivalent, standard-op NMS (--nms onnx) on the same heads")
         settle_verification(report, strict_verify, log)
     return write_onnx(proto, output)
 

@@ -56,6 +56,31 @@ def model_input(path: Path) -> tuple[int, int, int, str]:
     raise ModelFileError(f"{path}: expected a .onnx model or a .plan/.engine file")
 
 
+def model_num_classes(path: Path) -> int | None:
+    """Real classes recorded by `effdet-rt export` in the ONNX metadata (``effdet_rt.num_classes``); for a plan,
+    in the ONNX file it was built from when that is still there. ``None`` when neither records it."""
+    if path.suffix.lower() in (".plan", ".engine"):
+        from effdet_rt.engines.build.tensorrt import engine_info_path
+
+        try:
+            source = json.loads(engine_info_path(path).read_text()).get("onnx")
+        except (OSError, ValueError, AttributeError):
+            return None
+        path = Path(source) if source else path
+        if path.suffix.lower() != ".onnx" or not path.is_file():
+            return None
+    from effdet_rt.onnx.fp16 import load_onnx
+
+    for entry in load_onnx(path).metadata_props:
+        if entry.key == "effdet_rt.num_classes":
+            try:
+                value = json.loads(entry.value)
+            except ValueError:
+                return None
+            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    return None
+
+
 def nvinfer_config(model: Path, labels_file: str, height: int, width: int, batch: int, precision: str,
                    num_classes: int, threshold: float = 0.3) -> str:
     model_key = "onnx-file" if model.suffix.lower() == ".onnx" else "model-engine-file"
@@ -96,10 +121,11 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     height, width, batch, precision = model_input(model)
     if labels is not None:
         names = read_labels(labels)
-    elif num_classes:
+    elif num_classes or (num_classes := model_num_classes(model)):
         names = [f"class_{category_ids(index)}" for index in range(num_classes)]
     else:
-        raise UserError("deepstream-config needs --labels labels.txt|label_map.yaml or --num-classes N")
+        raise UserError(f"deepstream-config needs --labels labels.txt|label_map.yaml or --num-classes N: {model} "
+                        "does not record its number of classes (ONNX metadata effdet_rt.num_classes)")
     out_dir = Path(out_dir)
     config_name, labels_name = "config_infer_primary_effdet.txt", "labels.txt"
     with atomic_dir(out_dir) as tmp:

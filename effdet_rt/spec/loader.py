@@ -123,9 +123,10 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise SpecError(f"{source}: YAML syntax error{where}: {exc.problem}; fix the indentation or quoting there") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{source}: not valid YAML ({exc})") from None
+        problem = " ".join(str(exc.problem).split())
+        raise SpecError(f"{source}: YAML syntax error{where}: {problem}; fix the indentation or quoting there") from None
+    except yaml.YAMLError as exc:  # e.g. a control character: PyYAML's message spans lines, the error is one
+        raise SpecError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -60,7 +60,7 @@ def parse_value(path: Sequence[str], raw: str) -> Any:
     try:
         return yaml.safe_load(raw) if raw else None
     except yaml.YAMLError as exc:
-        reason = getattr(exc, "problem", None) or str(exc)
+        reason = " ".join((getattr(exc, "problem", None) or str(exc)).split())  # PyYAML's text spans lines
         raise SpecError(
             f"{OVERRIDE_SOURCE}: cannot read the value of {'.'.join(path)} ({raw!r}): {reason}; "
             "use YAML syntax such as 5, 0.1, true or [a, b]"

@@ -141,12 +141,54 @@ def train(
     in which the budget ran out (saving a checkpoint).
     """
     from effdet_rt.checkpoint import resolve_key
+    from effdet_rt.data.tfrecord import resolve_tfrecords
 
     log = log or print
-    results = prepare_results_dir(results_dir or spec.results_dir)
+    # A glob that matches nothing (the usual first mistake) fails before the results dir is made.
+    resolve_tfrecords(list(spec.dataset.train_tfrecords), "dataset.train_tfrecords")
+    target = Path(results_dir or spec.results_dir)
+    created = first_missing_folder(target)
+    results = prepare_results_dir(target)
+    remove_interrupted_writes(results, log)
     key = resolve_key(key, spec.encryption_key)
     check_qat(spec, log)
-    return _Trainer(spec, results, key, log, strategy).run(max_seconds)
+    try:
+        trainer = _Trainer(spec, results, key, log, strategy)
+    except UserError:
+        if created is not None:
+            remove_setup_leftovers(created)
+        raise
+    return trainer.run(max_seconds)
+
+
+def remove_interrupted_writes(results: Path, log: Callable[[str], None]) -> None:
+    """Delete the temporary files of checkpoint writes a killed run left behind (``.name.edrt.XXXX.tmp``, named so
+    by utils.atomic); they never became checkpoints, so resuming ignores them anyway."""
+    for stale in results.glob(".*.edrt.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            continue
+        log(f"removed {stale.name}, left by an interrupted checkpoint write")
+
+
+def first_missing_folder(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what creating it would add), or None."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def remove_setup_leftovers(created: Path) -> None:
+    """Remove the folders this run created for its results when set-up failed before training: they hold only the
+    status.json and empty TensorBoard folder of a run that never started."""
+    import shutil
+
+    if not any(created.rglob("*.edrt")):
+        shutil.rmtree(created, ignore_errors=True)
 
 
 class _Trainer:
@@ -308,6 +350,10 @@ class _Trainer:
                     if out_of_time and step < plan.total_steps:
                         self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
                         break
+        except self.tf.errors.DataLossError as exc:
+            from effdet_rt.data.record_check import damaged_record_error
+
+            raise damaged_record_error(self.files, "dataset.train_tfrecords", exc.message) from exc
         except KeyboardInterrupt:
             done = int(self.parts.optimizer.iterations.numpy())
             path = self.save(done // plan.steps_per_epoch, done)
