@@ -28,7 +28,7 @@ def pruned(tmp_path_factory) -> dict:
 
 def test_prune_writes_the_tao_named_checkpoint_and_status(pruned):
     from effdet_rt.checkpoint import load_checkpoint
-    from effdet_rt.prune.architecture import FILTERS_KEY
+    from effdet_rt.model.pruned import FILTERS_KEY
     from effdet_rt.prune.pruner import trainable_parameters
 
     saved = load_checkpoint(pruned["path"], KEY)

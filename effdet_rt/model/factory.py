@@ -37,7 +37,7 @@ def setup_from_spec(spec: Any) -> DetectorSetup:
 
 def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None, filter_counts: dict[str, int] | None = None):
     """The raw network (per-level class and box outputs) for the spec; ``filter_counts`` (a pruned checkpoint's
-    metadata, see effdet_rt.prune.architecture) shrinks the named layers."""
+    metadata, see effdet_rt.model.pruned) shrinks the named layers."""
     from effdet_rt.model.efficientdet import build_efficientdet
 
     setup = setup or setup_from_spec(spec)
@@ -52,7 +52,7 @@ def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None, filter_
         freeze_bn=bool(spec.model.freeze_bn),
     )
     if filter_counts:
-        from effdet_rt.prune.architecture import apply_filter_counts
+        from effdet_rt.model.pruned import apply_filter_counts
 
         model = apply_filter_counts(model, filter_counts)
     if spec.train.qat:  # trained with fake-quant convs: so are its checkpoints, evaluation and export

@@ -270,7 +270,7 @@ def trainable_parameters(model: Any) -> int:
 def prune_model(model: Any, settings: PruneSettings, base_counts: dict[str, int] | None = None) -> PruneResult:
     """The pruned copy of ``model``; ``base_counts`` are the counts ``model`` was already pruned to (if any)."""
     from effdet_rt.checkpoint.weights import assign_weights
-    from effdet_rt.prune.architecture import apply_filter_counts
+    from effdet_rt.model.pruned import apply_filter_counts
 
     settings.check()
     analysis = analyse_channels(model, settings.normalizer, settings.excluded_layers)

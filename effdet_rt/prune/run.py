@@ -72,7 +72,7 @@ def load_detector(path: Path, key: str, spec: Any) -> tuple[Any, Any, Any, dict[
     """(checkpoint, its spec, the float network with its weights, the filter counts it was already pruned to)."""
     from effdet_rt.checkpoint import assign_weights, load_checkpoint
     from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
-    from effdet_rt.prune.architecture import filter_counts_from_metadata
+    from effdet_rt.model.pruned import filter_counts_from_metadata
 
     checkpoint = load_checkpoint(path, key)
     model_spec = _detector_spec(checkpoint, path, spec)
@@ -100,7 +100,7 @@ def prune_checkpoint(
 ) -> PruneSummary:
     """Prune ``checkpoint`` (default prune.checkpoint) into ``output`` (default prune.output_path)."""
     from effdet_rt.checkpoint import model_weights, resolve_key, save_checkpoint
-    from effdet_rt.prune.architecture import FILTERS_KEY
+    from effdet_rt.model.pruned import FILTERS_KEY
     from effdet_rt.prune.pruner import prune_model
     from effdet_rt.utils.status import StatusLogger, progress_bar
 

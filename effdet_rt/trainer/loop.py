@@ -89,7 +89,7 @@ def pruned_filter_counts(spec: Any, key: str) -> dict[str, int]:
     if not spec.train.pruned_model_path:
         return {}
     from effdet_rt.checkpoint import read_metadata
-    from effdet_rt.prune.architecture import filter_counts_from_metadata
+    from effdet_rt.model.pruned import filter_counts_from_metadata
 
     path = spec.train.pruned_model_path
     return filter_counts_from_metadata(read_metadata(path, key), f"train.pruned_model_path {path}")
@@ -110,8 +110,8 @@ def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], N
         return
     if not spec.train.checkpoint:
         return
-    from effdet_rt.checkpoint.pretrained import load_pretrained
-    from effdet_rt.prune.architecture import FILTERS_KEY
+    from effdet_rt.checkpoint.formats.pretrained import load_pretrained
+    from effdet_rt.model.pruned import FILTERS_KEY
 
     if Path(spec.train.checkpoint).suffix.lower() == ".edrt" and read_metadata(spec.train.checkpoint, key).get(FILTERS_KEY):
         raise CheckpointError(f"train.checkpoint {spec.train.checkpoint} is a pruned model: pass it as "
@@ -423,7 +423,7 @@ class _Trainer:
             "history_losses": self.history.losses,
         }
         if self.filter_counts:
-            from effdet_rt.prune.architecture import FILTERS_KEY
+            from effdet_rt.model.pruned import FILTERS_KEY
 
             metadata[FILTERS_KEY] = self.filter_counts
         path = self.results / checkpoint_name(self.setup.name, epoch)

@@ -101,7 +101,7 @@ def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> K
         model_spec = spec
     else:
         raise CheckpointError(f"{path}: the checkpoint carries no spec; pass the training spec with -e")
-    from effdet_rt.prune.architecture import filter_counts_from_metadata
+    from effdet_rt.model.pruned import filter_counts_from_metadata
 
     setup = setup_from_spec(model_spec)
     model = build_model_from_spec(model_spec, setup, filter_counts_from_metadata(checkpoint.metadata, str(path)))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from effdet_rt.checkpoint.importer import ImportedWeights
+from effdet_rt.checkpoint.formats.importer import ImportedWeights
 from effdet_rt.errors import CheckpointError
 from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.checkpoint.importer import ImportedWeights
+from effdet_rt.checkpoint.formats.importer import ImportedWeights
 from effdet_rt.errors import CheckpointError
 from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig
 
@@ -136,7 +136,7 @@ def import_torch_lite(source: str | os.PathLike, model_name: str | None = None,
     Our EfficientNet-Lite normalises its input as (x - 127) / 128, the TensorFlow EfficientNet-Lite preprocessing
     these weights were trained with.
     """
-    from effdet_rt.checkpoint.keras_h5 import through_classifier
+    from effdet_rt.checkpoint.formats.keras_h5 import through_classifier
 
     source = str(source)
     package_file = installed_package_weights(source)

