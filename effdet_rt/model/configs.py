@@ -19,6 +19,7 @@ class BackboneConfig:
     survival_prob: float = 0.8
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
+    use_batch_norm: bool = True  # False: no BatchNormalization layers, biased convolutions instead
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from effdet_rt.errors import SpecError
 from effdet_rt.spec.overrides import apply_overrides
@@ -47,9 +48,9 @@ def _represent_list(dumper: _SpecDumper, items: list) -> yaml.Node:
 _SpecDumper.add_representer(list, _represent_list)
 
 
-def spec_to_yaml(spec: ExperimentSpec) -> str:
-    """The complete spec as YAML that load_spec reads back to an equal spec."""
-    return yaml.dump(spec.model_dump(), Dumper=_SpecDumper, sort_keys=False, default_flow_style=False, width=110)
+def spec_to_yaml(spec: BaseModel) -> str:
+    """The complete spec as YAML that load_spec reads back to an equal spec (unset optional fields left out)."""
+    return yaml.dump(spec.model_dump(exclude_none=True), Dumper=_SpecDumper, sort_keys=False, default_flow_style=False, width=110)
 
 
 def read_spec_text(path: Path) -> str:

@@ -8,6 +8,8 @@ from typing import Any
 import yaml
 
 from effdet_rt.errors import SpecError
+from pydantic import BaseModel
+
 from effdet_rt.spec.schema import ExperimentSpec
 from effdet_rt.spec.validation import canonical_path, field_at, validate_spec
 
@@ -19,13 +21,18 @@ def apply_overrides(spec: ExperimentSpec, overrides: Sequence[str]) -> Experimen
     if not overrides:
         return spec
     data = spec.model_dump()
-    for text in overrides:
-        path, raw = split_override(text)
-        set_dotted(data, path, parse_value(path, raw))
+    apply_to_data(data, overrides)
     return validate_spec(data, OVERRIDE_SOURCE)
 
 
-def split_override(text: str) -> tuple[list[str], str]:
+def apply_to_data(data: dict[str, Any], overrides: Sequence[str], root: type[BaseModel] = ExperimentSpec) -> None:
+    """Set each ``dotted.path=value`` in raw spec data, the value typed by the field of ``root`` it lands on."""
+    for text in overrides:
+        path, raw = split_override(text, root)
+        set_dotted(data, path, parse_value(path, raw, root))
+
+
+def split_override(text: str, root: type[BaseModel] = ExperimentSpec) -> tuple[list[str], str]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -36,13 +43,13 @@ def split_override(text: str) -> tuple[list[str], str]:
     parts = key.split(".")
     if any(not part for part in parts):
         raise SpecError(f"{OVERRIDE_SOURCE}: {key!r} is not a dotted field name like train.batch_size")
-    return canonical_path(parts), raw.strip()
+    return canonical_path(parts, root), raw.strip()
 
 
-def parse_value(path: Sequence[str], raw: str) -> Any:
+def parse_value(path: Sequence[str], raw: str, root: type[BaseModel] = ExperimentSpec) -> Any:
     """Strings stay as typed (so ``encryption_key=123`` is '123'); everything else is read as YAML."""
-    field = field_at(path)
-    if field is not None and field.annotation is str:
+    field = field_at(path, root)
+    if field is not None and field.annotation in (str, str | None):
         return _unquote(raw)
     try:
         return yaml.safe_load(raw) if raw else None
