@@ -99,10 +99,10 @@ def format_report(metrics: dict[str, Any]) -> str:
     k = metrics["top_k"]
     width = max(8, *(len(c) for c in classes))
     lines = [f"images: {metrics['num_images']}",
-             f"top-1 accuracy: {metrics['top_1_accuracy']:.4f}",
-             f"top-{k} accuracy: {metrics[f'top_{k}_accuracy']:.4f}",
-             "",
-             f"{'class':<{width}}  precision  recall     f1  support"]
+             f"top-1 accuracy: {metrics['top_1_accuracy']:.4f}"]
+    if k > 1:
+        lines.append(f"top-{k} accuracy: {metrics[f'top_{k}_accuracy']:.4f}")
+    lines += ["", f"{'class':<{width}}  precision  recall     f1  support"]
     for name in classes:
         row = metrics["per_class"][name]
         lines.append(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:.4f}  {row['support']:7d}")

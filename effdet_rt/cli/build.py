@@ -25,6 +25,7 @@ def build_command(
     opt_batch: int = typer.Option(None, "--opt-batch", help="TensorRT profile optimum batch (default build.opt_batch_size)."),
     max_batch: int = typer.Option(None, "--max-batch", help="TensorRT profile maximum batch (default build.max_batch_size)."),
     timing_cache: str = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, read and written (default build.timing_cache)."),
+    calib_images: str = typer.Option(None, "--calib-images", help="Classifier ONNX: folder of images for INT8 calibration (e.g. the training images), preprocessed as inference does."),
     int8_profile: str = typer.Option(None, "--int8-profile", help="ONNX Runtime int8 Q/DQ layout: onnxruntime (all ops, UINT8 activations: fast on CPU) or tensorrt (symmetric INT8 activations on convs: the input TensorRT 11 needs)."),
     overrides: list[str] = overrides_argument,
 ) -> None:
@@ -37,7 +38,7 @@ def build_command(
         spec_obj, model=model, output=output, backend=backend, precision=precision, calib_tfrecords=calib_tfrecords,
         calib_batches=calib_batches, calib_batch_size=calib_batch_size, calib_cache=calib_cache, calib_only=calib_only,
         workspace_gb=workspace_gb, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, timing_cache=timing_cache,
-        int8_profile=int8_profile,
+        int8_profile=int8_profile, calib_images=calib_images,
     )
     build_engine(request, log=typer.echo)
 

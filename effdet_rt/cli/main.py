@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "engine_info",
     "deepstream",
     "models",
+    "classification",
 ]
 
 app = typer.Typer(

@@ -31,6 +31,7 @@ class BuildRequest:
     max_batch: int
     timing_cache: str | None
     int8_profile: str = "onnxruntime"
+    calib_images: str | None = None  # classifier ONNX: a folder of images to calibrate INT8 on
 
     @classmethod
     def from_spec(cls, spec: Any, *, model: Path, output: Path | None, **given: Any) -> BuildRequest:
@@ -55,6 +56,7 @@ class BuildRequest:
             max_batch=int(_pick(given.get("max_batch"), b.max_batch_size)),
             timing_cache=_pick(given.get("timing_cache"), b.timing_cache) or None,
             int8_profile=given.get("int8_profile") or "onnxruntime",
+            calib_images=given.get("calib_images") or None,
         )
         request.check()
         return request
@@ -107,9 +109,20 @@ def onnx_input_size(path: Path) -> tuple[int, int]:
 
 
 def build_engine(request: BuildRequest, log: Callable[[str], None] = print) -> Path:
+    from effdet_rt.classification.deploy import calibration_source as classifier_calibration
+    from effdet_rt.classification.deploy import onnx_classifier_metadata
+
+    classifier = onnx_classifier_metadata(request.model) if request.model.suffix.lower() == ".onnx" else None
     backend = choose_backend(request.backend, log)
     input_size = onnx_input_size(request.model)
-    calibration = calibration_source(request, input_size, log)
+    if classifier is not None:
+        log(f"classifier ONNX ({classifier.get('model_name')}, {len(classifier['classes'])} classes)")
+        calibration = classifier_calibration(request.calib_images, classifier, request.calib_batch_size,
+                                             request.calib_batches, log)
+    elif request.calib_images:
+        raise UserError("--calib-images is for classifier ONNX models; calibrate a detector with --calib-tfrecords")
+    else:
+        calibration = calibration_source(request, input_size, log)
     if backend == "onnxruntime":
         from effdet_rt.engines.ort_build import build_onnxruntime_engine
 

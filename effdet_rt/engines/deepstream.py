@@ -44,8 +44,8 @@ def model_input(path: Path) -> tuple[int, int, int, str]:
 
         dims = [d.dim_value if d.HasField("dim_value") else -1
                 for d in load_onnx(path).graph.input[0].type.tensor_type.shape.dim]
-        if len(dims) != 4 or dims[3] != 3 or min(dims[1:]) < 1:
-            raise ModelFileError(f"{path}: input shape {dims} is not (N, H, W, 3) with a fixed H, W")
+        if len(dims) != 4 or dims[3] not in (1, 3) or min(dims[1:]) < 1:
+            raise ModelFileError(f"{path}: input shape {dims} is not (N, H, W, 3 or 1) with a fixed H, W")
         return dims[1], dims[2], max(dims[0], 1), "fp32"
     if path.suffix.lower() in (".plan", ".engine"):
         from effdet_rt.engines.trt_build import engine_info_path
@@ -100,6 +100,15 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     model = Path(model)
     if not model.is_file():
         raise ModelFileError(f"{model}: model file not found; pass the exported .onnx or a built .plan/.engine")
+    if model.suffix.lower() == ".onnx":
+        from effdet_rt.classification.deploy import (
+            onnx_classifier_metadata,
+            write_classifier_deepstream_config,
+        )
+
+        meta = onnx_classifier_metadata(model)
+        if meta is not None:  # a classifier: a secondary-classifier config instead
+            return write_classifier_deepstream_config(model, Path(out_dir), meta, labels, threshold)
     height, width, batch, precision = model_input(model)
     if labels is not None:
         names = read_labels(labels)

@@ -14,12 +14,13 @@ INPUT_NAME = "images"
 METADATA_PREFIX = "effdet_rt."
 
 
-def keras_to_onnx(model, input_size: tuple[int, int], batch_size: int | None, opset: int) -> onnx.ModelProto:
+def keras_to_onnx(model, input_size: tuple[int, int], batch_size: int | None, opset: int,
+                  channels: int = 3) -> onnx.ModelProto:
     """Convert with tf2onnx; batch_size None makes the batch dimension dynamic."""
     import tensorflow as tf
     import tf2onnx
 
-    signature = [tf.TensorSpec((batch_size, *input_size, 3), tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec((batch_size, *input_size, channels), tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     return proto
 

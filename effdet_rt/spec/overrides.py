@@ -6,10 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import yaml
-
-from effdet_rt.errors import SpecError
 from pydantic import BaseModel
 
+from effdet_rt.errors import SpecError
 from effdet_rt.spec.schema import ExperimentSpec
 from effdet_rt.spec.validation import canonical_path, field_at, validate_spec
 
