@@ -1,8 +1,10 @@
 """`effdet-rt classification train`: the training run of a classification spec.
 
 Writes into the results dir: ``classmap.json``, encrypted ``{arch}_{epoch:03d}.edrt`` checkpoints every
-``train.checkpoint_interval`` epochs (and after the last), ``status.json`` lines with loss / accuracy (and validation
-loss / accuracy when ``data.val_dataset_path`` is set) per epoch, TensorBoard events in ``tensorboard/``,
+``train.checkpoint_interval`` epochs (and after the last), ``status.json`` lines per epoch with loss (cross-entropy
+with label smoothing + the reg_config penalty, as Keras reports it), data_loss (the cross-entropy alone) and
+accuracy on the training batches (argmax of the logits against the argmax of the, possibly mixed, targets), plus
+val_loss / val_accuracy when ``data.val_dataset_path`` is set, TensorBoard events in ``tensorboard/``,
 ``training_curves.png`` and, when images could not be read, ``skipped_images.json``. A run resumes from the newest
 checkpoint of the results dir at the epoch after it, and then equals a straight run (seeded batches, see dataset.py).
 """
@@ -185,7 +187,7 @@ class _Run:
             grads = tape.gradient(total, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
             hits = tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == tf.argmax(targets, 1), tf.float32))
-            return total, hits
+            return total, loss, hits
 
         @tf.function
         def eval_step(images, targets):
@@ -219,17 +221,19 @@ class _Run:
             with progress_bar() as progress:
                 task = progress.add_task("train", total=self.total_steps, completed=step, info="")
                 for epoch in range(first, spec.train.num_epochs + 1):
-                    losses, hits = [], 0.0
+                    losses, data_losses, hits = [], [], 0.0
                     for _ in range(plan.steps_per_epoch):
                         _, images, targets = next(batches)
-                        loss, correct = train_step(images, targets)
+                        loss, data_loss, correct = train_step(images, targets)
                         loss = float(loss)
                         step += 1
                         self.check_finite(loss, step, epoch)
                         losses.append(loss)
+                        data_losses.append(float(data_loss))
                         hits += float(correct)
                         progress.update(task, completed=step, info=f"epoch {epoch} loss {loss:.4f}")
-                    values = {"loss": sum(losses) / len(losses), "accuracy": hits / (len(losses) * plan.batch_size)}
+                    values = {"loss": sum(losses) / len(losses), "data_loss": sum(data_losses) / len(data_losses),
+                              "accuracy": hits / (len(losses) * plan.batch_size)}
                     out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
                     self.end_epoch(epoch, step, values, force_save=out_of_time)
                     if out_of_time and epoch < spec.train.num_epochs:
