@@ -102,7 +102,9 @@ def main() -> int:
     started = time.monotonic()
     checkpoint = train_classifier(spec, work / "train", KEY, log=print, max_seconds=60 * args.minutes)
     trained_s = time.monotonic() - started
-    epochs = int(json.loads((work / "train" / "status.json").read_text().splitlines()[-2])["epoch"])
+    from effdet_rt.checkpoint import read_metadata
+
+    epochs = int(read_metadata(checkpoint, KEY)["epoch"])
     onnx_path = export_classifier(spec, model_path=checkpoint, output=work / "b0.onnx", key=KEY, verify=True, log=print)
     models = {"tensorflow (checkpoint)": checkpoint, **build_engines(onnx_path, work)}
     rows = []

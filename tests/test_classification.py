@@ -214,3 +214,51 @@ def test_center_crop_geometry():
     assert 40 <= out[0, 0, 0] <= 44 and 57 <= out[0, -1, 0] <= 60  # x 40 and 55 scaled back by 1 / 0.96
     plain = eval_transform(ramp, ImageFormat((16, 16), channels=1, center_crop=False))
     assert plain[0, 0, 0] < 5 and plain[0, -1, 0] > 94  # whole width squeezed in
+
+
+def test_classifier_heads_match_imagenet_efficientnet_and_the_shared_backbone():
+    import tf_keras as keras
+
+    from effdet_rt.classification.model import build_classifier
+
+    def trainable(model) -> int:
+        return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+    keras.backend.clear_session()
+    imagenet = build_classifier(load_classification_spec(None, ["model.retain_head=true",
+                                                                "model.input_image_size=3,32,32"]), 1000)
+    assert trainable(imagenet) == 5_288_548  # Keras' EfficientNetB0, as tests/test_model_params.py pins it
+    assert imagenet.get_layer("head_dropout").rate == 0.2
+    spec = load_classification_spec(None, ["model.input_image_size=1,32,32", "train.bn_config.momentum=0.7",
+                                           "train.bn_config.epsilon=0.01"])
+    dense = build_classifier(spec, 2)
+    # the detector's B0 backbone (its 3x3x3x32 stem kernel 3x3x1x32 with one input channel) + Dense(320 -> 2)
+    assert trainable(dense) == 3_595_388 - 3 * 3 * 2 * 32 + 320 * 2 + 2
+    bns = [layer for layer in dense.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {(b.momentum, b.epsilon) for b in bns} == {(0.7, 0.01)}
+    assert dense.input.shape.as_list() == [None, 32, 32, 1]
+    no_bn = build_classifier(load_classification_spec(None, ["model.input_image_size=1,32,32",
+                                                             "model.use_batch_norm=false"]), 2)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in no_bn.layers)
+    channels = sum(int(b.gamma.shape[0]) for b in bns)  # each BN's gamma + beta become one bias per channel
+    assert trainable(no_bn) == trainable(dense) - channels
+    frozen = build_classifier(load_classification_spec(None, ["model.input_image_size=3,32,32",
+                                                              "model.freeze_blocks=[0, 1]", "model.freeze_bn=true"]), 2)
+    assert not any(layer.trainable for layer in frozen.layers if layer.name.startswith(("stem_", "stage1_")))
+    assert not any(layer.trainable for layer in frozen.layers if isinstance(layer, keras.layers.BatchNormalization))
+    assert frozen.get_layer("stage2_block0_expand_conv").trainable
+    keras.backend.clear_session()
+
+
+def test_sixteen_bit_grayscale_keeps_its_depth(tmp_path):
+    from PIL import Image
+
+    from effdet_rt.classification.images import ImageFormat, eval_image
+
+    values = np.full((20, 20), 40000, np.uint16)
+    values[:, 10:] = 1000
+    Image.fromarray(values).save(tmp_path / "deep.png")  # a 16-bit PNG (mode I;16)
+    out = eval_image(tmp_path / "deep.png", ImageFormat((20, 20), channels=1, depth=16, center_crop=False))
+    assert out.shape == (20, 20, 1) and out[0, 0, 0] == 40000.0 and out[0, -1, 0] == 1000.0
+    prep = preprocessing_for("tf", 1, 16)
+    assert prep.apply(out)[0, 0, 0] == pytest.approx(40000 / 32767.5 - 1, rel=1e-6)
