@@ -156,6 +156,7 @@ def test_bad_spec_fields_are_one_error_line(small_set, spec_file, capsys):
     one_error_line(["classification", "train", "-e", str(spec), "train.qat=true"], capsys, "quantization-aware")
     one_error_line(["classification", "export", "-e", str(spec), "export.output_path=m.etlt"], capsys, "*.onnx")
     one_error_line(["spec", "default", "--task", "segmentation"], capsys, "--task segmentation")
+    one_error_line(["train", "-e", str(spec)], capsys, "classification spec", "effdet-rt classification")
 
 
 def test_bad_data_is_one_error_line(small_set, spec_file, tmp_path, capsys):

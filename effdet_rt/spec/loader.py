@@ -80,7 +80,11 @@ def _load_file(path: Path) -> ExperimentSpec:
 
         spec, _unmapped = convert_tf1_text(text, str(path))
         return spec
-    return validate_spec(parse_yaml(text, str(path)), str(path))
+    data = parse_yaml(text, str(path))
+    if "dataset" not in data and {"data", "augment"} & set(data):
+        raise SpecError(f"{path}: this is a classification spec (data:, augment: sections); run it with "
+                        "`effdet-rt classification train|evaluate|inference|export -e ...`")
+    return validate_spec(data, str(path))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
