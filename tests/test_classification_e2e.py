@@ -206,3 +206,28 @@ def test_int8_agrees_with_fp32_and_engines_run_inference(exported, tmp_path, cap
     config = (tmp_path / "ds" / "config_infer_secondary_classifier.txt").read_text()
     assert "network-type=1" in config and "output-blob-names=probabilities" in config and "infer-dims=3;64;64" in config
     assert (tmp_path / "ds" / "labels.txt").read_text() == "ants;bees\n"
+
+
+def test_pretrained_weights_load_by_name_and_a_new_head_is_made(overfit, eight, tmp_path):
+    """Three classes from a two-class checkpoint: every backbone weight is taken over, the Dense head is new."""
+    from effdet_rt.checkpoint import load_checkpoint
+    from effdet_rt.classification.spec import load_classification_spec
+    from effdet_rt.classification.train import train_classifier
+
+    _, results = overfit
+    three = tmp_path / "three"
+    shutil.copytree(eight, three)
+    shutil.copytree(eight / "ants", three / "wasps")
+    pretrained = results / "efficientnet-b0_014.edrt"
+    spec = load_classification_spec(None, [
+        f"data.train_dataset_path={three}", "model.input_image_size=3,64,64", "train.batch_size_per_gpu=12",
+        "train.num_epochs=1", "train.n_workers=2", f"key={KEY}", f"train.pretrained_model_path={pretrained}",
+        "train.optim_config.optimizer=adam", "train.lr_config.learning_rate=1e-7",
+    ])
+    messages: list[str] = []
+    last = train_classifier(spec, tmp_path / "results", log=messages.append)
+    assert any("loaded pretrained weights" in m and "skipped 2" in m for m in messages), messages
+    before, after = load_checkpoint(pretrained, KEY).weights, load_checkpoint(last, KEY).weights
+    assert after["logits/kernel"].shape == (320, 3)
+    for name in ("stem_conv/kernel", "stage7_block0_project_conv/kernel"):
+        np.testing.assert_allclose(after[name], before[name], atol=1e-5, err_msg=name)
