@@ -206,6 +206,14 @@ def test_int8_agrees_with_fp32_and_engines_run_inference(exported, tmp_path, cap
     config = (tmp_path / "ds" / "config_infer_secondary_classifier.txt").read_text()
     assert "network-type=1" in config and "output-blob-names=probabilities" in config and "infer-dims=3;64;64" in config
     assert (tmp_path / "ds" / "labels.txt").read_text() == "ants;bees\n"
+    plan = tmp_path / "classifier.plan"  # a plan names its ONNX in plan.json; the config follows that model's task
+    plan.write_bytes(b"not parsed here")
+    (tmp_path / "classifier.plan.json").write_text(json.dumps(
+        {"precision": "int8", "onnx": str(onnx_path), "profile": {"min": [1, 64, 64, 3], "opt": [1, 64, 64, 3],
+                                                                  "max": [4, 64, 64, 3]}}))
+    assert run(["deepstream-config", "-m", str(plan), "-o", str(tmp_path / "ds_plan")]) == 0
+    config = (tmp_path / "ds_plan" / "config_infer_secondary_classifier.txt").read_text()
+    assert f"model-engine-file={plan.resolve()}" in config and "batch-size=4" in config and "network-mode=1" in config
 
 
 def test_pretrained_weights_load_by_name_and_a_new_head_is_made(overfit, eight, tmp_path):

@@ -27,6 +27,19 @@ def onnx_classifier_metadata(path: str | Path) -> dict[str, Any] | None:
     return classifier_metadata(read_onnx(Path(path)))
 
 
+def model_classifier_metadata(path: Path) -> dict[str, Any] | None:
+    """Classifier metadata of an ONNX file, or of the ONNX a TensorRT plan was built from (named in ``<plan>.json``)."""
+    if path.suffix.lower() == ".onnx":
+        return onnx_classifier_metadata(path)
+    if path.suffix.lower() in (".plan", ".engine"):
+        from effdet_rt.engines.tensorrt import read_engine_info
+
+        source = read_engine_info(path).get("onnx")
+        if source and Path(source).is_file():
+            return onnx_classifier_metadata(source)
+    return None
+
+
 def calibration_batches(folder: str | Path, meta: dict[str, Any], batch_size: int, num_batches: int,
                         log: Callable[[str], None] = print) -> Iterator[np.ndarray]:
     """Up to ``num_batches`` (batch_size, H, W, C) batches of the folder's images, sorted by path, as inference sees
@@ -148,7 +161,8 @@ def write_classifier_deepstream_config(model: Path, out_dir: Path, meta: dict[st
     config_name, labels_name = "config_infer_secondary_classifier.txt", "labels.txt"
     with atomic_dir(out_dir) as tmp:
         (tmp / labels_name).write_text(";".join(names) + "\n", encoding="utf-8")
-        text = nvinfer_classifier_config(model.resolve(), labels_name, meta, batch, meta.get("precision", precision),
-                                         threshold)
+        if model.suffix.lower() == ".onnx":  # an ONNX says its own precision (INT8 after a Q/DQ build)
+            precision = meta.get("precision", precision)
+        text = nvinfer_classifier_config(model.resolve(), labels_name, meta, batch, precision, threshold)
         (tmp / config_name).write_text(text, encoding="utf-8")
     return out_dir / config_name, out_dir / labels_name

@@ -100,15 +100,11 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     model = Path(model)
     if not model.is_file():
         raise ModelFileError(f"{model}: model file not found; pass the exported .onnx or a built .plan/.engine")
-    if model.suffix.lower() == ".onnx":
-        from effdet_rt.classification.deploy import (
-            onnx_classifier_metadata,
-            write_classifier_deepstream_config,
-        )
+    from effdet_rt.classification.deploy import model_classifier_metadata, write_classifier_deepstream_config
 
-        meta = onnx_classifier_metadata(model)
-        if meta is not None:  # a classifier: a secondary-classifier config instead
-            return write_classifier_deepstream_config(model, Path(out_dir), meta, labels, threshold)
+    meta = model_classifier_metadata(model)
+    if meta is not None:  # a classifier: a secondary-classifier config instead
+        return write_classifier_deepstream_config(model, Path(out_dir), meta, labels, threshold)
     height, width, batch, precision = model_input(model)
     if labels is not None:
         names = read_labels(labels)
