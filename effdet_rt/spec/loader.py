@@ -83,7 +83,8 @@ def _load_file(path: Path) -> ExperimentSpec:
     data = parse_yaml(text, str(path))
     if "dataset" not in data and {"data", "augment"} & set(data):
         raise SpecError(f"{path}: this is a classification spec (data:, augment: sections); run it with "
-                        "`effdet-rt classification train|evaluate|inference|export -e ...`")
+                        "`effdet-rt classification train|evaluate|inference|export -e ...` (a detector spec names "
+                        "its data section dataset:)")
     return validate_spec(data, str(path))
 
 
