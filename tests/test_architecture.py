@@ -31,6 +31,7 @@ LAYERS = [
     "effdet_rt.infer",
     "effdet_rt.prune",
     "effdet_rt.trainer",
+    "effdet_rt.classification",
     "effdet_rt.integrations",
     "effdet_rt.demo",
     "effdet_rt.cli",

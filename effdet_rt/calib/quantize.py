@@ -90,8 +90,14 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
         raise ValueError(f"unknown INT8 profile {profile!r}")
     for_tensorrt = profile == "tensorrt"
     weight_bits = 8 if for_tensorrt else 7  # TensorRT accumulates in 32 bits: it keeps the full 8-bit weights
+    from effdet_rt.onnx.graph import classifier_metadata, softmax_node_names
+
     source = onnx.load(str(onnx_path))
-    check_heads_present(source)
+    classifier = classifier_metadata(source) is not None
+    if not classifier:
+        check_heads_present(source)
+    # a classifier keeps its Softmax in float: probabilities stay as fine-grained as FP32's
+    float_nodes = softmax_node_names(source) if classifier else postprocess_node_names(source)
     input_name = source.graph.input[0].name
     reader = BatchReader(input_name, batches)
     with atomic_path(output_path) as tmp, tempfile.TemporaryDirectory(prefix="effdet-quant-") as work:
@@ -104,11 +110,13 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
             str(tmp),
             reader,
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(TENSORRT_OPS) if for_tensorrt else None,
+            # a classifier's swish / squeeze-excite Sigmoid+Mul stay float in both profiles: quantizing them too
+            # flipped 5.9% of an EfficientNet-B0's top-1 answers on hymenoptera val (convolutions only: 2.0%)
+            op_types_to_quantize=list(TENSORRT_OPS) if for_tensorrt or classifier else None,
             per_channel=True,
             activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=[NORMALIZE_NODE, *postprocess_node_names(source)],
+            nodes_to_exclude=[NORMALIZE_NODE, *float_nodes],
             calibrate_method=CalibrationMethod.MinMax,
             reduce_range=weight_bits == 7,
             extra_options={"ActivationSymmetric": for_tensorrt, "WeightSymmetric": True},

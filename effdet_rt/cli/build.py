@@ -35,6 +35,8 @@ def build_command(
                                   help="TensorRT profile maximum batch."),
     timing_cache: str = field_option("build.timing_cache", "--timing-cache",
                                      help="TensorRT timing cache file, read and written."),
+    calib_images: Path = option(None, "--calib-images", help="Classifier ONNX: folder of images for INT8 calibration "
+                                "(e.g. the training images), preprocessed as inference does."),
     int8_profile: str = field_option("build.int8_profile", "--int8-profile",
                                      help="ONNX Runtime int8 Q/DQ layout: onnxruntime (all ops, UINT8 activations: fast "
                                           "on CPU) or tensorrt (symmetric INT8 activations on convs: the input "
@@ -45,7 +47,26 @@ def build_command(
     from effdet_rt.engines.build.request import build_engine
 
     settings = task_spec(build_command, locals())
-    build_engine(model, settings.build, calib_only=calib_only, log=typer.echo)
+    build_engine(model, settings.build, calib_only=calib_only, calibration=classifier_calibration(model, calib_images,
+                 settings.build.calibration, typer.echo), log=typer.echo)
+
+
+def classifier_calibration(model: Path, images: Path | None, calibration, log):
+    """For a classifier ONNX: its calibration batches from a folder of images (--calib-images); None otherwise."""
+    from effdet_rt.classification.deploy import calibration_source
+    from effdet_rt.errors import UserError
+    from effdet_rt.integrations.deepstream import onnx_classifier_metadata
+
+    classifier = onnx_classifier_metadata(model) if model.suffix.lower() == ".onnx" and model.is_file() else None
+    if classifier is None:
+        if images is not None:
+            raise UserError("--calib-images is for classifier ONNX models; calibrate a detector with --calib-tfrecords")
+        return None
+    log(f"classifier ONNX ({classifier.get('model_name')}, {len(classifier['classes'])} classes)")
+    if calibration.tfrecords:
+        raise UserError("a classifier calibrates on a folder of images: pass --calib-images DIR, not --calib-tfrecords")
+    return calibration_source(str(images) if images else None, classifier, calibration.batch_size,
+                              calibration.batches, log)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,8 @@ def deepstream_config(
     num_classes: int | None = option(None, "--num-classes", help="Without --labels: number of classes (default: the ONNX metadata effdet_rt.num_classes)."),
     threshold: float = option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
 ) -> None:
-    """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt."""
+    """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt; for a classifier ONNX,
+    config_infer_secondary_classifier.txt (network-type=1) with the model's classes as labels."""
     from effdet_rt.integrations.deepstream import write_deepstream_config
 
     config, labels_path = write_deepstream_config(model, output_dir, labels, num_classes, threshold)

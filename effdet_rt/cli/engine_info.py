@@ -10,10 +10,13 @@ from effdet_rt.cli.common import option
 
 
 def engine_info(
-    engine: str = typer.Argument(..., help="TensorRT plan (.plan/.engine) built by `effdet-rt build`."),
+    engine: str = typer.Argument(..., help="TensorRT plan (.plan/.engine) or ONNX model (export or ONNX Runtime build)."),
     as_json: bool = option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
-    """Print bindings (name, shape, dtype), optimisation profile, precision and TensorRT version of a plan."""
+    """Print bindings (name, shape, dtype), optimisation profile, precision and TensorRT version of a plan; for an ONNX
+    model its inputs, outputs, opset, task (detection or classification) and effdet-rt metadata."""
+    if engine.lower().endswith(".onnx"):
+        return _onnx_info(engine, as_json)
     from effdet_rt.engines.runtime.tensorrt import describe_plan
 
     info = describe_plan(engine)
@@ -27,6 +30,26 @@ def engine_info(
         typer.echo(f"{tensor['io']:6s} {tensor['name']}: shape {tensor['shape']} {tensor['dtype']}")
     for name, profile in info["profile"].items():
         typer.echo(f"profile {name}: min {profile['min']} opt {profile['opt']} max {profile['max']}")
+
+
+def _onnx_info(path: str, as_json: bool) -> None:
+    from pathlib import Path
+
+    from effdet_rt.classification.deploy import describe_onnx
+    from effdet_rt.errors import ModelFileError
+
+    if not Path(path).is_file():
+        raise ModelFileError(f"{path}: model file not found; pass a .onnx model or a .plan/.engine file")
+    info = describe_onnx(path)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"file: {info['file']}")
+    typer.echo(f"task: {info['task']}  precision: {info['precision']}  opset: {', '.join(info['opset'])}")
+    for tensor in info["tensors"]:
+        typer.echo(f"{tensor['io']:6s} {tensor['name']}: shape {tensor['shape']} {tensor['dtype']}")
+    for name, value in sorted(info["metadata"].items()):
+        typer.echo(f"meta {name}: {json.dumps(value)}")
 
 
 def register(app: typer.Typer) -> None:

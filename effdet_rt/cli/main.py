@@ -37,6 +37,7 @@ COMMAND_MODULES: list[str] = [
     "deepstream",
     "models",
     "weights",
+    "classification",
 ]
 
 app = typer.Typer(

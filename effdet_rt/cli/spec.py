@@ -4,29 +4,54 @@ from __future__ import annotations
 
 import typer
 
-from effdet_rt.cli.common import option, overrides_argument, spec_option, task_spec
+from effdet_rt.cli.common import option, overrides_argument, path_or_none, spec_option, task_spec
 
 spec_app = typer.Typer(
     name="spec", help="Experiment specs: defaults, resolved view, TF1 conversion.", no_args_is_help=True
 )
 
 
+TASKS = ("detection", "classification")
+task_option = typer.Option("detection", "--task", help="detection (EfficientDet) or classification (EfficientNet).")
+
+
+def _check_task(task: str) -> None:
+    from effdet_rt.errors import UserError
+
+    if task not in TASKS:
+        raise UserError(f"--task {task} is not allowed: choose one of {', '.join(TASKS)}")
+
+
 @spec_app.command("default")
-def default_command() -> None:
+def default_command(task: str = task_option) -> None:
     """Print the complete default spec as YAML."""
     from effdet_rt.spec import default_spec, spec_to_yaml
 
+    _check_task(task)
+    if task == "classification":
+        from effdet_rt.classification.spec import classification_spec_to_yaml, default_classification_spec
+
+        typer.echo(classification_spec_to_yaml(default_classification_spec()), nl=False)
+        return
     typer.echo(spec_to_yaml(default_spec()), nl=False)
 
 
 @spec_app.command("show")
 def show_command(
     spec: str | None = spec_option,
+    task: str = task_option,
     overrides: list[str] | None = overrides_argument,
 ) -> None:
     """Print the spec after loading it and applying overrides, and the preset values its unset model fields take."""
     from effdet_rt.spec import spec_to_yaml
 
+    _check_task(task)
+    if task == "classification":
+        from effdet_rt.classification.spec import classification_spec_to_yaml, load_classification_spec
+
+        typer.echo(classification_spec_to_yaml(load_classification_spec(path_or_none(spec), overrides or [])),
+                   nl=False)
+        return
     settings = task_spec(show_command, locals())
     typer.echo(spec_to_yaml(settings), nl=False)
     typer.echo(preset_note(settings.model))

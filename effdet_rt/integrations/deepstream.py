@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from effdet_rt.detections import category_ids, class_indices
 from effdet_rt.errors import ModelFileError, UserError
@@ -37,8 +38,8 @@ def model_input(path: Path) -> tuple[int, int, int, str]:
 
         dims = [d.dim_value if d.HasField("dim_value") else -1
                 for d in load_onnx(path).graph.input[0].type.tensor_type.shape.dim]
-        if len(dims) != 4 or dims[3] != 3 or min(dims[1:]) < 1:
-            raise ModelFileError(f"{path}: input shape {dims} is not (N, H, W, 3) with a fixed H, W")
+        if len(dims) != 4 or dims[3] not in (1, 3) or min(dims[1:]) < 1:
+            raise ModelFileError(f"{path}: input shape {dims} is not (N, H, W, 3 or 1) with a fixed H, W")
         return dims[1], dims[2], max(dims[0], 1), "fp32"
     if path.suffix.lower() in (".plan", ".engine"):
         from effdet_rt.engines.runtime.tensorrt import engine_info_path
@@ -118,6 +119,9 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     model = Path(model)
     if not model.is_file():
         raise ModelFileError(f"{model}: model file not found; pass the exported .onnx or a built .plan/.engine")
+    meta = model_classifier_metadata(model)
+    if meta is not None:  # a classifier: a secondary-classifier config instead
+        return write_classifier_deepstream_config(model, Path(out_dir), meta, labels, threshold)
     height, width, batch, precision = model_input(model)
     if labels is not None:
         names = read_labels(labels)
@@ -131,5 +135,75 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     with atomic_dir(out_dir) as tmp:
         (tmp / labels_name).write_text("\n".join(names) + "\n", encoding="utf-8")
         text = nvinfer_config(model.resolve(), labels_name, height, width, batch, precision, len(names), threshold)
+        (tmp / config_name).write_text(text, encoding="utf-8")
+    return out_dir / config_name, out_dir / labels_name
+
+
+def onnx_classifier_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The metadata of a classifier ONNX file, None when it is another model (a detector)."""
+    from effdet_rt.engines.runtime.onnxruntime import read_onnx
+    from effdet_rt.onnx.graph import classifier_metadata
+
+    return classifier_metadata(read_onnx(Path(path)))
+
+
+def model_classifier_metadata(path: Path) -> dict[str, Any] | None:
+    """Classifier metadata of an ONNX file, or of the ONNX a TensorRT plan was built from (named in ``<plan>.json``)."""
+    if path.suffix.lower() == ".onnx":
+        return onnx_classifier_metadata(path)
+    if path.suffix.lower() in (".plan", ".engine"):
+        from effdet_rt.engines.runtime.tensorrt import read_engine_info
+
+        source = read_engine_info(path).get("onnx")
+        if source and Path(source).is_file():
+            return onnx_classifier_metadata(source)
+    return None
+
+
+def nvinfer_classifier_config(model: Path, labels_file: str, meta: dict[str, Any], batch: int, precision: str,
+                              threshold: float) -> str:
+    fmt = meta["image_format"]
+    height, width = fmt["input_size"]
+    channels = int(fmt["channels"])
+    model_key = "onnx-file" if model.suffix.lower() == ".onnx" else "model-engine-file"
+    lines = [
+        "[property]",
+        "gpu-id=0",
+        "net-scale-factor=1.0",
+        "offsets=" + ";".join(["0"] * channels),
+        f"model-color-format={0 if channels == 3 else 2}",
+        f"{model_key}={model}",
+        f"labelfile-path={labels_file}",
+        f"infer-dims={channels};{height};{width}",
+        "network-input-order=1",
+        f"batch-size={batch}",
+        f"network-mode={NETWORK_MODES.get(precision, 0)}",
+        "network-type=1",
+        "process-mode=2",
+        "classifier-async-mode=0",
+        f"classifier-threshold={threshold}",
+        "maintain-aspect-ratio=0",
+        "output-blob-names=probabilities",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_classifier_deepstream_config(model: Path, out_dir: Path, meta: dict[str, Any], labels: str | Path | None,
+                                       threshold: float) -> tuple[Path, Path]:
+    """``config_infer_secondary_classifier.txt`` and ``labels.txt`` (class names on one line, ';'-separated, which is
+    how Gst-nvinfer reads a classifier's labels)."""
+    from effdet_rt.utils.atomic import atomic_dir
+
+    _, _, batch, precision = model_input(model)
+    names = read_labels(labels) if labels is not None else list(meta["classes"])
+    if len(names) != len(meta["classes"]):
+        raise ModelFileError(f"{labels}: {len(names)} label(s) but the model has {len(meta['classes'])} classes")
+    config_name, labels_name = "config_infer_secondary_classifier.txt", "labels.txt"
+    with atomic_dir(out_dir) as tmp:
+        (tmp / labels_name).write_text(";".join(names) + "\n", encoding="utf-8")
+        if model.suffix.lower() == ".onnx":  # an ONNX says its own precision (INT8 after a Q/DQ build)
+            precision = meta.get("precision", precision)
+        text = nvinfer_classifier_config(model.resolve(), labels_name, meta, batch, precision, threshold)
         (tmp / config_name).write_text(text, encoding="utf-8")
     return out_dir / config_name, out_dir / labels_name

@@ -35,6 +35,7 @@ class BackboneConfig:
     fix_head_stem: bool = False  # Lite: stem / head widths and first / last stage repeats are not scaled
     mean_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB
     stddev_rgb: tuple[float, float, float] = IMAGENET_STD_RGB
+    use_batch_norm: bool = True  # False: no BatchNormalization layers, biased convolutions instead
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,10 @@ def scaled_blocks(cfg: BackboneConfig) -> list[BlockSpec]:
     return blocks
 
 
-def _batch_norm(cfg: BackboneConfig, name: str) -> keras.layers.BatchNormalization:
+def _batch_norm(cfg: BackboneConfig, name: str):
+    """The BatchNormalization after a convolution, or a pass-through when the config has none."""
+    if not cfg.use_batch_norm:
+        return lambda x: x
     return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=name)
 
 
@@ -172,18 +175,18 @@ def mbconv_block(x: tf.Tensor, block: BlockSpec, cfg: BackboneConfig, survival_p
     inputs = x
     expanded = block.in_filters * block.expand_ratio
     if block.expand_ratio != 1:
-        x = _conv1x1(expanded, p + "expand_conv")(x)
+        x = _conv1x1(expanded, p + "expand_conv", use_bias=not cfg.use_batch_norm)(x)
         x = _batch_norm(cfg, p + "expand_bn")(x)
         x = activation(cfg.activation, p + "expand_")(x)
     x = keras.layers.DepthwiseConv2D(
-        block.kernel_size, strides=block.stride, padding="same", use_bias=False,
+        block.kernel_size, strides=block.stride, padding="same", use_bias=not cfg.use_batch_norm,
         depthwise_initializer=conv_init(), name=p + "dwconv",
     )(x)
     x = _batch_norm(cfg, p + "dw_bn")(x)
     x = activation(cfg.activation, p + "dw_")(x)
     if block.se_ratio:
         x = _squeeze_excite(x, block, cfg)
-    x = _conv1x1(block.out_filters, p + "project_conv")(x)
+    x = _conv1x1(block.out_filters, p + "project_conv", use_bias=not cfg.use_batch_norm)(x)
     x = _batch_norm(cfg, p + "project_bn")(x)
     if block.stride == 1 and block.in_filters == block.out_filters:
         if survival_prob is not None and survival_prob < 1.0:
@@ -202,7 +205,7 @@ def head_filters(cfg: BackboneConfig) -> int:
 
 def efficientnet_stem(x: tf.Tensor, cfg: BackboneConfig) -> tf.Tensor:
     x = keras.layers.Conv2D(
-        stem_filters(cfg), 3, strides=2, padding="same", use_bias=False,
+        stem_filters(cfg), 3, strides=2, padding="same", use_bias=not cfg.use_batch_norm,
         kernel_initializer=conv_init(), name="stem_conv",
     )(x)
     x = _batch_norm(cfg, "stem_bn")(x)

@@ -15,12 +15,13 @@ from effdet_rt.onnx.names import INPUT_NAME
 METADATA_PREFIX = "effdet_rt."
 
 
-def keras_to_onnx(model, input_size: tuple[int, int], batch_size: int | None, opset: int) -> onnx.ModelProto:
+def keras_to_onnx(model, input_size: tuple[int, int], batch_size: int | None, opset: int,
+                  channels: int = 3) -> onnx.ModelProto:
     """Convert with tf2onnx; batch_size None makes the batch dimension dynamic."""
     import tensorflow as tf
     import tf2onnx
 
-    signature = [tf.TensorSpec((batch_size, *input_size, 3), tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec((batch_size, *input_size, channels), tf.float32, name=INPUT_NAME)]
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     return proto
 
@@ -258,6 +259,19 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
         for p in model.metadata_props
         if p.key.startswith(METADATA_PREFIX)
     }
+
+
+CLASSIFICATION_TASK = "classification"  # effdet_rt.task of a classifier export; a detector has no task key
+
+
+def classifier_metadata(model: onnx.ModelProto) -> dict[str, Any] | None:
+    """The effdet_rt metadata of a classifier ONNX model, None for any other model (a detector)."""
+    meta = read_metadata(model)
+    return meta if meta.get("task") == CLASSIFICATION_TASK else None
+
+
+def softmax_node_names(model: onnx.ModelProto) -> list[str]:
+    return [node.name for node in model.graph.node if node.op_type == "Softmax"]
 
 
 def constant(name: str, value: np.ndarray) -> gs.Constant:

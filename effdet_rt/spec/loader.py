@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from effdet_rt.errors import SpecError
 from effdet_rt.spec.overrides import apply_option_values, apply_overrides
@@ -63,9 +64,9 @@ def _represent_list(dumper: _SpecDumper, items: list) -> yaml.Node:
 _SpecDumper.add_representer(list, _represent_list)
 
 
-def spec_to_yaml(spec: ExperimentSpec) -> str:
-    """The complete spec as YAML that load_spec reads back to an equal spec."""
-    return yaml.dump(spec.model_dump(), Dumper=_SpecDumper, sort_keys=False, default_flow_style=False, width=110)
+def spec_to_yaml(spec: BaseModel) -> str:
+    """The complete spec as YAML that load_spec reads back to an equal spec (unset optional fields left out)."""
+    return yaml.dump(spec.model_dump(exclude_none=True), Dumper=_SpecDumper, sort_keys=False, default_flow_style=False, width=110)
 
 
 def read_spec_text(path: Path) -> str:
@@ -95,7 +96,12 @@ def _load_file(path: Path) -> tuple[ExperimentSpec, list[str]]:
         from effdet_rt.spec.tf1 import convert_tf1_text
 
         return convert_tf1_text(text, str(path))
-    return validate_spec(parse_yaml(text, str(path)), str(path)), []
+    data = parse_yaml(text, str(path))
+    if "dataset" not in data and {"data", "augment"} & set(data):
+        raise SpecError(f"{path}: this is a classification spec (data:, augment: sections); run it with "
+                        "`effdet-rt classification train|evaluate|inference|export -e ...` (a detector spec names "
+                        "its data section dataset:)")
+    return validate_spec(data, str(path)), []
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from effdet_rt.errors import SpecError
 from effdet_rt.spec.schema import ExperimentSpec
@@ -20,9 +21,7 @@ def apply_overrides(spec: ExperimentSpec, overrides: Sequence[str]) -> Experimen
     if not overrides:
         return spec
     data = spec.model_dump()
-    for text in overrides:
-        path, raw = split_override(text)
-        set_dotted(data, path, parse_value(path, raw))
+    apply_to_data(data, overrides)
     return validate_spec(data, OVERRIDE_SOURCE)
 
 
@@ -38,7 +37,14 @@ def apply_option_values(spec: ExperimentSpec, values: Mapping[str, Any]) -> Expe
     return validate_spec(data, OPTION_SOURCE)
 
 
-def split_override(text: str) -> tuple[list[str], str]:
+def apply_to_data(data: dict[str, Any], overrides: Sequence[str], root: type[BaseModel] = ExperimentSpec) -> None:
+    """Set each ``dotted.path=value`` in raw spec data, the value typed by the field of ``root`` it lands on."""
+    for text in overrides:
+        path, raw = split_override(text, root)
+        set_dotted(data, path, parse_value(path, raw, root))
+
+
+def split_override(text: str, root: type[BaseModel] = ExperimentSpec) -> tuple[list[str], str]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -49,12 +55,12 @@ def split_override(text: str) -> tuple[list[str], str]:
     parts = key.split(".")
     if any(not part for part in parts):
         raise SpecError(f"{OVERRIDE_SOURCE}: {key!r} is not a dotted field name like train.batch_size")
-    return canonical_path(parts), raw.strip()
+    return canonical_path(parts, root), raw.strip()
 
 
-def parse_value(path: Sequence[str], raw: str) -> Any:
+def parse_value(path: Sequence[str], raw: str, root: type[BaseModel] = ExperimentSpec) -> Any:
     """Strings stay as typed (so ``encryption_key=123`` is '123'); everything else is read as YAML."""
-    field = field_at(path)
+    field = field_at(path, root)
     if field is not None and field.annotation in (str, str | None):
         return _unquote(raw)
     try:

@@ -14,21 +14,21 @@ from effdet_rt.errors import SpecError
 from effdet_rt.spec.schema import ExperimentSpec
 
 
-def validate_spec(data: Mapping[str, Any], source: str) -> ExperimentSpec:
-    """Build an ExperimentSpec from nested dicts; ``source`` (a file name or 'override') prefixes errors."""
+def validate_spec(data: Mapping[str, Any], source: str, root: type[BaseModel] = ExperimentSpec) -> Any:
+    """Build a ``root`` spec (the detector's by default) from nested dicts; ``source`` prefixes errors."""
     try:
-        return ExperimentSpec.model_validate(dict(data))
+        return root.model_validate(dict(data))
     except ValidationError as exc:
-        problems = [f"{source}: {describe_error(err)}" for err in exc.errors(include_url=False)]
+        problems = [f"{source}: {describe_error(err, root)}" for err in exc.errors(include_url=False)]
         raise SpecError("; ".join(problems)) from None
 
 
-def describe_error(err: Mapping[str, Any]) -> str:
+def describe_error(err: Mapping[str, Any], root: type[BaseModel] = ExperimentSpec) -> str:
     loc = tuple(err["loc"])
     dotted = dotted_path(loc)
     if err["type"] == "extra_forbidden":
-        return _unknown_field_message(loc)
-    field = field_at(loc)
+        return _unknown_field_message(loc, root)
+    field = field_at(loc, root)
     if err["type"] == "value_error" and field is None:
         section = dotted or "the spec"
         return f"{section} is not valid: {err['ctx']['error']}"
@@ -52,9 +52,9 @@ def show_value(value: Any) -> str:
     return str(value)
 
 
-def section_model(loc: Sequence[str | int]) -> type[BaseModel] | None:
+def section_model(loc: Sequence[str | int], root: type[BaseModel] = ExperimentSpec) -> type[BaseModel] | None:
     """The pydantic model of the section at ``loc`` (() is the whole spec), or None if ``loc`` is not a section."""
-    model: type[BaseModel] = ExperimentSpec
+    model: type[BaseModel] = root
     for part in loc:
         info = _lookup(model, part)
         if info is None or not _is_section(info.annotation):
@@ -63,12 +63,12 @@ def section_model(loc: Sequence[str | int]) -> type[BaseModel] | None:
     return model
 
 
-def field_at(loc: Sequence[str | int]) -> FieldInfo | None:
+def field_at(loc: Sequence[str | int], root: type[BaseModel] = ExperimentSpec) -> FieldInfo | None:
     """The FieldInfo of the leaf field at ``loc`` (list indices are skipped), or None for a section."""
     names = [part for part in loc if isinstance(part, str)]
     if not names:
         return None
-    parent = section_model(names[:-1])
+    parent = section_model(names[:-1], root)
     if parent is None:
         return None
     info = _lookup(parent, names[-1])
@@ -77,11 +77,11 @@ def field_at(loc: Sequence[str | int]) -> FieldInfo | None:
     return info
 
 
-def canonical_path(path: Sequence[str]) -> list[str]:
+def canonical_path(path: Sequence[str], root: type[BaseModel] = ExperimentSpec) -> list[str]:
     """Replace aliases (model.model_name) by field names (model.name); unknown parts are kept as given."""
     result: list[str] = []
     for part in path:
-        model = section_model(result)
+        model = section_model(result, root)
         info = _lookup(model, part) if model is not None else None
         name = next((n for n, i in model.model_fields.items() if i is info), part) if info is not None else part
         result.append(name)
@@ -104,9 +104,9 @@ def _is_section(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def _unknown_field_message(loc: tuple) -> str:
+def _unknown_field_message(loc: tuple, root: type[BaseModel] = ExperimentSpec) -> str:
     section_loc, key = loc[:-1], str(loc[-1])
-    model = section_model(section_loc)
+    model = section_model(section_loc, root)
     where = dotted_path(section_loc) or "the spec"
     message = f"{dotted_path(loc)} is not a field of {where}"
     if model is None:

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from effdet_rt.engines.runtime.onnxruntime import read_detector_onnx
+from effdet_rt.engines.runtime.onnxruntime import read_detector_onnx, read_onnx
 from effdet_rt.errors import UserError
 from effdet_rt.utils.atomic import atomic_path
+
+
+def read_buildable_onnx(path: Path):
+    """A classifier ONNX (metadata effdet_rt.task = classification) as it is, else a detector ONNX ORT can run."""
+    from effdet_rt.onnx.graph import classifier_metadata
+
+    proto = read_onnx(path)
+    return proto if classifier_metadata(proto) is not None else read_detector_onnx(path)
 
 
 def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) -> Path:
@@ -21,11 +29,11 @@ def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) ->
     import onnx
     import onnxruntime as ort
 
-    from effdet_rt.onnx.graph import read_metadata, rewrite_model, set_metadata
+    from effdet_rt.onnx.graph import classifier_metadata, read_metadata, rewrite_model, set_metadata
 
-    source = read_detector_onnx(onnx_path)
+    source = read_buildable_onnx(onnx_path)
     model = source
-    if channel_scales:
+    if channel_scales and classifier_metadata(source) is None:  # the rewrite is for BiFPN's fusions
         from effdet_rt.onnx.ort_layout import prepare_blocked_layout
 
         model = rewrite_model(source, lambda graph: any(prepare_blocked_layout(graph).values()))
@@ -84,10 +92,11 @@ def build_onnxruntime_engine(
         from effdet_rt.onnx.fp16 import has_qdq_nodes
         from effdet_rt.calib.quantize import quantize_int8
 
-        if has_qdq_nodes(read_detector_onnx(onnx_path)):
+        if has_qdq_nodes(read_buildable_onnx(onnx_path)):
             return keep_quantized_model(onnx_path, output, log)
         if calibration is None:
-            raise UserError("int8 needs calibration data: pass --calib-tfrecords GLOB (or build.calibration.tfrecords)")
+            raise UserError("int8 needs calibration data: pass --calib-tfrecords GLOB (or build.calibration.tfrecords); "
+                            "for a classifier --calib-images DIR (e.g. its training images)")
         return quantize_int8(onnx_path, output, calibration(), log=log, profile=int8_profile)
     raise UserError(
         f"--precision {precision} is not available with ONNX Runtime on CPU: choose fp32 or int8 "

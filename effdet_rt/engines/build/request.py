@@ -44,10 +44,12 @@ def onnx_input_size(path: Path) -> tuple[int, int]:
     return int(dims[1].dim_value), int(dims[2].dim_value)
 
 
-def build_engine(model: str | Path, build: Any, *, calib_only: bool = False, log: Callable[[str], None] = print) -> Path:
+def build_engine(model: str | Path, build: Any, *, calib_only: bool = False, calibration: Any = None,
+                 log: Callable[[str], None] = print) -> Path:
     """Build ``model`` (an exported ONNX) into ``build.engine_file`` as the spec's build section says.
 
-    ``calib_only`` (TensorRT <= 10) writes only the calibration cache."""
+    ``calib_only`` (TensorRT <= 10) writes only the calibration cache. ``calibration`` (a callable giving fresh
+    batches) replaces build.calibration's TFRecords, for models that calibrate on other data (a classifier)."""
     model = Path(model)
     if not model.is_file():
         raise ModelFileError(f"{model}: model file not found; pass the ONNX file written by `effdet-rt export`")
@@ -56,7 +58,7 @@ def build_engine(model: str | Path, build: Any, *, calib_only: bool = False, log
     output = Path(build.engine_file)
     backend = choose_backend(build.backend, log)
     input_size = onnx_input_size(model)
-    calibration = calibration_source(build.calibration, input_size, log)
+    calibration = calibration or calibration_source(build.calibration, input_size, log)
     if backend == "onnxruntime":
         from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
 

@@ -1,0 +1,93 @@
+"""What `build`, `engine-info` and `deepstream-config` do differently for a classifier ONNX.
+
+They tell one apart by the ONNX metadata key ``effdet_rt.task`` = ``classification``.
+- INT8 calibration batches: images of a folder (searched recursively), preprocessed with the model's own
+  `ImageFormat` exactly as evaluation and inference do (`images.eval_image`), never augmented.
+- DeepStream: a secondary classifier (``network-type=1``, ``process-mode=2``) on 0..255 NHWC input, the
+  normalisation being inside the graph; DeepStream resizes each object crop to the network size (it has no centre
+  crop, so a model trained with ``enable_center_crop`` sees slightly different framing there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from effdet_rt.errors import DataError
+
+
+def calibration_batches(folder: str | Path, meta: dict[str, Any], batch_size: int, num_batches: int,
+                        log: Callable[[str], None] = print) -> Iterator[np.ndarray]:
+    """Up to ``num_batches`` (batch_size, H, W, C) batches of the folder's images, sorted by path, as inference sees
+    them; unreadable files are skipped (and counted); a final partial batch is dropped."""
+    from effdet_rt.classification.dataset import image_files
+    from effdet_rt.classification.images import ImageFormat, eval_image
+    from effdet_rt.errors import UserError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--calib-images {folder}: not a folder of images")
+    files = image_files(folder)
+    fmt = ImageFormat.from_metadata(meta["image_format"])
+    pending: list[np.ndarray] = []
+    produced = skipped = 0
+    for path in files:
+        try:
+            pending.append(eval_image(path, fmt))
+        except UserError:
+            skipped += 1
+            continue
+        if len(pending) == batch_size:
+            yield np.stack(pending)
+            pending, produced = [], produced + 1
+            if produced == num_batches:
+                break
+    if produced == 0:
+        raise DataError(f"--calib-images {folder}: found {len(pending)} readable image(s), fewer than one calibration "
+                        f"batch of {batch_size}; lower --calib-batch-size or add images")
+    note = f", {skipped} unreadable skipped" if skipped else ""
+    log(f"calibration: {produced} batch(es) of {batch_size} images from {folder}{note}")
+
+
+def calibration_source(images: str | None, meta: dict[str, Any], batch_size: int, num_batches: int,
+                       log: Callable[[str], None]):
+    if not images:
+        return None
+    if not Path(images).is_dir():
+        raise DataError(f"--calib-images {images}: not a folder of images")
+    return lambda: calibration_batches(images, meta, batch_size, num_batches, log)
+
+
+def describe_onnx(path: str | Path) -> dict[str, Any]:
+    """Inputs, outputs, opset and effdet-rt metadata of any ONNX model (detector or classifier)."""
+    from effdet_rt.engines.runtime.onnxruntime import read_onnx
+    from effdet_rt.onnx.graph import read_metadata
+
+    proto = read_onnx(Path(path))
+
+    def tensors(values, io: str) -> list[dict[str, Any]]:
+        out = []
+        for value in values:
+            t = value.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+            import onnx
+
+            out.append({"io": io, "name": value.name, "shape": shape,
+                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+        return out
+
+    meta = read_metadata(proto)
+    return {
+        "file": str(path),
+        "format": "onnx",
+        "task": meta.get("task", "detection"),
+        "opset": [f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import],
+        "precision": meta.get("precision", "fp32"),
+        "tensors": tensors(proto.graph.input, "input") + tensors(proto.graph.output, "output"),
+        "metadata": meta,
+    }
+
+

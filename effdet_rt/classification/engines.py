@@ -1,0 +1,137 @@
+"""Classifier backends: a `.edrt` checkpoint (TensorFlow) or an exported / built `.onnx` (ONNX Runtime FP32 or INT8).
+
+Every backend takes batches made by `images.eval_image` with the model's own `ImageFormat` (stored in the checkpoint
+metadata and in the ONNX metadata) and returns softmax probabilities (N, classes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from effdet_rt.classification.images import ImageFormat
+from effdet_rt.errors import CheckpointError, ModelFileError
+from effdet_rt.onnx.graph import CLASSIFICATION_TASK as TASK
+from effdet_rt.onnx.graph import classifier_metadata  # noqa: F401 - re-exported for the classification modules
+
+OUTPUT_NAME = "probabilities"
+
+
+class Classifier:
+    backend = ""
+    precision = "fp32"
+    classes: list[str]
+    fmt: ImageFormat
+    max_batch: int | None = None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - each backend defines it
+        raise NotImplementedError
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) float32 raw pixels -> (N, classes) probabilities; split into the engine's batch limit."""
+        limit = self.max_batch or len(batch) or 1
+        return np.concatenate([self.run(batch[i:i + limit]) for i in range(0, len(batch), limit)]) if len(batch) \
+            else np.zeros((0, len(self.classes)), np.float32)
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+
+def spec_from_checkpoint(text: str, source: str):
+    import yaml
+
+    from effdet_rt.classification.schema import ClassificationSpec
+    from effdet_rt.spec.validation import validate_spec
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{source}: the spec stored in the checkpoint is not valid YAML ({exc})") from exc
+    return validate_spec(data, source, ClassificationSpec)
+
+
+class KerasClassifier(Classifier):
+    backend = "checkpoint"
+
+    def __init__(self, path: str | Path, key: str):
+        import tensorflow as tf
+
+        from effdet_rt.checkpoint import assign_weights, load_checkpoint
+        from effdet_rt.classification.model import build_classifier, with_softmax
+
+        self.path = Path(path)
+        checkpoint = load_checkpoint(self.path, key)
+        meta = checkpoint.metadata
+        if meta.get("task") != TASK:
+            raise CheckpointError(f"{self.path}: not a classification checkpoint (a detector's?); classification "
+                                  "commands take the .edrt written by `effdet-rt classification train`")
+        self.spec = spec_from_checkpoint(checkpoint.spec_yaml, f"{self.path} (stored spec)")
+        self.classes = list(meta["classes"])
+        self.fmt = ImageFormat.from_metadata(meta["image_format"])
+        self.metadata = meta
+        self.logits_model = build_classifier(self.spec, len(self.classes))
+        try:
+            assign_weights(self.logits_model, checkpoint.weights)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{self.path}: {exc}") from exc
+        self.model = with_softmax(self.logits_model)
+        self._forward = tf.function(lambda x: self.model(x, training=False))
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._forward(np.ascontiguousarray(batch, np.float32)))
+
+
+
+
+class OnnxClassifier(Classifier):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        from effdet_rt.engines.runtime.onnxruntime import read_onnx, session_options
+
+        self.path = Path(path)
+        proto = read_onnx(self.path)
+        meta = classifier_metadata(proto)
+        if meta is None:
+            raise ModelFileError(f"{self.path}: not a classifier ONNX (no effdet_rt.task = classification metadata); "
+                                 "export it with `effdet-rt classification export`")
+        self.metadata = meta
+        self.classes = list(meta["classes"])
+        self.fmt = ImageFormat.from_metadata(meta["image_format"])
+        self.precision = meta.get("precision", "fp32")
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        self.max_batch = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
+        self.input_name = proto.graph.input[0].name
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), session_options(threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model ({exc})") from exc
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        count = len(batch)
+        if self.max_batch and count < self.max_batch:
+            batch = np.concatenate([batch, np.zeros((self.max_batch - count, *batch.shape[1:]), np.float32)])
+        (probabilities,) = self.session.run([OUTPUT_NAME], {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        return probabilities[:count]
+
+
+def load_classifier(path: str | Path, key: str | None = None, spec_key: str | None = None) -> Classifier:
+    """Open a classifier by file type: .edrt (checkpoint) or .onnx (ONNX Runtime)."""
+    from effdet_rt.checkpoint import resolve_key
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found; pass a .edrt checkpoint or an .onnx model")
+    suffix = path.suffix.lower()
+    if suffix == ".edrt":
+        return KerasClassifier(path, resolve_key(key, spec_key or None))
+    if suffix == ".onnx":
+        return OnnxClassifier(path)
+    if suffix in (".plan", ".engine"):
+        raise ModelFileError(f"{path}: TensorRT classifier plans cannot be run by effdet-rt yet; evaluate the .onnx "
+                             "(ONNX Runtime FP32/INT8) or the .edrt checkpoint")
+    raise ModelFileError(f"{path}: unknown model type '{path.suffix}'; pass a .edrt checkpoint or an .onnx model")

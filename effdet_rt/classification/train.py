@@ -1,0 +1,313 @@
+"""`effdet-rt classification train`: the training run of a classification spec.
+
+Writes into the results dir: ``classmap.json``, encrypted ``{arch}_{epoch:03d}.edrt`` checkpoints every
+``train.checkpoint_interval`` epochs (and after the last), ``status.json`` lines per epoch with loss (cross-entropy
+with label smoothing + the reg_config penalty, as Keras reports it), data_loss (the cross-entropy alone) and
+accuracy on the training batches (argmax of the logits against the argmax of the, possibly mixed, targets), plus
+val_loss / val_accuracy when ``data.val_dataset_path`` is set, TensorBoard events in ``tensorboard/``,
+``training_curves.png`` and, when images could not be read, ``skipped_images.json``. A run resumes from the newest
+checkpoint of the results dir at the epoch after it, and then equals a straight run (seeded batches, see dataset.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from effdet_rt.errors import CheckpointError, DataError, TrainingInterrupted, UserError
+
+TASK = "classification"
+PRETRAINED_SKIP = r"^logits/"
+
+
+@dataclass
+class EpochHistory:
+    epochs: list[int] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, epoch: int, values: dict[str, float]) -> None:
+        self.epochs.append(epoch)
+        for name, value in values.items():
+            self.values.setdefault(name, []).append(float(value))
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, **self.values}
+
+    @classmethod
+    def from_metadata(cls, data: dict[str, Any]) -> EpochHistory:
+        data = dict(data or {})
+        return cls(list(data.pop("epochs", [])), {k: list(v) for k, v in data.items()})
+
+
+@dataclass
+class _Data:
+    train: Any
+    val: Any
+    fmt: Any
+
+
+def load_datasets(spec: Any, log: Callable[[str], None]) -> _Data:
+    from effdet_rt.classification.dataset import drop_unreadable, relabel, scan_class_folders
+    from effdet_rt.classification.images import ImageFormat
+
+    fmt = ImageFormat.from_spec(spec)
+    workers = spec.train.n_workers
+    train_set = drop_unreadable(scan_class_folders(spec.data.train_dataset_path, "data.train_dataset_path"), fmt, workers)
+    if len(train_set.classes) < 2:
+        raise DataError(f"data.train_dataset_path: {train_set.root} has one class folder ({train_set.classes[0]}); "
+                        "a classifier needs at least two")
+    val_set = None
+    if spec.data.val_dataset_path:
+        scanned = scan_class_folders(spec.data.val_dataset_path, "data.val_dataset_path")
+        val_set = drop_unreadable(relabel(scanned, train_set.classes, "data.val_dataset_path"), fmt, workers)
+    log(f"training images: {len(train_set)} in {len(train_set.classes)} classes ({', '.join(train_set.classes)})"
+        + (f"; validation images: {len(val_set)}" if val_set is not None else "; no validation set"))
+    return _Data(train_set, val_set, fmt)
+
+
+def report_skipped(results: Path, data: _Data, log: Callable[[str], None]) -> None:
+    from effdet_rt.utils.atomic import atomic_write_text
+
+    skipped = [{"path": p, "reason": r} for ds in (data.train, data.val) if ds is not None for p, r in ds.skipped]
+    if not skipped:
+        return
+    path = atomic_write_text(results / "skipped_images.json", json.dumps(skipped, indent=2) + "\n")
+    log(f"skipped {len(skipped)} unreadable image(s), listed in {path}")
+
+
+def train_classifier(spec: Any, results_dir: str | Path | None = None, key: str | None = None, *,
+                     log: Callable[[str], None] | None = None, max_seconds: float | None = None) -> Path:
+    """Train (or resume) the classifier of ``spec``; returns the last checkpoint written."""
+    from effdet_rt.checkpoint import resolve_key
+    from effdet_rt.trainer.loop import prepare_results_dir
+
+    log = log or print
+    results = prepare_results_dir(results_dir or spec.results_dir)
+    key = resolve_key(key, spec.key or None)
+    return _Run(spec, results, key, log).run(max_seconds)
+
+
+class _Run:
+    def __init__(self, spec: Any, results: Path, key: str, log: Callable[[str], None]):
+        from effdet_rt.classification.dataset import plan_batches, write_classmap
+        from effdet_rt.trainer.callbacks import TrainingLog
+
+        self.spec, self.results, self.key, self.echo = spec, results, key, log
+        self.data = load_datasets(spec, log)
+        self.classes = self.data.train.classes
+        report_skipped(results, self.data, log)
+        write_classmap(results / "classmap.json", self.classes)
+        self.plan = plan_batches(len(self.data.train), spec.train.batch_size_per_gpu, spec.train.random_seed)
+        self.total_steps = self.plan.steps_per_epoch * spec.train.num_epochs
+        self.log = TrainingLog(results, log)
+        self.history = EpochHistory()
+        self.last_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------ building
+
+    def build(self) -> None:
+        import tf_keras as keras
+
+        from effdet_rt.classification.model import build_classifier, regularized_kernels
+        from effdet_rt.classification.schedule import build_optimizer, tf_schedule
+
+        spec = self.spec
+        keras.utils.set_random_seed(spec.train.random_seed)
+        self.model = build_classifier(spec, len(self.classes))
+        self.optimizer = build_optimizer(spec.train.optim_config, tf_schedule(spec.train.lr_config, self.total_steps))
+        self.optimizer.build(self.model.trainable_variables)
+        self.kernels = regularized_kernels(self.model, list(spec.train.reg_config.scope))
+
+    def start_epoch(self) -> int:
+        from effdet_rt.trainer.state import newest_checkpoint
+
+        newest = newest_checkpoint(self.results, self.spec.model.arch)
+        if newest is None:
+            self.load_pretrained()
+            return 1
+        metadata = self.restore(newest)
+        self.log.message(f"resuming from {newest.name} (epoch {metadata['epoch']}, step {metadata['step']})")
+        return int(metadata["epoch"]) + 1
+
+    def load_pretrained(self) -> None:
+        from effdet_rt.checkpoint import assign_weights, load_checkpoint
+
+        path = self.spec.train.pretrained_model_path
+        if not path:
+            return
+        pretrained = load_checkpoint(path, self.key)
+        report = assign_weights(self.model, pretrained.weights, skip_pattern=PRETRAINED_SKIP, strict=False)
+        if not report.loaded:
+            raise CheckpointError(f"train.pretrained_model_path {path}: no weight matches this model by name; pass "
+                                  "an EfficientNet checkpoint of the same arch")
+        self.log.message(f"loaded pretrained weights {path}: {report.summary()}")
+
+    def restore(self, path: Path) -> dict[str, Any]:
+        from effdet_rt.checkpoint import assign_weights, load_checkpoint
+        from effdet_rt.trainer.state import OPTIMIZER_GROUP, _assign_indexed
+
+        checkpoint = load_checkpoint(path, self.key)
+        meta = checkpoint.metadata
+        if meta.get("task") != TASK or OPTIMIZER_GROUP not in checkpoint.groups:
+            raise CheckpointError(f"{path}: not a classification training checkpoint, so training cannot resume from "
+                                  "it; move it out of the results dir")
+        if list(meta.get("classes", [])) != list(self.classes):
+            raise CheckpointError(f"{path}: trained on classes {meta.get('classes')}, but the training set now has "
+                                  f"{self.classes}; use another results dir")
+        assign_weights(self.model, checkpoint.weights)
+        _assign_indexed(path, "optimizer", self.optimizer.variables, checkpoint.groups[OPTIMIZER_GROUP])
+        self.history = EpochHistory.from_metadata(meta.get("history", {}))
+        self.last_checkpoint = path
+        return meta
+
+    def step_functions(self):
+        import tensorflow as tf
+        import tf_keras as keras
+
+        from effdet_rt.classification.model import regularization_loss
+
+        model, optimizer, kernels = self.model, self.optimizer, self.kernels
+        reg = self.spec.train.reg_config
+        smoothing = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=self.spec.train.label_smoothing)
+        plain = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+        @tf.function
+        def train_step(images, targets):
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                loss = smoothing(targets, logits)
+                total = loss + regularization_loss(kernels, reg.type, reg.weight_decay)
+            grads = tape.gradient(total, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            hits = tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == tf.argmax(targets, 1), tf.float32))
+            return total, loss, hits
+
+        @tf.function
+        def eval_step(images, targets):
+            logits = model(images, training=False)
+            hits = tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == tf.argmax(targets, 1), tf.float32))
+            return plain(targets, logits) * tf.cast(tf.shape(images)[0], tf.float32), hits
+
+        return train_step, eval_step
+
+    # ------------------------------------------------------------ running
+
+    def run(self, max_seconds: float | None) -> Path:
+        from effdet_rt.classification.dataset import training_batches
+        from effdet_rt.utils.status import progress_bar
+
+        self.build()
+        first = self.start_epoch()
+        spec, plan = self.spec, self.plan
+        if first > spec.train.num_epochs and self.last_checkpoint is not None:
+            self.log.message(f"training already finished ({self.last_checkpoint.name}); nothing to do", "SUCCESS")
+            return self.last_checkpoint
+        h, w = spec.model.size
+        self.log.message(f"training {spec.model.arch} {spec.model.channels}x{h}x{w} on {len(self.classes)} classes: "
+                         f"{spec.train.num_epochs} epochs x {plan.steps_per_epoch} steps of {plan.batch_size}")
+        train_step, self.eval_step = self.step_functions()
+        batches = training_batches(self.data.train, self.data.fmt, spec.augment, plan, first, spec.train.num_epochs,
+                                   spec.train.n_workers)
+        started = time.monotonic()
+        step = (first - 1) * plan.steps_per_epoch
+        try:
+            with progress_bar() as progress:
+                task = progress.add_task("train", total=self.total_steps, completed=step, info="")
+                for epoch in range(first, spec.train.num_epochs + 1):
+                    losses, data_losses, hits = [], [], 0.0
+                    for _ in range(plan.steps_per_epoch):
+                        _, images, targets = next(batches)
+                        loss, data_loss, correct = train_step(images, targets)
+                        loss = float(loss)
+                        step += 1
+                        self.check_finite(loss, step, epoch)
+                        losses.append(loss)
+                        data_losses.append(float(data_loss))
+                        hits += float(correct)
+                        progress.update(task, completed=step, info=f"epoch {epoch} loss {loss:.4f}")
+                    values = {"loss": sum(losses) / len(losses), "data_loss": sum(data_losses) / len(data_losses),
+                              "accuracy": hits / (len(losses) * plan.batch_size)}
+                    out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
+                    self.end_epoch(epoch, step, values, force_save=out_of_time)
+                    if out_of_time and epoch < spec.train.num_epochs:
+                        self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
+                        break
+        except KeyboardInterrupt:
+            kept = f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
+            self.log.message(f"interrupted at step {step}; {kept}", "INTERRUPTED")
+            raise TrainingInterrupted(f"training interrupted at step {step}; {kept}; run train again to resume "
+                                      "from it") from None
+        finally:
+            batches.close()
+        self.log.message(f"training finished; last checkpoint {self.last_checkpoint}", "SUCCESS")
+        assert self.last_checkpoint is not None
+        return self.last_checkpoint
+
+    def check_finite(self, loss: float, step: int, epoch: int) -> None:
+        if not math.isfinite(loss):
+            kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
+            raise UserError(f"loss became {loss} at step {step} (epoch {epoch}); training stopped and {kept}; lower "
+                            "train.lr_config.learning_rate or check the data")
+
+    def validate(self) -> dict[str, float]:
+        from effdet_rt.classification.dataset import eval_batches
+
+        val = self.data.val
+        if val is None or not len(val):
+            return {}
+        eye = np.eye(len(self.classes), dtype=np.float32)
+        total_loss = hits = 0.0
+        for indices, images in eval_batches(val.paths, self.data.fmt, self.spec.evaluate.batch_size,
+                                            self.spec.train.n_workers):
+            loss, correct = self.eval_step(images, eye[[val.labels[i] for i in indices]])
+            total_loss += float(loss)
+            hits += float(correct)
+        return {"val_loss": total_loss / len(val), "val_accuracy": hits / len(val)}
+
+    def end_epoch(self, epoch: int, step: int, values: dict[str, float], force_save: bool) -> None:
+        spec = self.spec
+        values = {**values, **self.validate()}
+        self.history.add(epoch, values)
+        lr = float(self.optimizer.learning_rate(self.optimizer.iterations)) if callable(self.optimizer.learning_rate) \
+            else float(self.optimizer.learning_rate)
+        self.log.scalars(step, {"train/learning_rate": lr})
+        self.log.epoch_end(epoch, spec.train.num_epochs, step, values)
+        self.echo(f"epoch {epoch}/{spec.train.num_epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+        self.write_curves()
+        if epoch % spec.train.checkpoint_interval == 0 or epoch == spec.train.num_epochs or force_save:
+            self.save(epoch, step)
+
+    def write_curves(self) -> None:
+        from effdet_rt.classification.report import write_training_curves
+
+        write_training_curves(self.results / "training_curves.png", self.history.epochs, self.history.values)
+
+    def save(self, epoch: int, step: int) -> Path:
+        from effdet_rt.checkpoint import model_weights, save_checkpoint
+        from effdet_rt.classification.spec import classification_spec_to_yaml
+        from effdet_rt.trainer.state import OPTIMIZER_GROUP, _indexed, checkpoint_name
+
+        metadata = {
+            "task": TASK,
+            "model_name": self.spec.model.arch,
+            "classes": list(self.classes),
+            "image_format": self.data.fmt.as_metadata(),
+            "epoch": epoch,
+            "step": step,
+            "steps_per_epoch": self.plan.steps_per_epoch,
+            "batch_size": self.plan.batch_size,
+            "history": self.history.as_metadata(),
+        }
+        path = self.results / checkpoint_name(self.spec.model.arch, epoch)
+        save_checkpoint(path, model_weights(self.model), key=self.key, spec_yaml=classification_spec_to_yaml(self.spec.model_copy(update={"key": ""})),
+                        metadata=metadata, groups={OPTIMIZER_GROUP: _indexed(self.optimizer.variables)})
+        self.last_checkpoint = path
+        self.log.status.write("RUNNING", f"saved {path.name}", epoch=epoch, cur_iter=step)
+        return path

@@ -1,0 +1,110 @@
+"""`effdet-rt classification train|evaluate|inference|export`: TAO's classification task on EfficientNet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from effdet_rt.cli.common import key_option, overrides_argument, path_or_none, results_dir_option
+
+classification_app = typer.Typer(
+    name="classification", no_args_is_help=True,
+    help="EfficientNet image classification (TAO's classification spec): train, evaluate, inference, export.",
+)
+
+spec_option = typer.Option(None, "-e", "--experiment-spec", "--spec", help="Classification spec (YAML).")
+model_option = typer.Option(None, "-m", "--model", help="Model: .edrt checkpoint or .onnx (export or ONNX Runtime build).")
+
+
+def _spec(path: str | None, overrides: list[str] | None):
+    from effdet_rt.classification.spec import load_classification_spec
+    from effdet_rt.errors import SpecError
+
+    if not path:
+        raise SpecError("pass the classification spec with -e/--experiment-spec spec.yaml")
+    return load_classification_spec(path_or_none(path), overrides or [])
+
+
+def _results(given: str | None, spec, task: str | None) -> Path:
+    if given:
+        return Path(given)
+    return Path(spec.results_dir) / task if task else Path(spec.results_dir)
+
+
+@classification_app.command("train")
+def train_command(
+    experiment_spec: str = spec_option,
+    results_dir: str | None = results_dir_option,
+    key: str | None = key_option,
+    max_seconds: float | None = typer.Option(
+        None, "--max-seconds", help="Stop after the epoch in which this many seconds have passed (a checkpoint is saved)."),
+    overrides: list[str] | None = overrides_argument,
+) -> None:
+    """Train: classmap.json, encrypted checkpoints, status.json, TensorBoard and training_curves.png in the results dir."""
+    from effdet_rt.classification.train import train_classifier
+
+    spec = _spec(experiment_spec, overrides)
+    last = train_classifier(spec, _results(results_dir, spec, None), key, log=typer.echo, max_seconds=max_seconds)
+    typer.echo(f"last checkpoint: {last}")
+
+
+@classification_app.command("evaluate")
+def evaluate_command(
+    experiment_spec: str = spec_option,
+    model: str | None = model_option,
+    results_dir: str | None = results_dir_option,
+    key: str | None = key_option,
+    overrides: list[str] | None = overrides_argument,
+) -> None:
+    """Top-1/top-k accuracy, per-class precision/recall/F1 and the confusion matrix on evaluate.dataset_path."""
+    from effdet_rt.classification.evaluate import evaluate_classifier
+
+    spec = _spec(experiment_spec, overrides)
+    out = _results(results_dir, spec, "evaluate")
+    evaluate_classifier(spec, model_path=model, key=key, results_dir=out, log=typer.echo)
+    typer.echo(f"wrote {out / 'eval_results.json'} and {out / 'confusion_matrix.png'}")
+
+
+@classification_app.command("inference")
+def inference_command(
+    experiment_spec: str = spec_option,
+    model: str | None = model_option,
+    images: str | None = typer.Option(None, "-i", "--images", help="An image or a folder of images (default inference.image_dir)."),
+    classmap: str | None = typer.Option(None, "--classmap", help="classmap.json from training (default inference.classmap; else the model's classes)."),
+    results_dir: str | None = results_dir_option,
+    key: str | None = key_option,
+    overrides: list[str] | None = overrides_argument,
+) -> None:
+    """Classify images: result.csv (image path, class, confidence) in the results dir; exit 1 if some were unreadable."""
+    from effdet_rt.classification.evaluate import infer_classifier
+
+    spec = _spec(experiment_spec, overrides)
+    _, skipped = infer_classifier(spec, model_path=model, image_dir=images, classmap=classmap, key=key,
+                                  results_dir=_results(results_dir, spec, "inference"), log=typer.echo)
+    if skipped:
+        raise typer.Exit(1)
+
+
+@classification_app.command("export")
+def export_command(
+    experiment_spec: str = spec_option,
+    model: str | None = model_option,
+    output: str | None = typer.Option(None, "-o", "--output", help="ONNX file to write (default export.output_path)."),
+    key: str | None = key_option,
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Fixed batch size (default: dynamic)."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset (13-21)."),
+    verify: bool = typer.Option(False, "--verify", help="Compare TensorFlow and ONNX Runtime probabilities (<= 1e-4) before writing."),
+    overrides: list[str] | None = overrides_argument,
+) -> None:
+    """Export a checkpoint to ONNX: NHWC float input, preprocessing inside, softmax probabilities out."""
+    from effdet_rt.classification.export import export_classifier
+
+    spec = _spec(experiment_spec, overrides)
+    written = export_classifier(spec, model_path=path_or_none(model), output=path_or_none(output), key=key,
+                                verify=verify, batch_size=batch_size, opset=opset, log=typer.echo)
+    typer.echo(f"wrote {written}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(classification_app, name="classification")
