@@ -1,6 +1,6 @@
 """Pruning on BCCD: a D0 trained for --minutes, pruned at three thresholds, each retrained for as long.
 
-Run: .venv/bin/python benchmarks/prune.py [--minutes 3] [--image-size 256] [--thresholds 0.3 0.5 0.7]
+Run: .venv/bin/python benchmarks/prune.py [--minutes 3] [--image-size 256] [--thresholds 0.7 0.8 0.9]
      [--data ../shared/data/bccd/BCCD] [--keep DIR]
 For the unpruned model and each threshold: trainable parameters, GFLOPs (multiply-adds at batch 1), ORT FP32
 batch-1 latency measured in turns with the unpruned engine (ratio), mAP / AP50 on BCCD val right after pruning and
@@ -136,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=3.0, help="first training, and each retraining")
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.7, 0.8, 0.9])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--data", type=Path, default=BCCD)
     parser.add_argument("--keep", type=Path, help="work folder to keep; default: a temp folder")
