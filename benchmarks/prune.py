@@ -99,8 +99,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     engines = [ort_fp32(base, spec, work / "unpruned_fp32.onnx")]
     for threshold in args.thresholds:
         tag = f"th{threshold:g}"
-        summary = prune_checkpoint(spec, checkpoint=base, output=work / tag, key=DEMO_KEY, log=quiet,
-                                   threshold=threshold)
+        pruning = apply_overrides(spec, [f"prune.checkpoint={base}", f"prune.output_path={work / tag}",
+                                         f"prune.threshold={threshold}"])
+        summary = prune_checkpoint(pruning, key=DEMO_KEY, log=quiet)
         row = {"threshold": threshold, "params": summary.params_after, "gflops": model_cost(summary.output)[1]}
         row["mAP_pruned"], row["AP50_pruned"] = evaluate(summary.output, data, spec)
         print(f"threshold {threshold:g}: {summary.params_after:,} parameters ({1 - summary.ratio:.1%} removed), "

@@ -38,16 +38,13 @@ class PruneSummary:
                 f"pruned model: {self.output} ({self.file_size / 2**20:.2f} MiB)"]
 
 
-def settings_from_spec(spec: Any, **options: Any) -> PruneSettings:
-    """The spec's prune.* settings with every option that is not None taking precedence."""
-    p = spec.prune
-    chosen = {
-        "threshold": p.threshold, "normalizer": p.normalizer, "equalization_criterion": p.equalization_criterion,
-        "granularity": p.granularity, "min_num_filters": p.min_num_filters, "excluded_layers": p.excluded_layers,
-    }
-    chosen.update({name: value for name, value in options.items() if value is not None})
-    chosen["excluded_layers"] = tuple(chosen["excluded_layers"])
-    return PruneSettings(**chosen).check()
+def settings_from_spec(prune: Any) -> PruneSettings:
+    """The spec's prune.* settings (command-line options reach them as overrides)."""
+    return PruneSettings(
+        threshold=prune.threshold, normalizer=prune.normalizer, equalization_criterion=prune.equalization_criterion,
+        granularity=prune.granularity, min_num_filters=prune.min_num_filters,
+        excluded_layers=tuple(prune.excluded_layers),
+    ).check()
 
 
 def output_file(output: Path, settings: PruneSettings) -> Path:
@@ -89,28 +86,19 @@ def load_detector(path: Path, key: str, spec: Any) -> tuple[Any, Any, Any, dict[
     return checkpoint, model_spec, model, counts
 
 
-def prune_checkpoint(
-    spec: Any,
-    *,
-    checkpoint: Path | None,
-    output: Path | None,
-    key: str | None,
-    log: Callable[[str], None] = print,
-    **options: Any,
-) -> PruneSummary:
-    """Prune ``checkpoint`` (default prune.checkpoint) into ``output`` (default prune.output_path)."""
+def prune_checkpoint(spec: Any, *, key: str | None, log: Callable[[str], None] = print) -> PruneSummary:
+    """Prune prune.checkpoint into prune.output_path as the spec's prune section says."""
     from effdet_rt.checkpoint import model_weights, resolve_key, save_checkpoint
     from effdet_rt.model.pruned import FILTERS_KEY
     from effdet_rt.prune.pruner import prune_model
     from effdet_rt.utils.status import StatusLogger, progress_bar
 
-    settings = settings_from_spec(spec, **options)
-    checkpoint = checkpoint or (Path(spec.prune.checkpoint) if spec.prune.checkpoint else None)
-    output = output or (Path(spec.prune.output_path) if spec.prune.output_path else None)
-    if checkpoint is None:
+    settings = settings_from_spec(spec.prune)
+    if not spec.prune.checkpoint:
         raise UserError("no checkpoint to prune: pass -m model.edrt (or set prune.checkpoint)")
-    if output is None:
+    if not spec.prune.output_path:
         raise UserError("no output folder: pass -o OUT_DIR (or set prune.output_path)")
+    checkpoint, output = Path(spec.prune.checkpoint), Path(spec.prune.output_path)
     target = output_file(Path(output), settings)
     key = resolve_key(key, getattr(spec, "encryption_key", None) or None)
     with progress_bar(transient=True) as progress:
