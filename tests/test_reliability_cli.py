@@ -189,3 +189,18 @@ def test_train_removes_temp_files_of_interrupted_checkpoint_writes(tmp_path, cap
     assert run(["train", "-e", spec_file, "-r", str(results), f"dataset.train_tfrecords={bad}"]) == 2
     assert "removed .efficientdet-d0_002.edrt.k3j9x1.tmp" in capsys.readouterr().out
     assert not stale.exists() and kept.read_text() == "mine"  # an existing results dir is never removed
+
+
+def test_dataset_convert_removes_the_staging_folder_of_a_killed_conversion(tmp_path):
+    synth = tmp_path / "synth"
+    assert run(["dataset-synth", "-o", str(synth), "--num-images", "2", "--seed", "3", "--size", "64"]) == 0
+    stale = tmp_path / ".records.x7k2p9.tmp"  # what SIGKILL during `dataset-convert -o records` leaves
+    stale.mkdir()
+    (stale / "train-00000-of-00002.tfrecord").write_bytes(b"half")
+    other = tmp_path / ".other.abc.tmp"
+    other.mkdir()
+    annotations = next(synth.rglob("*.json"))
+    images = next(p.parent for p in synth.rglob("*.jpg"))
+    assert run(["dataset-convert", "-i", str(images), "-a", str(annotations), "-o", str(tmp_path / "records")]) == 0
+    assert not stale.exists() and other.is_dir()  # only staging folders of this output are removed
+    assert list((tmp_path / "records").glob("*.tfrecord"))

@@ -341,6 +341,16 @@ class _RecordingContext:
 # ---- the whole dataset -------------------------------------------------------------------------------------
 
 
+def remove_stale_staging(out_dir: Path) -> None:
+    """Remove staging folders (``.name.XXXX.tmp`` beside ``out_dir``, see utils.atomic.atomic_dir) of conversions
+    into the same folder that were killed; they never became output, and each holds a dataset's worth of shards."""
+    import shutil
+
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def convert_dataset(
     dataset: CocoDataset,
     image_dir: str | os.PathLike,
@@ -366,6 +376,7 @@ def convert_dataset(
     if include_mask:
         check_masks_available(dataset)
     check_output_dir(out_dir)
+    remove_stale_staging(out_dir)
     workers = workers or default_workers()
     count = min(num_shards, len(dataset.images))
     start = time.perf_counter()
