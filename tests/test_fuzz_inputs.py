@@ -202,9 +202,7 @@ def coco_like(draw) -> Any:
 @EXAMPLES
 @given(coco_like())
 def test_coco_json_is_checked_or_one_data_error(data):
-    from effdet_rt.evaluation.coco_inputs import load_ground_truth
-
-    from effdet_rt.data.coco import load_coco
+    from effdet_rt.data.coco import load_coco, load_ground_truth
 
     path = WORKDIR / "ann.json"
     path.write_text(json.dumps(data))
