@@ -161,7 +161,7 @@ def test_retrained_pruned_model_exports_and_builds(retrained, bccd_root):
     from effdet_rt.export.heads import raw_heads_model
     from effdet_rt.export.verify import match_detections
     from effdet_rt.export.workflow import export_options_from_spec
-    from effdet_rt.spec import default_spec
+    from effdet_rt.spec import load_spec
     from tests.infer_support import bccd_images
 
     ckpt, root = retrained["checkpoint"], retrained["root"]
@@ -173,7 +173,8 @@ def test_retrained_pruned_model_exports_and_builds(retrained, bccd_root):
     raw = convert_raw_heads(engine.model, engine.setup, 2, 17)
     paths = {}
     for nms in ("none", "efficient"):
-        options = export_options_from_spec(default_spec(), nms=nms, batch_size=2)
+        options = export_options_from_spec(load_spec(None, [f"export.nms={nms}", "export.batch_size=2",
+                                                            "export.dynamic_batch_size=false"]).export)
         paths[nms] = write_onnx(attach_nms(raw, engine.setup, options), root / f"pruned_{nms}.onnx")
     images = np.random.default_rng(5).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
     tf_logits, tf_codes = (t.numpy() for t in raw_heads_model(engine.model, 5, 3)(images))

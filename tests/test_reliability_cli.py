@@ -11,12 +11,12 @@ from pathlib import Path
 
 import onnx
 import pytest
-from effdet_rt.data.record_file import frame_record
 from trt_fakes import tiny_onnx
 
 from effdet_rt.cli.main import run
 from effdet_rt.cli.stderr_filter import is_startup_noise
 from effdet_rt.data.record_check import frame_problem
+from effdet_rt.data.tfrecord import frame_record
 
 REPO = Path(__file__).resolve().parents[1]
 
