@@ -15,8 +15,7 @@ from trt_fakes import tiny_onnx
 
 from effdet_rt.cli.main import run
 from effdet_rt.cli.stderr_filter import is_startup_noise
-from effdet_rt.data.record_check import frame_problem
-from effdet_rt.data.tfrecord import frame_record
+from effdet_rt.data.tfrecord import frame_problem, frame_record
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from effdet_rt.errors import DataError, ModelFileError
+from effdet_rt.onnx.graph import (
+    NORMALIZE_NODE,
+    classifier_metadata,
+    read_metadata,
+    rewrite_model,
+    set_metadata,
+    softmax_node_names,
+)
 from effdet_rt.onnx.names import RAW_OUTPUTS
+from effdet_rt.onnx.ort_layout import sums_as_adds
 from effdet_rt.utils.atomic import atomic_path
 
 PROFILES = ("onnxruntime", "tensorrt")
@@ -71,8 +80,6 @@ def with_sums_as_adds(model, path: Path) -> Path:
     UINT8, where a Sum stays float between DequantizeLinear and QuantizeLinear, so the fusions run quantized too."""
     import onnx
 
-    from effdet_rt.onnx.graph import rewrite_model
-    from effdet_rt.onnx.ort_layout import sums_as_adds
 
     onnx.save(rewrite_model(model, sums_as_adds), str(path))
     return path
@@ -84,13 +91,11 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from effdet_rt.onnx.graph import NORMALIZE_NODE, read_metadata, set_metadata
 
     if profile not in PROFILES:
         raise ValueError(f"unknown INT8 profile {profile!r}")
     for_tensorrt = profile == "tensorrt"
     weight_bits = 8 if for_tensorrt else 7  # TensorRT accumulates in 32 bits: it keeps the full 8-bit weights
-    from effdet_rt.onnx.graph import classifier_metadata, softmax_node_names
 
     source = onnx.load(str(onnx_path))
     classifier = classifier_metadata(source) is not None

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.engines.runtime.trt_common import DeviceBuffer, check, import_cudart
 from effdet_rt.utils.atomic import atomic_write_bytes
 
 
@@ -18,7 +19,6 @@ class DeviceUploader:
         self._buffer = None
 
     def __call__(self, batch: np.ndarray) -> int:
-        from effdet_rt.engines.runtime.trt_common import DeviceBuffer, check, import_cudart
 
         if self._buffer is None or self._buffer.nbytes < batch.nbytes:
             self._buffer = DeviceBuffer(batch.nbytes)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from effdet_rt.classification.images import ImageFormat, open_image, train_image
+from effdet_rt.classification.images import ImageFormat, eval_image, open_image, train_image
 from effdet_rt.data.preprocess import IMAGE_SUFFIXES
 from effdet_rt.errors import DataError
 from effdet_rt.utils.atomic import atomic_write_text
@@ -179,7 +179,6 @@ def training_batches(dataset: FolderDataset, fmt: ImageFormat, augment, plan: Ba
 def eval_batches(paths: Sequence[Path], fmt: ImageFormat, batch_size: int, workers: int,
                  on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
     """(indices, images) batches preprocessed with `eval_image`; unreadable files go to ``on_error`` (else raise)."""
-    from effdet_rt.classification.images import eval_image
 
     def load(path: Path):
         try:

@@ -16,16 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.errors import DataError
+from effdet_rt.classification.dataset import image_files
+from effdet_rt.classification.images import ImageFormat, eval_image
+from effdet_rt.engines.runtime.onnxruntime import read_onnx
+from effdet_rt.errors import DataError, UserError
+from effdet_rt.onnx.graph import read_metadata
 
 
 def calibration_batches(folder: str | Path, meta: dict[str, Any], batch_size: int, num_batches: int,
                         log: Callable[[str], None] = print) -> Iterator[np.ndarray]:
     """Up to ``num_batches`` (batch_size, H, W, C) batches of the folder's images, sorted by path, as inference sees
     them; unreadable files are skipped (and counted); a final partial batch is dropped."""
-    from effdet_rt.classification.dataset import image_files
-    from effdet_rt.classification.images import ImageFormat, eval_image
-    from effdet_rt.errors import UserError
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -63,8 +64,6 @@ def calibration_source(images: str | None, meta: dict[str, Any], batch_size: int
 
 def describe_onnx(path: str | Path) -> dict[str, Any]:
     """Inputs, outputs, opset and effdet-rt metadata of any ONNX model (detector or classifier)."""
-    from effdet_rt.engines.runtime.onnxruntime import read_onnx
-    from effdet_rt.onnx.graph import read_metadata
 
     proto = read_onnx(Path(path))
 

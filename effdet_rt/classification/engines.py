@@ -10,10 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from effdet_rt.checkpoint import assign_weights, load_checkpoint, resolve_key
 from effdet_rt.classification.images import ImageFormat
+from effdet_rt.classification.schema import ClassificationSpec
+from effdet_rt.engines.runtime.onnxruntime import read_onnx, session_options
 from effdet_rt.errors import CheckpointError, ModelFileError
 from effdet_rt.onnx.graph import CLASSIFICATION_TASK as TASK
 from effdet_rt.onnx.graph import classifier_metadata  # noqa: F401 - re-exported for the classification modules
+from effdet_rt.spec.validation import validate_spec
 
 OUTPUT_NAME = "probabilities"
 
@@ -41,8 +45,6 @@ class Classifier:
 def spec_from_checkpoint(text: str, source: str):
     import yaml
 
-    from effdet_rt.classification.schema import ClassificationSpec
-    from effdet_rt.spec.validation import validate_spec
 
     try:
         data = yaml.safe_load(text) or {}
@@ -57,7 +59,6 @@ class KerasClassifier(Classifier):
     def __init__(self, path: str | Path, key: str):
         import tensorflow as tf
 
-        from effdet_rt.checkpoint import assign_weights, load_checkpoint
         from effdet_rt.classification.model import build_classifier, with_softmax
 
         self.path = Path(path)
@@ -90,7 +91,6 @@ class OnnxClassifier(Classifier):
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
-        from effdet_rt.engines.runtime.onnxruntime import read_onnx, session_options
 
         self.path = Path(path)
         proto = read_onnx(self.path)
@@ -121,7 +121,6 @@ class OnnxClassifier(Classifier):
 
 def load_classifier(path: str | Path, key: str | None = None, spec_key: str | None = None) -> Classifier:
     """Open a classifier by file type: .edrt (checkpoint) or .onnx (ONNX Runtime)."""
-    from effdet_rt.checkpoint import resolve_key
 
     path = Path(path)
     if not path.is_file():

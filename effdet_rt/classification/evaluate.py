@@ -12,9 +12,24 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.classification.engines import Classifier
+from effdet_rt.classification.dataset import (
+    eval_batches,
+    image_files,
+    read_classmap,
+    relabel,
+    scan_class_folders,
+)
+from effdet_rt.classification.engines import Classifier, load_classifier
+from effdet_rt.classification.report import (
+    classification_metrics,
+    draw_confusion_matrix,
+    format_report,
+    write_png,
+)
+from effdet_rt.data.preprocess import IMAGE_SUFFIXES
 from effdet_rt.errors import DataError, UserError
 from effdet_rt.utils.atomic import atomic_write_text
+from effdet_rt.utils.status import StatusLogger, progress_bar
 
 INFERENCE_BATCH = 16
 
@@ -29,8 +44,6 @@ class Predictions:
 def predict_files(classifier: Classifier, paths: list[Path], batch_size: int, workers: int,
                   description: str = "predict") -> Predictions:
     """Run ``classifier`` on files preprocessed with its own ImageFormat; unreadable files are skipped and listed."""
-    from effdet_rt.classification.dataset import eval_batches
-    from effdet_rt.utils.status import progress_bar
 
     skipped: list[tuple[str, str]] = []
     kept: list[int] = []
@@ -59,15 +72,6 @@ def evaluate_classifier(spec: Any, *, model_path: str | Path | None, key: str | 
 
     Writes ``eval_results.json``, ``confusion_matrix.png`` and status.json lines into ``results_dir``.
     """
-    from effdet_rt.classification.dataset import relabel, scan_class_folders
-    from effdet_rt.classification.engines import load_classifier
-    from effdet_rt.classification.report import (
-        classification_metrics,
-        draw_confusion_matrix,
-        format_report,
-        write_png,
-    )
-    from effdet_rt.utils.status import StatusLogger
 
     classifier = load_classifier(resolve_model(model_path, spec.evaluate.model_path, "evaluate.model_path"), key,
                                  spec.key)
@@ -99,8 +103,6 @@ def evaluate_classifier(spec: Any, *, model_path: str | Path | None, key: str | 
 
 def inference_inputs(target: str | Path) -> list[Path]:
     """A single image, or every image under a folder (recursively, sorted)."""
-    from effdet_rt.classification.dataset import image_files
-    from effdet_rt.data.preprocess import IMAGE_SUFFIXES
 
     target = Path(target)
     if target.is_file():
@@ -129,9 +131,6 @@ def infer_classifier(spec: Any, *, model_path: str | Path | None, image_dir: str
                      classmap: str | Path | None, key: str | None, results_dir: str | Path,
                      log: Callable[[str], None] = print) -> tuple[Path, int]:
     """Classify an image or a folder; writes ``result.csv`` and status.json. Returns (csv path, images skipped)."""
-    from effdet_rt.classification.dataset import read_classmap
-    from effdet_rt.classification.engines import load_classifier
-    from effdet_rt.utils.status import StatusLogger
 
     classifier = load_classifier(resolve_model(model_path, spec.inference.model_path, "inference.model_path"), key,
                                  spec.key)

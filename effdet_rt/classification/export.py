@@ -17,8 +17,20 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.checkpoint import resolve_key
+from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.engines import OUTPUT_NAME, TASK, KerasClassifier
+from effdet_rt.classification.images import eval_image
+from effdet_rt.engines.runtime.onnxruntime import session_options
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.onnx.graph import (
+    clean_graph,
+    drop_identity_reshapes,
+    keras_to_onnx,
+    normalize_after_transpose,
+    rename_input,
+    set_metadata,
+)
 
 VERIFY_TOLERANCE = 1e-4
 VERIFY_IMAGES = 8
@@ -44,14 +56,6 @@ def classifier_to_onnx(classifier: KerasClassifier, batch_size: int | None, opse
     import onnx
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.onnx.graph import (
-        clean_graph,
-        drop_identity_reshapes,
-        keras_to_onnx,
-        normalize_after_transpose,
-        rename_input,
-        set_metadata,
-    )
 
     fmt = classifier.fmt
     raw = keras_to_onnx(classifier.model, fmt.size, batch_size, opset, channels=fmt.channels)
@@ -87,8 +91,6 @@ def classifier_to_onnx(classifier: KerasClassifier, batch_size: int | None, opse
 
 def verification_images(spec: Any, fmt, count: int = VERIFY_IMAGES) -> np.ndarray:
     """Real images from the spec's validation (else training) folders, else seeded noise."""
-    from effdet_rt.classification.dataset import image_files
-    from effdet_rt.classification.images import eval_image
 
     for folder in (spec.data.val_dataset_path, spec.data.train_dataset_path):
         if folder and Path(folder).is_dir():
@@ -109,7 +111,6 @@ def verification_images(spec: Any, fmt, count: int = VERIFY_IMAGES) -> np.ndarra
 def verify_onnx(classifier: KerasClassifier, proto, images: np.ndarray) -> VerifyReport:
     import onnxruntime as ort
 
-    from effdet_rt.engines.runtime.onnxruntime import session_options
 
     reference = classifier.predict(images)
     options = session_options()
@@ -134,7 +135,6 @@ def export_classifier(spec: Any, *, model_path: Path | None, output: Path | None
                       verify: bool = False, batch_size: int | None = None, opset: int = 17,
                       log: Callable[[str], None] = print) -> Path:
     """Export a classification checkpoint; with ``verify`` a failed parity check writes nothing and raises."""
-    from effdet_rt.checkpoint import resolve_key
     from effdet_rt.export.exporter import write_onnx
 
     model_path = model_path or (Path(spec.export.model_path) if spec.export.model_path else None)

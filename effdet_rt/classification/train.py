@@ -21,7 +21,31 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.checkpoint import assign_weights, load_checkpoint, model_weights, resolve_key, save_checkpoint
+from effdet_rt.classification.dataset import (
+    drop_unreadable,
+    eval_batches,
+    plan_batches,
+    relabel,
+    scan_class_folders,
+    training_batches,
+    write_classmap,
+)
+from effdet_rt.classification.images import ImageFormat
+from effdet_rt.classification.report import write_training_curves
+from effdet_rt.classification.schedule import build_optimizer, tf_schedule
+from effdet_rt.classification.spec import classification_spec_to_yaml
 from effdet_rt.errors import CheckpointError, DataError, TrainingInterrupted, UserError
+from effdet_rt.trainer.loop import prepare_results_dir
+from effdet_rt.trainer.state import (
+    OPTIMIZER_GROUP,
+    _assign_indexed,
+    _indexed,
+    checkpoint_name,
+    newest_checkpoint,
+)
+from effdet_rt.utils.atomic import atomic_write_text
+from effdet_rt.utils.status import progress_bar
 
 TASK = "classification"
 PRETRAINED_SKIP = r"^logits/"
@@ -54,8 +78,6 @@ class _Data:
 
 
 def load_datasets(spec: Any, log: Callable[[str], None]) -> _Data:
-    from effdet_rt.classification.dataset import drop_unreadable, relabel, scan_class_folders
-    from effdet_rt.classification.images import ImageFormat
 
     fmt = ImageFormat.from_spec(spec)
     workers = spec.train.n_workers
@@ -73,7 +95,6 @@ def load_datasets(spec: Any, log: Callable[[str], None]) -> _Data:
 
 
 def report_skipped(results: Path, data: _Data, log: Callable[[str], None]) -> None:
-    from effdet_rt.utils.atomic import atomic_write_text
 
     skipped = [{"path": p, "reason": r} for ds in (data.train, data.val) if ds is not None for p, r in ds.skipped]
     if not skipped:
@@ -85,8 +106,6 @@ def report_skipped(results: Path, data: _Data, log: Callable[[str], None]) -> No
 def train_classifier(spec: Any, results_dir: str | Path | None = None, key: str | None = None, *,
                      log: Callable[[str], None] | None = None, max_seconds: float | None = None) -> Path:
     """Train (or resume) the classifier of ``spec``; returns the last checkpoint written."""
-    from effdet_rt.checkpoint import resolve_key
-    from effdet_rt.trainer.loop import prepare_results_dir
 
     log = log or print
     results = prepare_results_dir(results_dir or spec.results_dir)
@@ -96,7 +115,6 @@ def train_classifier(spec: Any, results_dir: str | Path | None = None, key: str 
 
 class _Run:
     def __init__(self, spec: Any, results: Path, key: str, log: Callable[[str], None]):
-        from effdet_rt.classification.dataset import plan_batches, write_classmap
         from effdet_rt.trainer.callbacks import TrainingLog
 
         self.spec, self.results, self.key, self.echo = spec, results, key, log
@@ -116,7 +134,6 @@ class _Run:
         import tf_keras as keras
 
         from effdet_rt.classification.model import build_classifier, regularized_kernels
-        from effdet_rt.classification.schedule import build_optimizer, tf_schedule
 
         spec = self.spec
         keras.utils.set_random_seed(spec.train.random_seed)
@@ -126,7 +143,6 @@ class _Run:
         self.kernels = regularized_kernels(self.model, list(spec.train.reg_config.scope))
 
     def start_epoch(self) -> int:
-        from effdet_rt.trainer.state import newest_checkpoint
 
         newest = newest_checkpoint(self.results, self.spec.model.arch)
         if newest is None:
@@ -137,7 +153,6 @@ class _Run:
         return int(metadata["epoch"]) + 1
 
     def load_pretrained(self) -> None:
-        from effdet_rt.checkpoint import assign_weights, load_checkpoint
 
         path = self.spec.train.pretrained_model_path
         if not path:
@@ -150,8 +165,6 @@ class _Run:
         self.log.message(f"loaded pretrained weights {path}: {report.summary()}")
 
     def restore(self, path: Path) -> dict[str, Any]:
-        from effdet_rt.checkpoint import assign_weights, load_checkpoint
-        from effdet_rt.trainer.state import OPTIMIZER_GROUP, _assign_indexed
 
         checkpoint = load_checkpoint(path, self.key)
         meta = checkpoint.metadata
@@ -200,8 +213,6 @@ class _Run:
     # ------------------------------------------------------------ running
 
     def run(self, max_seconds: float | None) -> Path:
-        from effdet_rt.classification.dataset import training_batches
-        from effdet_rt.utils.status import progress_bar
 
         self.build()
         first = self.start_epoch()
@@ -257,7 +268,6 @@ class _Run:
                             "train.lr_config.learning_rate or check the data")
 
     def validate(self) -> dict[str, float]:
-        from effdet_rt.classification.dataset import eval_batches
 
         val = self.data.val
         if val is None or not len(val):
@@ -285,14 +295,10 @@ class _Run:
             self.save(epoch, step)
 
     def write_curves(self) -> None:
-        from effdet_rt.classification.report import write_training_curves
 
         write_training_curves(self.results / "training_curves.png", self.history.epochs, self.history.values)
 
     def save(self, epoch: int, step: int) -> Path:
-        from effdet_rt.checkpoint import model_weights, save_checkpoint
-        from effdet_rt.classification.spec import classification_spec_to_yaml
-        from effdet_rt.trainer.state import OPTIMIZER_GROUP, _indexed, checkpoint_name
 
         metadata = {
             "task": TASK,

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from effdet_rt.cli.common import field_option, option, overrides_argument, spec_option, task_spec
+from effdet_rt.errors import UserError
 
 
 def build_command(
@@ -54,7 +55,6 @@ def build_command(
 def classifier_calibration(model: Path, images: Path | None, calibration, log):
     """For a classifier ONNX: its calibration batches from a folder of images (--calib-images); None otherwise."""
     from effdet_rt.classification.deploy import calibration_source
-    from effdet_rt.errors import UserError
     from effdet_rt.integrations.deepstream import onnx_classifier_metadata
 
     classifier = onnx_classifier_metadata(model) if model.suffix.lower() == ".onnx" and model.is_file() else None

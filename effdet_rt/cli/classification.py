@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from effdet_rt.cli.common import key_option, overrides_argument, path_or_none, results_dir_option
+from effdet_rt.errors import SpecError
 
 classification_app = typer.Typer(
     name="classification", no_args_is_help=True,
@@ -19,7 +20,6 @@ model_option = typer.Option(None, "-m", "--model", help="Model: .edrt checkpoint
 
 def _spec(path: str | None, overrides: list[str] | None):
     from effdet_rt.classification.spec import load_classification_spec
-    from effdet_rt.errors import SpecError
 
     if not path:
         raise SpecError("pass the classification spec with -e/--experiment-spec spec.yaml")

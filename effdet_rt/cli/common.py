@@ -16,6 +16,9 @@ from typing import Any
 
 import typer
 
+from effdet_rt.errors import UserError
+from effdet_rt.spec.loader import load_task_spec
+
 SPEC_HELP = "Experiment spec (TAO TF2 YAML, or a legacy TF1 prototxt)."
 
 
@@ -56,7 +59,6 @@ def option_values(command: Callable[..., Any], given: Mapping[str, Any]) -> dict
 def task_spec(command: Callable[..., Any], given: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Any:
     """The validated spec of one task run: the -e file, then the trailing overrides, then the field options
     (and ``extra`` field values an option gives after parsing, like --gpu_index's list)."""
-    from effdet_rt.spec.loader import load_task_spec
 
     spec_path = given.get("spec")
     values = {**option_values(command, given), **(extra or {})}
@@ -70,7 +72,6 @@ def use_gpu(index: int | None) -> None:
     if index is None:
         return
     if index < 0:
-        from effdet_rt.errors import UserError
 
         raise UserError(f"--gpu_index {index} is not allowed: GPU indices start at 0")
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from effdet_rt.cli.common import option, results_dir_option
+from effdet_rt.errors import UserError
 
 dataset_app = typer.Typer(help="Dataset tools: import Pascal VOC annotations as COCO json.", no_args_is_help=True)
 
@@ -28,7 +29,6 @@ def dataset_convert(
     from effdet_rt.data.coco import load_coco, parse_coco
     from effdet_rt.data.convert import convert_dataset
     from effdet_rt.data.voc import voc_to_coco
-    from effdet_rt.errors import UserError
     from effdet_rt.utils.status import StatusLogger
 
     if (voc is None) == (annotations_file is None):

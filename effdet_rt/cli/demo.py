@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from effdet_rt.cli.common import option
+from effdet_rt.errors import UserError
 
 
 def demo_command(
@@ -19,7 +20,6 @@ def demo_command(
     """Convert data, train a small EfficientDet-D0, evaluate, export to ONNX, build ONNX Runtime FP32 and INT8
     engines, run inference and evaluation on each, and print one table (backend, precision, mAP, AP50, latency)."""
     from effdet_rt.demo.run import DemoSettings, format_table, run_demo
-    from effdet_rt.errors import UserError
 
     if minutes <= 0:
         raise UserError(f"--minutes {minutes} is not allowed: give a positive time budget")

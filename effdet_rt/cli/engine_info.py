@@ -7,6 +7,7 @@ import json
 import typer
 
 from effdet_rt.cli.common import option
+from effdet_rt.errors import ModelFileError
 
 
 def engine_info(
@@ -36,7 +37,6 @@ def _onnx_info(path: str, as_json: bool) -> None:
     from pathlib import Path
 
     from effdet_rt.classification.deploy import describe_onnx
-    from effdet_rt.errors import ModelFileError
 
     if not Path(path).is_file():
         raise ModelFileError(f"{path}: model file not found; pass a .onnx model or a .plan/.engine file")

@@ -17,6 +17,7 @@ from effdet_rt.cli.common import (
     task_spec,
     use_gpu,
 )
+from effdet_rt.errors import UserError
 
 
 def evaluate(
@@ -40,7 +41,6 @@ def evaluate(
     use_gpu(gpu_index)
     from rich.console import Console
 
-    from effdet_rt.errors import UserError
     from effdet_rt.evaluation.report import format_metrics_table, save_evaluation
     from effdet_rt.infer.evaluate import evaluate_model_file
 
@@ -70,7 +70,6 @@ def evaluate_detections(
     from rich.console import Console
 
     from effdet_rt.data.labels import load_label_map
-    from effdet_rt.errors import UserError
     from effdet_rt.evaluation.coco import run_coco_evaluation
     from effdet_rt.evaluation.report import format_metrics_table, save_evaluation
 

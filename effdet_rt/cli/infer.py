@@ -16,6 +16,7 @@ from effdet_rt.cli.common import (
     task_spec,
     use_gpu,
 )
+from effdet_rt.errors import UserError
 
 EXIT_SOME_FAILED = 1
 
@@ -54,7 +55,6 @@ def infer(
     """
     use_gpu(gpu_index)
     from effdet_rt.engines import load
-    from effdet_rt.errors import UserError
     from effdet_rt.infer.folder import InferOptions, image_ids_from_annotations, infer_folder, list_images
     from effdet_rt.utils.status import StatusLogger, progress_bar
 

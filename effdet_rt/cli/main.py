@@ -12,6 +12,7 @@ import traceback
 import typer
 
 from effdet_rt import __version__
+from effdet_rt.cli.stderr_filter import install_stderr_filter
 from effdet_rt.errors import TrainingInterrupted, UserError
 
 try:
@@ -162,7 +163,6 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def main() -> None:
-    from effdet_rt.cli.stderr_filter import install_stderr_filter
 
     install_stderr_filter()
     sys.exit(run(sys.argv[1:]))

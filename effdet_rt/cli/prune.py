@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from effdet_rt.cli.common import field_option, gpu_index_option, key_option, spec_option, task_spec, use_gpu
+from effdet_rt.errors import UserError
 
 
 def prune_command(
@@ -41,7 +42,6 @@ def prune_command(
     """Prune a trained EfficientDet: drop the weakest filters (TAO's min-weight method) and write a smaller
     encrypted checkpoint; retrain it with train.pruned_model_path."""
     use_gpu(gpu_index)
-    from effdet_rt.errors import UserError
     from effdet_rt.prune.run import prune_checkpoint, split_excluded
 
     overrides = [a for a in arguments or [] if "=" in a]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from effdet_rt.cli.common import option, overrides_argument, path_or_none, spec_option, task_spec
+from effdet_rt.errors import UserError
 
 spec_app = typer.Typer(
     name="spec", help="Experiment specs: defaults, resolved view, TF1 conversion.", no_args_is_help=True
@@ -16,7 +17,6 @@ task_option = typer.Option("detection", "--task", help="detection (EfficientDet)
 
 
 def _check_task(task: str) -> None:
-    from effdet_rt.errors import UserError
 
     if task not in TASKS:
         raise UserError(f"--task {task} is not allowed: choose one of {', '.join(TASKS)}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 
 from effdet_rt.cli.common import field_option, key_option, option, overrides_argument, spec_option, task_spec
+from effdet_rt.errors import SpecError, UserError
 
 
 def parse_gpu_indices(text: str) -> list[int]:
     """TAO's --gpu_index for training: '0', '0,1' or '0 1'."""
-    from effdet_rt.errors import UserError
 
     try:
         indices = [int(part) for part in text.replace(",", " ").split()]
@@ -33,7 +33,6 @@ def train_command(
     overrides: list[str] | None = overrides_argument,
 ) -> None:
     """Train EfficientDet: encrypted checkpoints, status.json, TensorBoard events and loss_curve.png in the results dir."""
-    from effdet_rt.errors import SpecError
     from effdet_rt.trainer.loop import train
 
     if not spec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from effdet_rt.cli.common import key_option
+from effdet_rt.errors import UserError
 
 IMPORT_HELP = (
     "Import pretrained weights: an automl EfficientDet checkpoint (folder, prefix or model.index; its "
@@ -33,7 +34,6 @@ def import_command(
     """Convert pretrained weights into an encrypted .edrt checkpoint (atomic: nothing half-written)."""
     from effdet_rt.checkpoint import resolve_key
     from effdet_rt.checkpoint.formats.importer import check_output_path, import_weights, write_imported
-    from effdet_rt.errors import UserError
 
     if num_classes is not None and num_classes < 1:
         raise UserError(f"--num-classes {num_classes} is not allowed: give the number of real classes (>= 1)")

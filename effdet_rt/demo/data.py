@@ -6,6 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from effdet_rt.data.coco import load_coco, parse_coco
+from effdet_rt.data.convert import convert_dataset
+from effdet_rt.data.synth import write_synthetic_dataset
+from effdet_rt.data.voc import voc_to_coco
 from effdet_rt.detections import CLASS_ID_OFFSET, class_indices
 from effdet_rt.errors import DataError
 
@@ -32,21 +36,17 @@ class DemoData:
 
 def _convert(dataset, json_bytes: bytes, image_dir: Path, out_dir: Path, tag: str):
     """TFRecords of a checked COCO dataset into out_dir/tag, with its json beside them as tag.json."""
-    from effdet_rt.data.convert import convert_dataset
 
     extra = {f"{tag}.json": json_bytes}
     return convert_dataset(dataset, image_dir, out_dir / tag, tag, num_shards=4, extra_files=extra)
 
 
 def _coco_file(path: Path, image_dir: Path):
-    from effdet_rt.data.coco import load_coco
 
     return load_coco(path), path.read_bytes(), image_dir
 
 
 def _voc_split_set(root: Path, split: str):
-    from effdet_rt.data.coco import parse_coco
-    from effdet_rt.data.voc import voc_to_coco
 
     coco = voc_to_coco(root, split)
     return parse_coco(coco, f"{root} (split {split})"), json.dumps(coco).encode("utf-8"), root / "JPEGImages"
@@ -74,7 +74,6 @@ def _coco_pairs(root: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
 def prepare_demo_data(data: Path | None, work: Path, log=print) -> DemoData:
     """Convert the data the demo was given into work/train and work/val TFRecords."""
     if data is None:
-        from effdet_rt.data.synth import write_synthetic_dataset
 
         write_synthetic_dataset(work / "synth_train", SYNTH_TRAIN_IMAGES, seed=0)
         write_synthetic_dataset(work / "synth_val", SYNTH_VAL_IMAGES, seed=1)

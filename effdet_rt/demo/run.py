@@ -12,8 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.calib.batches import calibration_batches
 from effdet_rt.demo.data import DemoData, prepare_demo_data
+from effdet_rt.engines import load
+from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
+from effdet_rt.infer.evaluate import evaluate_engine
+from effdet_rt.infer.folder import InferOptions, infer_folder
+from effdet_rt.spec import default_spec
+from effdet_rt.spec.overrides import apply_option_values, apply_overrides
+from effdet_rt.trainer.loop import train
 from effdet_rt.utils.atomic import atomic_write_text
+from effdet_rt.utils.status import StatusLogger
 
 DEMO_KEY = "effdet-rt-demo"
 INFER_SAMPLE_IMAGES = 8
@@ -41,8 +50,6 @@ class DemoSettings:
 
 
 def demo_spec(data: DemoData, settings: DemoSettings, results_dir: Path):
-    from effdet_rt.spec import default_spec
-    from effdet_rt.spec.overrides import apply_overrides
 
     steps_per_epoch = max(1, data.train_images // settings.batch_size)
     return apply_overrides(default_spec(), [
@@ -95,7 +102,6 @@ def measure_speed(engine, input_size: tuple[int, int], repeats: int = 10) -> tup
 
 
 def evaluate_row(engine, model_file: Path, data: DemoData, spec) -> DemoRow:
-    from effdet_rt.infer.evaluate import evaluate_engine
 
     metrics = evaluate_engine(engine, [data.val_tfrecords], data.val_json, num_samples=None,
                               batch_size=spec.evaluate.batch_size, max_detections=100)
@@ -119,14 +125,7 @@ def format_table(rows: list[DemoRow]) -> str:
 
 
 def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
-    from effdet_rt.calib.batches import calibration_batches
-    from effdet_rt.engines import load
-    from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
     from effdet_rt.export.workflow import export_from_spec
-    from effdet_rt.infer.folder import InferOptions, infer_folder
-    from effdet_rt.spec.overrides import apply_option_values
-    from effdet_rt.trainer.loop import train
-    from effdet_rt.utils.status import StatusLogger
 
     out = settings.out
     out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from effdet_rt.detections import Detections, category_ids
+from effdet_rt.engines.runtime.onnxruntime import session_options
 from effdet_rt.errors import UserError
 from effdet_rt.export.verify import MatchReport, match_detections
 from effdet_rt.onnx.names import INPUT_NAME
@@ -59,7 +60,6 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
     ONNX `--nms onnx` graph's on the same preprocessed batch."""
     import onnxruntime as ort
 
-    from effdet_rt.engines.runtime.onnxruntime import session_options
     from effdet_rt.export.heads import raw_heads_model
 
     setup = keras_engine.setup

@@ -8,9 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.calib.batches import calibration_batches
+from effdet_rt.engines.runtime.checkpoint import KerasEngine, load_engine
 from effdet_rt.errors import UserError
 from effdet_rt.export.exporter import ExportOptions, attach_nms, check_options, convert_raw_heads, write_onnx
+from effdet_rt.export.verify_run import settle_verification, verify_export
+from effdet_rt.export.written_heads import written_heads
 from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.onnx.graph import read_metadata
 
 
 def export_options_from_spec(export: Any) -> ExportOptions:
@@ -29,7 +34,6 @@ def export_options_from_spec(export: Any) -> ExportOptions:
 
 def verification_batch(spec: Any, input_size: tuple[int, int], count: int = 4) -> np.ndarray:
     """Real validation images when the spec names some, else seeded noise images."""
-    from effdet_rt.calib.batches import calibration_batches
 
     if spec.dataset.val_tfrecords:
         try:
@@ -44,7 +48,6 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
                      log: Callable[[str], None] = print) -> Path:
     """Export export.checkpoint to export.onnx_file; with ``verify``, a failed check raises (``strict_verify``)
     or is logged as a warning."""
-    from effdet_rt.engines.runtime.checkpoint import load_engine
 
     if not spec.export.checkpoint:
         raise UserError("no checkpoint to export: pass -m model.edrt (or set export.checkpoint)")
@@ -65,13 +68,10 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
     if verify:
         from dataclasses import replace
 
-        from effdet_rt.engines.runtime.checkpoint import KerasEngine
-        from effdet_rt.export.verify_run import settle_verification, verify_export
 
         reference = KerasEngine(engine.model, setup, export_options.nms_settings)
         onnx_nms = proto if export_options.nms == "onnx" else attach_nms(raw, setup, replace(export_options, nms="onnx"))
         batch = verification_batch(spec, setup.input_size, count=export_options.batch_size or 4)
-        from effdet_rt.export.written_heads import written_heads
 
         report = verify_export(reference, written_heads(proto), onnx_nms, batch)
         log(report.summary())
@@ -91,7 +91,6 @@ def describe_onnx(path: str | Path) -> list[str]:
 
     import onnx
 
-    from effdet_rt.onnx.graph import read_metadata
 
     model = onnx.load(str(path), load_external_data=False)
 

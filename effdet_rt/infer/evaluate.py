@@ -7,10 +7,14 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from effdet_rt.data.labels import load_label_map
 from effdet_rt.data.preprocess import decode_image
 from effdet_rt.data.tfrecord import parse_record, read_records, resolve_tfrecords
+from effdet_rt.detections import Detections
+from effdet_rt.engines import load
 from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import DataError
+from effdet_rt.evaluation.coco import detections_to_coco_results, run_coco_evaluation
 from effdet_rt.infer.runner import ImageResult, Source, infer_batches
 
 if TYPE_CHECKING:
@@ -51,8 +55,6 @@ def detect_all(engine: Engine, sources: Iterator[Source], batch_size: int) -> li
 
 def results_to_coco(results: Sequence[ImageResult]) -> list[dict[str, Any]]:
     """COCO results entries for per-image results (their keys are the image ids)."""
-    from effdet_rt.detections import Detections
-    from effdet_rt.evaluation.coco import detections_to_coco_results
 
     entries: list[dict[str, Any]] = []
     for r in results:
@@ -73,7 +75,6 @@ def run_engine_evaluation(
     per_class: bool = False,
 ) -> CocoEvaluation:
     """Run ``engine`` on the first ``num_samples`` validation records (all when None) and score them."""
-    from effdet_rt.evaluation.coco import run_coco_evaluation
 
     results = detect_all(engine, tfrecord_sources(val_tfrecords, num_samples), batch_size)
     if not results:
@@ -102,8 +103,6 @@ def evaluate_model_file(model: str | os.PathLike, spec: Any, *, key: str | None 
     as evaluate.num_samples, batch_size, max_detections_per_image and label_map say."""
     from pathlib import Path
 
-    from effdet_rt.data.labels import load_label_map
-    from effdet_rt.engines import load
 
     dataset, settings = spec.dataset, spec.evaluate
     val_json = dataset.val_json_file

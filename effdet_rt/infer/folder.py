@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effdet_rt.data.coco import load_coco
+from effdet_rt.data.labels import load_label_map
 from effdet_rt.data.preprocess import IMAGE_SUFFIXES, read_image
 from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import DataError
+from effdet_rt.infer.draw import draw_detections
+from effdet_rt.infer.kitti import kitti_line
 from effdet_rt.infer.runner import ImageResult, Source, infer_batches
 from effdet_rt.utils.atomic import atomic_dir
 
@@ -40,7 +44,6 @@ class InferOptions:
     @classmethod
     def from_spec(cls, inference: Any, labels_dir: Path | None = None) -> InferOptions:
         """The spec's inference section; a labels_dir turns label dumping on."""
-        from effdet_rt.data.labels import load_label_map
 
         return cls(
             batch_size=inference.batch_size,
@@ -83,7 +86,6 @@ def list_images(image_dir: str | os.PathLike) -> list[Path]:
 
 def image_ids_from_annotations(annotations_file: str | os.PathLike, images: list[Path]) -> dict[str, Any]:
     """file name -> COCO image id, matched on the base name of each annotation image's file_name."""
-    from effdet_rt.data.coco import load_coco
 
     dataset = load_coco(annotations_file)
     by_name = {Path(str(image["file_name"])).name: image["id"] for image in dataset.images}
@@ -100,8 +102,6 @@ def class_names(label_map: dict[int, str], classes: Any) -> list[str]:
 
 def write_image_outputs(staging: Path, labels: Path, path: Path, result: ImageResult, options: InferOptions) -> None:
     """The annotated picture (same name, original size) and, with dump_label, its KITTI label file."""
-    from effdet_rt.infer.draw import draw_detections
-    from effdet_rt.infer.kitti import kitti_line
 
     picture = draw_detections(result.image, result.boxes, result.scores, result.classes,
                               label_map=options.label_map, min_score=0.0, max_boxes=options.max_boxes_to_draw)

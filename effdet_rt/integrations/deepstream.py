@@ -12,8 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from effdet_rt.data.labels import load_label_map
 from effdet_rt.detections import category_ids, class_indices
+from effdet_rt.engines.runtime.onnxruntime import read_onnx
+from effdet_rt.engines.runtime.tensorrt import describe_plan, engine_info_path, read_engine_info
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.onnx.fp16 import load_onnx
+from effdet_rt.onnx.graph import classifier_metadata
 from effdet_rt.onnx.names import OUTPUT_NAMES
 from effdet_rt.utils.atomic import atomic_dir
 
@@ -24,7 +29,6 @@ NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 
 def read_labels(path: str | Path) -> list[str]:
     """Class names in 0-based index order from labels.txt (one per line) or a label_map.yaml (id: name)."""
-    from effdet_rt.data.labels import load_label_map
 
     mapping = load_label_map(path)
     ids = [category_ids(index) for index in range(class_indices(max(mapping)) + 1)]
@@ -34,7 +38,6 @@ def read_labels(path: str | Path) -> list[str]:
 def model_input(path: Path) -> tuple[int, int, int, str]:
     """(height, width, max batch, precision) of an ONNX model or a TensorRT plan."""
     if path.suffix.lower() == ".onnx":
-        from effdet_rt.onnx.fp16 import load_onnx
 
         dims = [d.dim_value if d.HasField("dim_value") else -1
                 for d in load_onnx(path).graph.input[0].type.tensor_type.shape.dim]
@@ -42,14 +45,12 @@ def model_input(path: Path) -> tuple[int, int, int, str]:
             raise ModelFileError(f"{path}: input shape {dims} is not (N, H, W, 3 or 1) with a fixed H, W")
         return dims[1], dims[2], max(dims[0], 1), "fp32"
     if path.suffix.lower() in (".plan", ".engine"):
-        from effdet_rt.engines.runtime.tensorrt import engine_info_path
 
         info_path = engine_info_path(path)
         if info_path.is_file():
             info = json.loads(info_path.read_text())
             high = info["profile"]["max"]
             return high[1], high[2], high[0], info.get("precision", "fp32")
-        from effdet_rt.engines.runtime.tensorrt import describe_plan
 
         info = describe_plan(path)
         high = next(iter(info["profile"].values()))["max"]
@@ -61,7 +62,6 @@ def model_num_classes(path: Path) -> int | None:
     """Real classes recorded by `effdet-rt export` in the ONNX metadata (``effdet_rt.num_classes``); for a plan,
     in the ONNX file it was built from when that is still there. ``None`` when neither records it."""
     if path.suffix.lower() in (".plan", ".engine"):
-        from effdet_rt.engines.build.tensorrt import engine_info_path
 
         try:
             source = json.loads(engine_info_path(path).read_text()).get("onnx")
@@ -70,7 +70,6 @@ def model_num_classes(path: Path) -> int | None:
         path = Path(source) if source else path
         if path.suffix.lower() != ".onnx" or not path.is_file():
             return None
-    from effdet_rt.onnx.fp16 import load_onnx
 
     for entry in load_onnx(path).metadata_props:
         if entry.key == "effdet_rt.num_classes":
@@ -141,8 +140,6 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
 
 def onnx_classifier_metadata(path: str | Path) -> dict[str, Any] | None:
     """The metadata of a classifier ONNX file, None when it is another model (a detector)."""
-    from effdet_rt.engines.runtime.onnxruntime import read_onnx
-    from effdet_rt.onnx.graph import classifier_metadata
 
     return classifier_metadata(read_onnx(Path(path)))
 
@@ -152,7 +149,6 @@ def model_classifier_metadata(path: Path) -> dict[str, Any] | None:
     if path.suffix.lower() == ".onnx":
         return onnx_classifier_metadata(path)
     if path.suffix.lower() in (".plan", ".engine"):
-        from effdet_rt.engines.runtime.tensorrt import read_engine_info
 
         source = read_engine_info(path).get("onnx")
         if source and Path(source).is_file():
@@ -193,7 +189,6 @@ def write_classifier_deepstream_config(model: Path, out_dir: Path, meta: dict[st
                                        threshold: float) -> tuple[Path, Path]:
     """``config_infer_secondary_classifier.txt`` and ``labels.txt`` (class names on one line, ';'-separated, which is
     how Gst-nvinfer reads a classifier's labels)."""
-    from effdet_rt.utils.atomic import atomic_dir
 
     _, _, batch, precision = model_input(model)
     names = read_labels(labels) if labels is not None else list(meta["classes"])

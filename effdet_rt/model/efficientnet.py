@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tf_keras as keras
 
+from effdet_rt.errors import UserError
 from effdet_rt.model.configs import (
     B0_STAGES,
     FEATURE_STAGES,
@@ -244,7 +245,6 @@ def freeze_backbone_blocks(model: keras.Model, block_ids: Sequence[int]) -> None
     wanted = set(block_ids)
     bad = sorted(b for b in wanted if not 0 <= b < NUM_BACKBONE_BLOCKS)
     if bad:
-        from effdet_rt.errors import UserError
 
         raise UserError(
             f"freeze_blocks {bad} out of range: backbone block ids are 0 (stem) to 7 (last MBConv stage)"

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.model.anchors import AnchorConfig, generate_anchors
+from effdet_rt.model.configs import get_config
+from effdet_rt.model.pruned import apply_filter_counts
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,6 @@ class DetectorSetup:
 
 
 def setup_from_spec(spec: Any) -> DetectorSetup:
-    from effdet_rt.model.configs import get_config
     from effdet_rt.model.efficientdet import real_num_classes
 
     m = spec.model
@@ -52,7 +53,6 @@ def build_model_from_spec(spec: Any, setup: DetectorSetup | None = None, filter_
         freeze_bn=bool(spec.model.freeze_bn),
     )
     if filter_counts:
-        from effdet_rt.model.pruned import apply_filter_counts
 
         model = apply_filter_counts(model, filter_counts)
     if spec.train.qat:  # trained with fake-quant convs: so are its checkpoints, evaluation and export

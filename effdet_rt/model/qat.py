@@ -19,6 +19,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
+from effdet_rt.checkpoint import assign_weights, model_weights
+
 NUM_BITS = 8
 RANGE_DECAY = 0.99  # running average of the per-batch max |x| of each quantized conv input
 MIN_RANGE = 1e-6
@@ -147,7 +149,6 @@ def is_quantized(model: keras.Model) -> bool:
 
 def quantize_model(model: keras.Model) -> keras.Model:
     """A copy of ``model`` whose convolutions fake-quantize inputs and weights; the float weights are copied over."""
-    from effdet_rt.checkpoint import assign_weights, model_weights
 
     if is_quantized(model):
         return model

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from effdet_rt.onnx.graph import inferred_dims, inferred_shapes, only_consumer, scalar_product
+
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
@@ -23,7 +25,6 @@ def sum_weights_as_channel_scales(graph: gs.Graph) -> int:
     In EfficientDet these are BiFPN's fusion weights (57 terms in D0)."""
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.onnx.graph import inferred_dims, scalar_product
 
     dims = inferred_dims(graph)
     rewritten = 0
@@ -57,7 +58,6 @@ def spread_sum_scale(graph: gs.Graph) -> int:
     """
     import onnx_graphsurgeon as gs
 
-    from effdet_rt.onnx.graph import only_consumer, scalar_product
 
     spread = 0
     for node in [n for n in graph.nodes if n.op == "Sum"]:
@@ -109,7 +109,6 @@ def keep_batch_through_resize(graph: gs.Graph) -> int:
     shape and leaves each Add out of the convolution it would add it into. Shapes are inferred again after each
     round, as each upsampling in a cell reads the one before it.
     """
-    from effdet_rt.onnx.graph import inferred_shapes
 
     batch = graph.inputs[0].shape[0] if len(graph.inputs) == 1 and graph.inputs[0].shape else None
     pending = [n for n in graph.nodes if n.op == "Resize" and len(n.inputs) >= 3 and n.outputs[0].shape is None]

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.checkpoint.weights import assign_weights, variable_key
 from effdet_rt.errors import UserError
+from effdet_rt.model.pruned import apply_filter_counts
 from effdet_rt.prune.criteria import PruneSettings, filter_norms, kept_channels, merge, normalize
 
 
@@ -211,7 +213,6 @@ def _kept(group: ChannelGroup) -> np.ndarray:
 
 def sliced_weights(model: Any, analysis: ChannelAnalysis) -> dict[str, np.ndarray]:
     """Every variable of ``model`` with the dropped channels cut out, by variable name."""
-    from effdet_rt.checkpoint.weights import variable_key
 
     result: dict[str, np.ndarray] = {}
     for layer in model.layers:
@@ -269,8 +270,6 @@ def trainable_parameters(model: Any) -> int:
 
 def prune_model(model: Any, settings: PruneSettings, base_counts: dict[str, int] | None = None) -> PruneResult:
     """The pruned copy of ``model``; ``base_counts`` are the counts ``model`` was already pruned to (if any)."""
-    from effdet_rt.checkpoint.weights import assign_weights
-    from effdet_rt.model.pruned import apply_filter_counts
 
     settings.check()
     analysis = analyse_channels(model, settings.normalizer, settings.excluded_layers)

@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from effdet_rt.checkpoint import assign_weights, load_checkpoint, model_weights, resolve_key, save_checkpoint
+from effdet_rt.engines.runtime.checkpoint import spec_from_yaml
 from effdet_rt.errors import CheckpointError, UserError
+from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
+from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
 from effdet_rt.prune.criteria import PruneSettings
+from effdet_rt.prune.pruner import prune_model
+from effdet_rt.spec.loader import spec_to_yaml
+from effdet_rt.utils.status import StatusLogger, progress_bar
 
 KEPT_METADATA = ("model_name", "num_classes", "input_size")
 
@@ -55,7 +62,6 @@ def output_file(output: Path, settings: PruneSettings) -> Path:
 
 
 def _detector_spec(checkpoint: Any, path: Path, spec: Any) -> Any:
-    from effdet_rt.engines.runtime.checkpoint import spec_from_yaml
 
     if checkpoint.spec_yaml.strip():
         return spec_from_yaml(checkpoint.spec_yaml, f"{path} (stored spec)")
@@ -67,9 +73,6 @@ def _detector_spec(checkpoint: Any, path: Path, spec: Any) -> Any:
 
 def load_detector(path: Path, key: str, spec: Any) -> tuple[Any, Any, Any, dict[str, int]]:
     """(checkpoint, its spec, the float network with its weights, the filter counts it was already pruned to)."""
-    from effdet_rt.checkpoint import assign_weights, load_checkpoint
-    from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
-    from effdet_rt.model.pruned import filter_counts_from_metadata
 
     checkpoint = load_checkpoint(path, key)
     model_spec = _detector_spec(checkpoint, path, spec)
@@ -88,10 +91,6 @@ def load_detector(path: Path, key: str, spec: Any) -> tuple[Any, Any, Any, dict[
 
 def prune_checkpoint(spec: Any, *, key: str | None, log: Callable[[str], None] = print) -> PruneSummary:
     """Prune prune.checkpoint into prune.output_path as the spec's prune section says."""
-    from effdet_rt.checkpoint import model_weights, resolve_key, save_checkpoint
-    from effdet_rt.model.pruned import FILTERS_KEY
-    from effdet_rt.prune.pruner import prune_model
-    from effdet_rt.utils.status import StatusLogger, progress_bar
 
     settings = settings_from_spec(spec.prune)
     if not spec.prune.checkpoint:
@@ -124,7 +123,6 @@ def prune_checkpoint(spec: Any, *, key: str | None, log: Callable[[str], None] =
 
 
 def _spec_text(source: Any, model_spec: Any) -> str:
-    from effdet_rt.spec.loader import spec_to_yaml
 
     return source.spec_yaml if source.spec_yaml.strip() else spec_to_yaml(model_spec)
 

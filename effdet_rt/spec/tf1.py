@@ -16,6 +16,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from pydantic import ValidationError
 
 from effdet_rt.errors import SpecError
+from effdet_rt.spec.loader import read_spec_text
 from effdet_rt.spec.schema import ExperimentSpec
 from effdet_rt.spec.validation import describe_error, dotted_path
 
@@ -164,7 +165,6 @@ TF1_TO_TF2: dict[str, Callable[[Any], dict[str, Any]]] = {
 
 def convert_tf1(path: str | Path) -> tuple[ExperimentSpec, list[str]]:
     """Convert a TF1 prototxt spec; the list names the TF1 fields set in it that have no TF2 equivalent."""
-    from effdet_rt.spec.loader import read_spec_text
 
     return convert_tf1_text(read_spec_text(Path(path)), str(path))
 

@@ -9,6 +9,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from effdet_rt.data.labels import load_label_map
+from effdet_rt.engines.runtime.checkpoint import KerasEngine, nms_config_from_spec
+from effdet_rt.infer.evaluate import evaluate_engine
 from effdet_rt.utils.status import StatusLogger
 
 PREVIEW_IMAGES = 4
@@ -85,12 +88,9 @@ def evaluate_during_training(model: Any, setup: Any, spec: Any) -> dict[str, flo
     data = spec.dataset
     if not data.val_tfrecords or not data.val_json_file:
         return None
-    from effdet_rt.engines.runtime.checkpoint import KerasEngine, nms_config_from_spec
-    from effdet_rt.infer.evaluate import evaluate_engine
 
     label_map = None
     if spec.evaluate.label_map:
-        from effdet_rt.data.labels import load_label_map
 
         label_map = load_label_map(spec.evaluate.label_map)
     engine = KerasEngine(model, setup, nms_config_from_spec(spec))

@@ -10,7 +10,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from effdet_rt.checkpoint import assign_weights, load_checkpoint, read_metadata, resolve_key
+from effdet_rt.checkpoint.formats.pretrained import load_pretrained
+from effdet_rt.data.tfrecord import damaged_record_error, resolve_tfrecords
 from effdet_rt.errors import CheckpointError, TrainingInterrupted, UserError
+from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
+from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
+from effdet_rt.spec.loader import spec_to_yaml
+from effdet_rt.trainer.loss_curve import write_loss_curve
+from effdet_rt.trainer.lr_schedule import build_schedule, learning_rate_at, schedule_steps
+from effdet_rt.trainer.precise_bn import recompute_batch_norm_statistics
+from effdet_rt.trainer.state import (
+    TrainingParts,
+    checkpoint_name,
+    newest_checkpoint,
+    restore_training_checkpoint,
+    save_training_checkpoint,
+)
+from effdet_rt.utils.status import progress_bar
 
 LOG_EVERY_STEPS = 10
 CLASS_HEAD_PATTERN = "class_net_predict"
@@ -88,8 +105,6 @@ def pruned_filter_counts(spec: Any, key: str) -> dict[str, int]:
     """The smaller filter counts of train.pruned_model_path ({} when training the stock architecture)."""
     if not spec.train.pruned_model_path:
         return {}
-    from effdet_rt.checkpoint import read_metadata
-    from effdet_rt.model.pruned import filter_counts_from_metadata
 
     path = spec.train.pruned_model_path
     return filter_counts_from_metadata(read_metadata(path, key), f"train.pruned_model_path {path}")
@@ -98,7 +113,6 @@ def pruned_filter_counts(spec: Any, key: str) -> dict[str, int]:
 def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], None]) -> None:
     """train.pruned_model_path (exact architecture, built from its filter counts) or train.checkpoint (by layer
     name; class head skipped when its shape differs; the backbone must load whole)."""
-    from effdet_rt.checkpoint import assign_weights, load_checkpoint, read_metadata
 
     if spec.train.pruned_model_path:
         pruned = load_checkpoint(spec.train.pruned_model_path, key)
@@ -110,8 +124,6 @@ def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], N
         return
     if not spec.train.checkpoint:
         return
-    from effdet_rt.checkpoint.formats.pretrained import load_pretrained
-    from effdet_rt.model.pruned import FILTERS_KEY
 
     if Path(spec.train.checkpoint).suffix.lower() == ".edrt" and read_metadata(spec.train.checkpoint, key).get(FILTERS_KEY):
         raise CheckpointError(f"train.checkpoint {spec.train.checkpoint} is a pruned model: pass it as "
@@ -140,8 +152,6 @@ def train(
     Resumes from the newest ``{model}_{epoch:03d}.edrt`` in the results dir. ``max_seconds`` stops after the epoch
     in which the budget ran out (saving a checkpoint).
     """
-    from effdet_rt.checkpoint import resolve_key
-    from effdet_rt.data.tfrecord import resolve_tfrecords
 
     log = log or print
     # A glob that matches nothing (the usual first mistake) fails before the results dir is made.
@@ -197,8 +207,6 @@ class _Trainer:
         import tf_keras as keras
 
         from effdet_rt.data.pipeline import check_records, options_from_spec
-        from effdet_rt.data.tfrecord import resolve_tfrecords
-        from effdet_rt.model.factory import setup_from_spec
         from effdet_rt.trainer.callbacks import TrainingLog
         from effdet_rt.trainer.distribute import select_strategy
 
@@ -222,11 +230,8 @@ class _Trainer:
     def build(self) -> None:
         import tf_keras as keras
 
-        from effdet_rt.model.factory import build_model_from_spec
         from effdet_rt.trainer.distribute import synchronize_batch_norms
         from effdet_rt.trainer.ema import WeightAverage
-        from effdet_rt.trainer.lr_schedule import build_schedule, schedule_steps
-        from effdet_rt.trainer.state import TrainingParts
 
         spec = self.spec
         steps = schedule_steps(spec.train.lr_schedule, self.plan.steps_per_epoch, self.plan.num_epochs)
@@ -253,7 +258,6 @@ class _Trainer:
         self.parts = TrainingParts(model, optimizer, ema)
 
     def start_step(self) -> int:
-        from effdet_rt.trainer.state import newest_checkpoint, restore_training_checkpoint
 
         newest = newest_checkpoint(self.results, self.setup.name)
         if newest is None:
@@ -323,7 +327,6 @@ class _Trainer:
     # ------------------------------------------------------------ running
 
     def run(self, max_seconds: float | None) -> Path:
-        from effdet_rt.utils.status import progress_bar
 
         self.build()
         step = self.start_step()
@@ -351,7 +354,6 @@ class _Trainer:
                         self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
                         break
         except self.tf.errors.DataLossError as exc:
-            from effdet_rt.data.record_check import damaged_record_error
 
             raise damaged_record_error(self.files, "dataset.train_tfrecords", exc.message) from exc
         except KeyboardInterrupt:
@@ -385,7 +387,6 @@ class _Trainer:
             losses.append(total)
             self.history.append(step, total)
             if step % LOG_EVERY_STEPS == 0 or step == end:
-                from effdet_rt.trainer.lr_schedule import learning_rate_at
 
                 lr = learning_rate_at(self.schedule, step - 1)
                 self.log.scalars(step, {**{f"train/{k}": float(v) for k, v in values.items()}, "train/learning_rate": lr})
@@ -393,7 +394,6 @@ class _Trainer:
         return losses
 
     def end_epoch(self, epoch: int, step: int, losses: list[float], force_save: bool) -> None:
-        from effdet_rt.trainer.loss_curve import write_loss_curve
 
         spec, plan = self.spec, self.plan
         mean_loss = sum(losses) / max(1, len(losses))
@@ -406,8 +406,6 @@ class _Trainer:
             self.evaluate(epoch, step)
 
     def save(self, epoch: int, step: int) -> Path:
-        from effdet_rt.spec.loader import spec_to_yaml
-        from effdet_rt.trainer.state import checkpoint_name, save_training_checkpoint
 
         if self.spec.train.precise_bn_batches:
             self.refresh_batch_norms(self.spec.train.precise_bn_batches)
@@ -423,7 +421,6 @@ class _Trainer:
             "history_losses": self.history.losses,
         }
         if self.filter_counts:
-            from effdet_rt.model.pruned import FILTERS_KEY
 
             metadata[FILTERS_KEY] = self.filter_counts
         path = self.results / checkpoint_name(self.setup.name, epoch)
@@ -434,7 +431,6 @@ class _Trainer:
 
     def refresh_batch_norms(self, num_batches: int) -> None:
         """train.precise_bn_batches: BatchNorm statistics of the averaged weights, from fresh training batches."""
-        from effdet_rt.trainer.precise_bn import recompute_batch_norm_statistics
 
         model = self.parts.model
         run = None

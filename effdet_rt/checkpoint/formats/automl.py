@@ -18,7 +18,7 @@ import numpy as np
 
 from effdet_rt.checkpoint.weights import LoadReport
 from effdet_rt.errors import CheckpointError
-from effdet_rt.model.configs import DETECTORS, DetectorConfig
+from effdet_rt.model.configs import DETECTORS, DetectorConfig, get_config
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 # Training bookkeeping a checkpoint may carry besides the network: the step counter and optimizer slots.
@@ -169,7 +169,6 @@ def _op_after(names: list[str], cell: int, node: int) -> str:
 
 def identify_model(arch: AutomlArchitecture, requested: str | None, source: str) -> DetectorConfig:
     """The model config the checkpoint fits; ``requested`` (a model name) must be one of them."""
-    from effdet_rt.model.configs import get_config
 
     fitting = [cfg for cfg in DETECTORS.values() if arch.matches(cfg)]
     names = " / ".join(cfg.name for cfg in fitting)

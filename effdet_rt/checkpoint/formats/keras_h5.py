@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from effdet_rt.checkpoint.formats.importer import ImportedWeights
+from effdet_rt.checkpoint.weights import assign_weights, model_weights
 from effdet_rt.errors import CheckpointError
-from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig
+from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig, get_backbone_config, get_config
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
@@ -127,7 +128,6 @@ def keras_to_ours(layers: H5Layers, with_head: bool, source: str) -> tuple[dict[
 
 
 def detector_for_backbone(backbone: str, requested: str | None, source: str) -> str:
-    from effdet_rt.model.configs import get_config
 
     users = [cfg.name for cfg in DETECTORS.values() if cfg.backbone == backbone]
     if requested is not None:
@@ -166,7 +166,6 @@ def import_keras_h5(source: str | os.PathLike, model_name: str | None = None,
 
 def _classifier(layers: H5Layers, backbone: BackboneConfig, model_name: str, num_classes: int | None,
                 source: str, notices: list[str]) -> ImportedWeights:
-    from effdet_rt.model.configs import get_backbone_config
 
     requested = get_backbone_config(model_name)
     if requested.name != backbone.name:
@@ -191,7 +190,6 @@ def through_classifier(name: str, classes: int, weights: dict[str, np.ndarray], 
     """Load into our classifier (every weight must fit) and return all of its weights."""
     import tf_keras as keras
 
-    from effdet_rt.checkpoint.weights import assign_weights, model_weights
     from effdet_rt.model.efficientnet import build_efficientnet_classifier
 
     model = build_efficientnet_classifier(name, classes, (32, 32))

@@ -16,6 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.checkpoint.archive import CHECKPOINT_SUFFIX, load_checkpoint
+from effdet_rt.checkpoint.formats.automl import load_automl_weights
+from effdet_rt.checkpoint.formats.importer import detect_format
+from effdet_rt.checkpoint.formats.keras_h5 import import_keras_h5
+from effdet_rt.checkpoint.formats.torch_lite import import_torch_lite
 from effdet_rt.checkpoint.weights import LoadReport, assign_weights, named_variables
 from effdet_rt.errors import CheckpointError
 
@@ -31,8 +36,6 @@ class PretrainedSource:
 
 def read_pretrained(path: str | os.PathLike, key: str | None, model_name: str | None) -> PretrainedSource:
     """The weights of ``path`` under our names, whatever its format."""
-    from effdet_rt.checkpoint.archive import CHECKPOINT_SUFFIX, load_checkpoint
-    from effdet_rt.checkpoint.formats.importer import detect_format
 
     path = Path(path)
     if path.suffix == CHECKPOINT_SUFFIX:
@@ -41,17 +44,14 @@ def read_pretrained(path: str | os.PathLike, key: str | None, model_name: str | 
         return PretrainedSource(load_checkpoint(path, key).weights, CHECKPOINT_SUFFIX)
     kind = detect_format(path)
     if kind == "automl":
-        from effdet_rt.checkpoint.formats.automl import load_automl_weights
 
         loaded = load_automl_weights(path, model_name)
         ema = "EMA values" if loaded.averaged else "raw values: it has no EMA copies"
         return PretrainedSource(loaded.weights, f"automl {loaded.config.name} checkpoint, {ema}")
     if kind == "torch":
-        from effdet_rt.checkpoint.formats.torch_lite import import_torch_lite
 
         imported = import_torch_lite(path, model_name)
         return PretrainedSource(imported.weights, f"PyTorch {imported.extra_metadata['backbone']} ImageNet weights")
-    from effdet_rt.checkpoint.formats.keras_h5 import import_keras_h5
 
     imported = import_keras_h5(path, model_name)
     return PretrainedSource(imported.weights, f"Keras {imported.extra_metadata['backbone']} .h5")

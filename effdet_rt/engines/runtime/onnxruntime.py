@@ -10,9 +10,11 @@ import numpy as np
 
 from effdet_rt.detections import Detections, category_ids
 from effdet_rt.engines.runtime.base import Engine
+from effdet_rt.engines.runtime.host_nms import host_postprocess
 from effdet_rt.errors import ModelFileError
 from effdet_rt.model.anchors import AnchorConfig, generate_anchors
 from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.onnx.graph import read_metadata
 from effdet_rt.onnx.names import OUTPUT_NAMES, RAW_OUTPUTS
 
 
@@ -77,7 +79,6 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, path: str | Path, threads: int | None = None, micro_batch: int | None = None):
         import onnxruntime as ort
 
-        from effdet_rt.onnx.graph import read_metadata
 
         self.path = Path(path)
         proto = read_detector_onnx(self.path)
@@ -120,7 +121,6 @@ class OnnxRuntimeEngine(Engine):
             batch = np.concatenate([batch, pad])
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         if self.mode == "raw":
-            from effdet_rt.engines.runtime.host_nms import host_postprocess
 
             return host_postprocess(outputs[0][:count], outputs[1][:count], self.anchors, self.nms_config)
         num, boxes, scores, classes = outputs
