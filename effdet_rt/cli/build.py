@@ -1,4 +1,4 @@
-"""`effdet-rt build`: an exported ONNX model -> an engine (TensorRT plan, or ONNX Runtime FP32/INT8 model)."""
+"""`effdet-rt build`: an exported ONNX model -> an engine (TensorRT plan, ONNX Runtime model or OpenVINO IR)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from effdet_rt.cli.common import overrides_argument, spec_option
 
 def build_command(
     model: Path = typer.Option(..., "-m", "--model", help="ONNX model written by `effdet-rt export`."),
-    output: Path = typer.Option(None, "-o", "--output", help="Engine file: .plan/.engine (TensorRT) or .onnx (ONNX Runtime); default build.engine_file."),
+    output: Path = typer.Option(None, "-o", "--output", help="Engine file: .plan/.engine (TensorRT), .onnx (ONNX Runtime) or .xml (OpenVINO, with its .bin); default build.engine_file."),
     spec: Path = spec_option,
-    backend: str = typer.Option(None, "--backend", help="auto | onnxruntime | tensorrt (default build.backend; auto = TensorRT when it and a GPU are present)."),
+    backend: str = typer.Option(None, "--backend", help="auto | onnxruntime | tensorrt | openvino (default build.backend; auto = TensorRT when it and a GPU are present, else the fastest installed CPU runtime)."),
     precision: str = typer.Option(None, "--precision", help="fp32 | fp16 | int8 (default build.data_type)."),
     calib_tfrecords: list[str] = typer.Option(None, "--calib-tfrecords", help="TFRecord glob(s) for INT8 calibration (default build.calibration.tfrecords)."),
     calib_batches: int = typer.Option(None, "--calib-batches", help="Number of calibration batches (default build.calibration.batches)."),

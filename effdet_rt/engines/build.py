@@ -10,7 +10,7 @@ from typing import Any
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.spec.overrides import first_given as _pick
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -72,15 +72,38 @@ class BuildRequest:
             raise UserError("--calib-batches and --calib-batch-size must be positive integers")
 
 
-def choose_backend(requested: str, log: Callable[[str], None]) -> str:
+def choose_backend(requested: str, log: Callable[[str], None], output: Path | None = None) -> str:
     from effdet_rt.engines.trt_common import tensorrt_status
 
     if requested != "auto":
         return requested
     usable, why = tensorrt_status()
-    backend = "tensorrt" if usable else "onnxruntime"
-    log(f"backend: {backend} ({why})" if usable else f"backend: onnxruntime (TensorRT not used: {why})")
-    return backend
+    if usable:
+        log(f"backend: tensorrt ({why})")
+        return "tensorrt"
+    from effdet_rt.engines.openvino_common import openvino_status
+
+    return choose_cpu_backend(output, openvino_status(), f"TensorRT not used: {why}", log)
+
+
+def choose_cpu_backend(output: Path | None, openvino: tuple[bool, str], no_gpu: str, log: Callable[[str], None]) -> str:
+    """OpenVINO when it is installed (the faster CPU runtime for our exported graph, see benchmarks/engine_latency.py),
+    else ONNX Runtime; an output named *.onnx or *.xml asks for one of them by its file type."""
+    openvino_usable, openvino_why = openvino
+    suffix = output.suffix.lower() if output else ""
+    if suffix == ".onnx":
+        hint = "; OpenVINO, the faster CPU runtime, would build an .xml" if openvino_usable else ""
+        log(f"backend: onnxruntime (the output is an .onnx file; {no_gpu}{hint})")
+        return "onnxruntime"
+    if suffix == ".xml" and not openvino_usable:
+        log(f"backend: openvino (the output is an .xml file; {no_gpu})")
+        return "openvino"  # the build then says how to install it
+    if openvino_usable:
+        log(f"backend: openvino ({openvino_why}: the fastest installed CPU runtime for this graph, "
+            f"see benchmarks/engine_latency.py; {no_gpu})")
+        return "openvino"
+    log(f"backend: onnxruntime ({no_gpu}; OpenVINO not used: {openvino_why})")
+    return "onnxruntime"
 
 
 def calibration_source(request: BuildRequest, input_size: tuple[int, int], log: Callable[[str], None]):
@@ -107,9 +130,14 @@ def onnx_input_size(path: Path) -> tuple[int, int]:
 
 
 def build_engine(request: BuildRequest, log: Callable[[str], None] = print) -> Path:
-    backend = choose_backend(request.backend, log)
+    backend = choose_backend(request.backend, log, request.output)
     input_size = onnx_input_size(request.model)
     calibration = calibration_source(request, input_size, log)
+    if backend == "openvino":
+        from effdet_rt.engines.openvino_build import build_openvino_engine
+
+        return build_openvino_engine(request.model, request.output, precision=request.precision,
+                                     calibration=calibration, log=log)
     if backend == "onnxruntime":
         from effdet_rt.engines.ort_build import build_onnxruntime_engine
 

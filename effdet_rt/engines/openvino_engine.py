@@ -1,0 +1,111 @@
+"""The OpenVINO backend: runs IR built by `effdet-rt build --backend openvino` (NMS inside, or raw heads) on a CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from effdet_rt.detections import Detections
+from effdet_rt.engines.base import Engine
+from effdet_rt.engines.openvino_common import check_ir_pair, import_openvino, read_rt_metadata, weights_file
+from effdet_rt.errors import ModelFileError
+from effdet_rt.export.nms import OUTPUT_NAMES
+from effdet_rt.model.postprocess import CLASS_ID_OFFSET, NmsConfig
+
+RAW_OUTPUTS = ("class_logits", "box_codes")
+
+
+def compute_precision(ov: Any, core: Any, precision: str) -> Any:
+    """The float type OpenVINO computes in. FP32 and INT8 builds compute in f32 whatever the CPU: OpenVINO's own
+    default on CPUs with BF16 (AVX512-BF16, AMX) is bf16, which would give other detections than every other FP32
+    engine. FP16 builds compute in f16 where the CPU has FP16 arithmetic, else in f32 from the FP16 weights."""
+    if precision == "fp16" and "FP16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return ov.Type.f16
+    return ov.Type.f32
+
+
+def output_index(model: Any, names: tuple[str, ...]) -> list[int] | None:
+    """Positions of the outputs named `names` (in that order), or None when the model lacks one of them."""
+    found = {}
+    for index, port in enumerate(model.outputs):
+        for name in port.get_names() & set(names):
+            found[name] = index
+    return [found[n] for n in names] if len(found) == len(names) else None
+
+
+class OpenVinoEngine(Engine):
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        ov = import_openvino()
+        self.path = Path(path)
+        core = ov.Core()
+        if not weights_file(self.path).is_file():
+            check_ir_pair(self.path, {})  # raises with the missing .bin named
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:  # a damaged .xml or a .bin too short for it
+            raise ModelFileError(f"{self.path}: not a readable OpenVINO IR ({str(exc).strip().splitlines()[-1]}); "
+                                 "rebuild it with `effdet-rt build --backend openvino`") from exc
+        self.metadata = read_rt_metadata(model)
+        check_ir_pair(self.path, self.metadata)
+        self.mode, self.outputs = "nms", output_index(model, OUTPUT_NAMES)
+        if self.outputs is None:
+            self.mode, self.outputs = "raw", output_index(model, RAW_OUTPUTS)
+        if self.outputs is None:
+            raise ModelFileError(f"{self.path}: outputs are not an effdet-rt detector's; expected {list(OUTPUT_NAMES)} "
+                                 f"or {list(RAW_OUTPUTS)}")
+        shape = model.inputs[0].get_partial_shape()
+        if len(model.inputs) != 1 or shape.rank.get_length() != 4 or shape[1].is_dynamic or shape[2].is_dynamic:
+            raise ModelFileError(f"{self.path}: expected one NHWC image input of fixed height and width")
+        self.input_size = (shape[1].get_length(), shape[2].get_length())
+        self.static_batch = None if shape[0].is_dynamic else shape[0].get_length()
+        self.max_batch_size = self.static_batch
+        self.precision = self.metadata.get("precision", "fp32")
+        if self.mode == "raw":
+            from effdet_rt.engines.ort_engine import _anchor_config
+            from effdet_rt.model.anchors import generate_anchors
+
+            self.anchors = generate_anchors(tuple(self.metadata["input_size"]), _anchor_config(self.metadata))
+            self.nms_config = NmsConfig(
+                score_threshold=self.metadata.get("score_threshold", 0.001),
+                iou_threshold=self.metadata.get("iou_threshold", 0.5),
+                max_detections=self.metadata.get("max_detections", 100),
+            )
+        self.compute_type = compute_precision(ov, core, self.precision)
+        config = {
+            "INFERENCE_PRECISION_HINT": self.compute_type,
+            "PERFORMANCE_HINT": "LATENCY",  # one stream: every core on each request, as ONNX Runtime runs
+            "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+        }
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise ModelFileError(f"{self.path}: OpenVINO cannot compile this model ({exc})") from exc
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> Detections:
+        count = len(batch)
+        if self.static_batch and count < self.static_batch:
+            pad = np.zeros((self.static_batch - count, *batch.shape[1:]), np.float32)
+            batch = np.concatenate([batch, pad])
+        results = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        outputs = [results[self.compiled.outputs[i]] for i in self.outputs]
+        if self.mode == "raw":
+            from effdet_rt.engines.host_nms import host_postprocess
+
+            return host_postprocess(outputs[0][:count], outputs[1][:count], self.anchors, self.nms_config)
+        num, boxes, scores, classes = (np.array(o[:count]) for o in outputs)
+        return Detections(boxes, scores, classes + CLASS_ID_OFFSET, num[:, 0])
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model": str(self.path), "nms": self.mode, "batch": self.static_batch or "dynamic",
+                "compute_precision": self.compute_type.get_type_name(),
+                "openvino_built_with": self.metadata.get("openvino_version")}
+
+
+def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> OpenVinoEngine:
+    return OpenVinoEngine(path)
