@@ -1,4 +1,5 @@
-"""The demo flow: data -> train (bounded time) -> evaluate -> export -> ORT FP32/INT8 engines -> infer -> table."""
+"""The demo flow: data -> train (bounded time) -> evaluate -> export -> ORT (and OpenVINO) FP32/INT8 engines -> infer
+-> table."""
 
 from __future__ import annotations
 
@@ -118,6 +119,23 @@ def format_table(rows: list[DemoRow]) -> str:
     return "\n".join(lines)
 
 
+def openvino_engines(onnx_path: Path, out: Path, calibration, log) -> list[tuple[Any, Path]]:
+    """OpenVINO FP32 and INT8 engines from the same export and calibration batches, when OpenVINO is installed."""
+    from effdet_rt.engines import load
+    from effdet_rt.engines.openvino_common import openvino_status
+
+    usable, why = openvino_status()
+    if not usable:
+        log(f"OpenVINO engines skipped: {why}")
+        return []
+    from effdet_rt.engines.openvino_build import build_openvino_engine
+
+    paths = [build_openvino_engine(onnx_path, out / "model_openvino_fp32.xml", precision="fp32", log=log),
+             build_openvino_engine(onnx_path, out / "model_openvino_int8.xml", precision="int8", calibration=calibration,
+                                   log=log)]
+    return [(load(path), path) for path in paths]
+
+
 def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     from effdet_rt.calib.batches import calibration_batches
     from effdet_rt.engines import load
@@ -143,6 +161,7 @@ def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     calibration = lambda: calibration_batches([data.train_tfrecords], spec.model.input_size, 4, settings.calib_batches, log=log)  # noqa: E731
     int8 = build_onnxruntime_engine(onnx_path, out / "model_ort_int8.onnx", precision="int8", calibration=calibration, log=log)
     engines += [(load(fp32), fp32), (load(int8), int8)]
+    engines += openvino_engines(onnx_path, out, calibration, log)
     rows = []
     sample = sample_folder(data, out / "data")
     for engine, path in engines:

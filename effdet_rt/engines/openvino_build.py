@@ -125,7 +125,7 @@ def quantize_with_nncf(model: Any, batches: list[np.ndarray], log: Callable[[str
         model,
         nncf.Dataset(batches),
         preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=sum(len(b) for b in batches),
+        subset_size=len(batches),
         ignored_scope=ignored,
     )
 

@@ -48,8 +48,9 @@ class OpenVinoEngine(Engine):
         try:
             model = core.read_model(str(self.path))
         except Exception as exc:  # a damaged .xml or a .bin too short for it
-            raise ModelFileError(f"{self.path}: not a readable OpenVINO IR ({str(exc).strip().splitlines()[-1]}); "
-                                 "rebuild it with `effdet-rt build --backend openvino`") from exc
+            detail = str(exc).strip().splitlines()[-1]
+            raise ModelFileError(f"{self.path} (+ {weights_file(self.path).name}): not a readable OpenVINO IR pair "
+                                 f"({detail}); rebuild it with `effdet-rt build --backend openvino`") from exc
         self.metadata = read_rt_metadata(model)
         check_ir_pair(self.path, self.metadata)
         self.mode, self.outputs = "nms", output_index(model, OUTPUT_NAMES)
@@ -109,3 +110,24 @@ class OpenVinoEngine(Engine):
 
 def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> OpenVinoEngine:
     return OpenVinoEngine(path)
+
+
+def describe_ir(path: str | Path) -> dict[str, Any]:
+    """What `engine-info` prints for an OpenVINO IR: its inputs/outputs, precision and OpenVINO versions."""
+    ov = import_openvino()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: OpenVINO model not found; build one with `effdet-rt build --backend openvino`")
+    engine = OpenVinoEngine(path)
+    ports = [("input", p) for p in engine.compiled.inputs] + [("output", p) for p in engine.compiled.outputs]
+    return {
+        "file": str(path),
+        "openvino": ov.__version__.split("-")[0],
+        "built_with": str(engine.metadata.get("openvino_version", "unknown")).split("-")[0],
+        "precision": engine.precision,
+        "compute_precision": engine.compute_type.get_type_name(),
+        "tensors": [{"name": port.get_any_name() if io == "input" else sorted(port.get_names())[0], "io": io,
+                     "shape": str(port.get_partial_shape()), "dtype": port.get_element_type().get_type_name()}
+                    for io, port in ports],
+        "metadata": {k: v for k, v in engine.metadata.items() if k != "bin_sha256"},
+    }
