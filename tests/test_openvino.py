@@ -129,11 +129,11 @@ def test_int8_ir_quantizes_the_network_not_nms_and_matches_fp32(builds, referenc
     detections = int8.infer(crops)
     report = match_detections(reference, detections, iou_threshold=0.5, score_tolerance=None)
     print(f"OpenVINO INT8 vs ONNX Runtime FP32 detections matched (same class, IoU >= 0.5): {report.rate:.1%}")
-    assert report.reference == 600 and report.rate >= 0.5
+    assert report.reference == 600 and report.rate >= 0.6  # 68% here: a random tiny net; the trained D0: 92%
     fp16 = load(builds["fp16"]).infer(crops)
     report16 = match_detections(reference, fp16, iou_threshold=0.5, score_tolerance=None)
     print(f"OpenVINO FP16 vs ONNX Runtime FP32 detections matched (same class, IoU >= 0.5): {report16.rate:.1%}")
-    assert report16.rate >= 0.8
+    assert report16.rate >= 0.8  # 90% here (FP16 weights, f32 arithmetic on CPUs without FP16)
 
 
 def test_infer_and_engine_info_take_the_ir(builds, bccd_root, tmp_path, capsys):
