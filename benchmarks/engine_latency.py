@@ -40,6 +40,24 @@ RESULTS = REPO / "benchmarks" / "results"
 BCCD = REPO.parent / "shared" / "data" / "bccd" / "BCCD"
 
 
+SPEED_ONLY_FILES = ("random.edrt", "fp32.onnx", "int8.onnx", "model_openvino_fp32.xml", "model_openvino_int8.xml",
+                    "model_openvino_fp16.xml")
+
+
+def rows_from_folder(work: Path) -> list[dict]:
+    """Rows for the engines an earlier speed-only run left in `work` (its --keep folder), to time them again."""
+    from effdet_rt.demo.run import DEMO_KEY
+    from effdet_rt.engines import load
+
+    rows = []
+    for name in SPEED_ONLY_FILES:
+        if (work / name).is_file():
+            engine = load(work / name, key=DEMO_KEY)
+            rows.append({"backend": engine.backend, "precision": engine.precision, "model_file": str(work / name),
+                         "mAP": None, "AP50": None, "latency_ms": None, "throughput": None})
+    return rows
+
+
 def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
     """Random-weight D0 exported and built both ways; speeds only (left to the side-by-side run when not `measure`)."""
     import tf_keras as keras
@@ -157,7 +175,8 @@ def remeasure_in_turns(rows: list[dict], references: list[Path], onnx_path: Path
     engines = [load(Path(row["model_file"]), key=DEMO_KEY) for row in rows]
     measured = side_by_side([*refs, *engines], image_size, rounds)
     out = [{"backend": r.backend, "precision": r.precision, "model_file": path, "mAP": None, "AP50": None,
-            "latency_ms": lat, "throughput": rate} for r, path, (lat, rate) in zip(refs, ref_files, measured, strict=True)]
+            "latency_ms": lat, "throughput": rate}
+           for r, path, (lat, rate) in zip(refs, ref_files, measured[: len(refs)], strict=True)]
     out += [{**row, "latency_ms": lat, "throughput": rate} for row, (lat, rate) in zip(rows, measured[len(refs):], strict=True)]
     ort_fp32 = next(r for r in out if r["backend"] == "onnxruntime" and r["precision"] == "fp32")
     for row in out:
@@ -195,13 +214,16 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, action="append", default=[],
                         help="effdet ONNX from benchmarks/effdet_reference.py, measured in turns with the engines")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the side-by-side measurement")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --speed-only --keep DIR: time the engines an earlier run left in DIR, build nothing")
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="effdet-engine-latency-") as scratch:
         tmp = str(args.keep or scratch)
         if args.speed_only:
-            rows = speed_only(args.image_size, Path(tmp), measure=False)
+            rows = (rows_from_folder(Path(tmp)) if args.reuse and args.keep else
+                    speed_only(args.image_size, Path(tmp), measure=False))
             title = f"D0 {args.image_size}x{args.image_size}, random weights (speed only)"
         else:
             from effdet_rt.demo.run import DemoSettings, run_demo

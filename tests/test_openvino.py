@@ -133,7 +133,7 @@ def test_int8_ir_quantizes_the_network_not_nms_and_matches_fp32(builds, referenc
     fp16 = load(builds["fp16"]).infer(crops)
     report16 = match_detections(reference, fp16, iou_threshold=0.5, score_tolerance=None)
     print(f"OpenVINO FP16 vs ONNX Runtime FP32 detections matched (same class, IoU >= 0.5): {report16.rate:.1%}")
-    assert report16.rate >= 0.8  # 90% here (FP16 weights, f32 arithmetic on CPUs without FP16)
+    assert report16.rate >= 0.8  # FP16 weights; arithmetic in f16, bf16 or f32 as the CPU has it
 
 
 def test_infer_and_engine_info_take_the_ir(builds, bccd_root, tmp_path, capsys):
@@ -164,6 +164,25 @@ def test_auto_backend_on_a_cpu():
     assert choose_cpu_backend(Path("m.xml"), (False, "not installed"), "no GPU", lines.append) == "openvino"
     assert all(line.startswith("backend: ") and "\n" not in line for line in lines)
     assert "fastest installed CPU runtime" in lines[0] and "OpenVINO not used: not installed" in lines[2]
+
+
+def test_compute_precision_follows_the_build_and_the_cpu():
+    from effdet_rt.engines.openvino_engine import compute_precision
+
+    class FakeCore:
+        def __init__(self, capabilities):
+            self.capabilities = capabilities
+
+        def get_property(self, device, name):
+            assert (device, name) == ("CPU", "OPTIMIZATION_CAPABILITIES")
+            return self.capabilities
+
+    bf16_cpu, fp16_cpu, plain = FakeCore(["BF16", "FP32", "INT8"]), FakeCore(["FP16", "BF16", "FP32"]), FakeCore(["FP32"])
+    for core in (bf16_cpu, fp16_cpu, plain):  # FP32 and INT8 never take OpenVINO's bf16 default
+        assert compute_precision(ov, core, "fp32") == ov.Type.f32 and compute_precision(ov, core, "int8") == ov.Type.f32
+    assert compute_precision(ov, fp16_cpu, "fp16") == ov.Type.f16
+    assert compute_precision(ov, bf16_cpu, "fp16") == ov.Type.bf16
+    assert compute_precision(ov, plain, "fp16") == ov.Type.f32
 
 
 def one_error_line(capsys) -> str:

@@ -114,7 +114,20 @@ def input_normalization_op_names(model: Any) -> list[str]:
 
 
 def quantize_with_nncf(model: Any, batches: list[np.ndarray], log: Callable[[str], None]) -> Any:
-    """NNCF post-training quantization of the converted model on our calibration batches."""
+    """NNCF post-training quantization of the converted model on our calibration batches.
+
+    Why NNCF, and these settings (benchmarks/openvino_int8.py compares them on the trained BCCD D0; its results are
+    in benchmarks/results/openvino_int8_*.md):
+    - NNCF rather than our symmetric Q/DQ ONNX (`--int8-profile tensorrt`) read by OpenVINO: same accuracy, faster.
+      The Q/DQ model quantizes only convolution inputs, so every Swish, Add and the squeeze-excite Multiply run in
+      float between INT8 convolutions; NNCF also quantizes the Adds, Multiplies, pooling and resizes, which
+      OpenVINO's CPU plugin then runs on INT8 and fuses with the convolutions.
+    - The decode/top-k/NMS subgraph and the input normalisation are ignored. With NNCF's defaults they are not:
+      it puts FakeQuantize on the final detection scores and on the concatenated boxes that NMS gathers from (both
+      snapped to 256 levels, which ties scores and moves boxes: lower mAP), and on the raw 0..255 image, and the
+      top-k and NMS kernels, which only exist in float, then run between quantize/dequantize steps.
+    - The PERFORMANCE preset (symmetric activations): as accurate as MIXED (asymmetric activations) and not slower.
+    """
     try:
         import nncf
     except ImportError as exc:

@@ -21,10 +21,15 @@ RAW_OUTPUTS = ("class_logits", "box_codes")
 def compute_precision(ov: Any, core: Any, precision: str) -> Any:
     """The float type OpenVINO computes in. FP32 and INT8 builds compute in f32 whatever the CPU: OpenVINO's own
     default on CPUs with BF16 (AVX512-BF16, AMX) is bf16, which would give other detections than every other FP32
-    engine. FP16 builds compute in f16 where the CPU has FP16 arithmetic, else in f32 from the FP16 weights."""
-    if precision == "fp16" and "FP16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    engine. FP16 builds (16-bit weights) compute in the CPU's own 16-bit float: f16 where it has FP16 arithmetic
+    (AMX-FP16, ARM), else bf16 where it has BF16, else f32; a 16-bit float engine is what `fp16` asks for, and on
+    a CPU with BF16 the bf16 kernels are the fast ones (the f16 ones would be emulated)."""
+    if precision != "fp16":
+        return ov.Type.f32
+    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "FP16" in capabilities:
         return ov.Type.f16
-    return ov.Type.f32
+    return ov.Type.bf16 if "BF16" in capabilities else ov.Type.f32
 
 
 def output_index(model: Any, names: tuple[str, ...]) -> list[int] | None:
