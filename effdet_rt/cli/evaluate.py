@@ -25,7 +25,7 @@ def evaluate(
     ),
     max_detections: int = typer.Option(None, "--max-detections", help="Detections per image COCO counts (maxDets; "
                                        "default 100, or evaluate.max_detections_per_image with -m)."),
-    model: Path = typer.Option(None, "-m", "--model", help="Model file (.edrt, .onnx, .plan) to run on the spec's "
+    model: Path = typer.Option(None, "-m", "--model", help="Model file (.edrt, .onnx, .plan, OpenVINO .xml) to run on the spec's "
                                "dataset.val_tfrecords instead of --detections (default: evaluate.checkpoint)."),
     spec: Path = spec_option,
     key: str = key_option,

@@ -12,7 +12,7 @@ EXIT_SOME_FAILED = 1
 
 
 def infer(
-    model: Path = typer.Option(None, "-m", "--model", help="Model file: .edrt checkpoint, .onnx, or .plan/.engine "
+    model: Path = typer.Option(None, "-m", "--model", help="Model file: .edrt checkpoint, .onnx, .plan/.engine or OpenVINO .xml "
                                "(default: the spec's inference.checkpoint)."),
     image_dir: Path = typer.Option(None, "-i", "--image-dir", help="Folder of JPEG/PNG images "
                                    "(default: inference.image_dir)."),
@@ -52,7 +52,7 @@ def infer(
     image_dir = image_dir or _path_or_none(conf.image_dir)
     output_dir = output_dir or _path_or_none(conf.output_dir) or Path(conf.results_dir or settings.results_dir) / "inference"
     if model is None:
-        raise UserError("no model: pass -m/--model (a .edrt, .onnx or .plan file) or set inference.checkpoint")
+        raise UserError("no model: pass -m/--model (a .edrt, .onnx, .plan or OpenVINO .xml file) or set inference.checkpoint")
     if image_dir is None:
         raise UserError("no images: pass -i/--image-dir or set inference.image_dir in the spec")
     options = InferOptions(

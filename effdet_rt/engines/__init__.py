@@ -1,4 +1,4 @@
-"""Engines: one interface over every way of running a detector (checkpoint, ONNX Runtime, TensorRT)."""
+"""Engines: one interface over every way of running a detector (checkpoint, ONNX Runtime, TensorRT, OpenVINO)."""
 
 from effdet_rt.engines.base import Engine, load
 
