@@ -214,6 +214,7 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, action="append", default=[],
                         help="effdet ONNX from benchmarks/effdet_reference.py, measured in turns with the engines")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the side-by-side measurement")
+    parser.add_argument("--tag", default="", help="suffix of the result files (keeps an earlier run's files)")
     parser.add_argument("--reuse", action="store_true",
                         help="with --speed-only --keep DIR: time the engines an earlier run left in DIR, build nothing")
     args = parser.parse_args()
@@ -238,7 +239,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     for row in rows:
         row["model_file"] = Path(row["model_file"]).name
-    stem = "engine_latency_speed" if args.speed_only else "engine_latency"
+    stem = ("engine_latency_speed" if args.speed_only else "engine_latency") + (f"_{args.tag}" if args.tag else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"title": title, "machine": machine, "rows": rows}, indent=2) + "\n")
     text = markdown(rows, f"{title} ({machine})")
     (RESULTS / f"{stem}.md").write_text(text)
