@@ -133,7 +133,8 @@ def test_int8_ir_quantizes_the_network_not_nms_and_matches_fp32(builds, referenc
     fp16 = load(builds["fp16"]).infer(crops)
     report16 = match_detections(reference, fp16, iou_threshold=0.5, score_tolerance=None)
     print(f"OpenVINO FP16 vs ONNX Runtime FP32 detections matched (same class, IoU >= 0.5): {report16.rate:.1%}")
-    assert report16.rate >= 0.8  # FP16 weights; arithmetic in f16, bf16 or f32 as the CPU has it
+    # FP16 weights; arithmetic in f16, bf16 or f32 as the CPU has it: 82% with bf16, 90% with f32 on this tiny random net
+    assert report16.rate >= 0.75
 
 
 def test_infer_and_engine_info_take_the_ir(builds, bccd_root, tmp_path, capsys):
@@ -271,3 +272,23 @@ def test_damaged_ir_pair_is_one_error(builds, tmp_path, capsys):
         err = one_error_line(capsys)
         assert expected in err and "effdet-rt build --backend openvino" in err, err
         assert not out.exists()
+
+
+def test_qdq_onnx_is_int8_as_it_is(exported_onnx, calib_tfrecord, reference, crops, tmp_path, capsys):
+    """A Q/DQ ONNX (here our `tensorrt` profile; a `train.qat` export is the same) keeps its own scales."""
+    from effdet_rt.engines import load
+
+    qdq = tmp_path / "qdq.onnx"
+    assert run(["build", "-m", str(exported_onnx), "-o", str(qdq), "--backend", "onnxruntime", "--precision", "int8",
+                "--int8-profile", "tensorrt", "--calib-tfrecords", str(calib_tfrecord), "--calib-batches", "2",
+                "--calib-batch-size", "4"]) == 0
+    assert run(["build", "-m", str(qdq), "-o", str(tmp_path / "q.xml"), "--backend", "openvino"]) == 2
+    assert "holds QuantizeLinear/DequantizeLinear nodes" in one_error_line(capsys)
+    assert run(["build", "-m", str(qdq), "-o", str(tmp_path / "q.xml"), "--backend", "openvino", "--precision", "int8"]) == 0
+    assert "calibration skipped" in capsys.readouterr().out
+    engine = load(tmp_path / "q.xml")
+    assert engine.precision == "int8" and engine.metadata["int8_source"] == "qdq in the input model"
+    convs, quantized, _ = fake_quantized_inputs(tmp_path / "q.xml")
+    assert quantized == convs - 1  # every conv but the input normalisation, as the Q/DQ model has it
+    report = match_detections(reference, engine.infer(crops), iou_threshold=0.5, score_tolerance=None)
+    assert report.rate >= 0.6

@@ -38,7 +38,7 @@ class BuildRequest:
         c = b.calibration
         engine_file = output or (Path(b.engine_file) if b.engine_file else None)
         if engine_file is None:
-            raise UserError("no output file: pass -o engine.plan|engine.onnx (or set build.engine_file)")
+            raise UserError("no output file: pass -o engine.plan|engine.onnx|engine.xml (or set build.engine_file)")
         request = cls(
             model=Path(model),
             output=Path(engine_file),
