@@ -1,4 +1,4 @@
-"""D0 at 512: TF checkpoint vs ONNX Runtime FP32 vs ONNX Runtime INT8, side by side in one run.
+"""D0 at 512: TF checkpoint vs ONNX Runtime FP32 / INT8 vs OpenVINO FP32 / INT8, side by side in one run.
 
 Run: .venv/bin/python benchmarks/engine_latency.py [--minutes 10] [--image-size 512] [--data ../shared/data/bccd/BCCD]
      [--speed-only]
@@ -14,6 +14,9 @@ reference model interleaved, a few runs of each in turn for --rounds rounds, and
 ratio to the first reference: on a shared machine whose speed drifts by 1.5x within minutes, only such ratios
 compare. The issue's targets as ratios to effdet's 58 ms: FP32 <= 0.86, INT8 < 0.47.
 Speed-only runs write benchmarks/results/engine_latency_speed.{json,md}, so the trained figures stay.
+With OpenVINO installed, its FP32 and INT8 engines (built from the same export and calibration batches) get rows
+too, and so does OpenVINO's default compilation of the plain model.onnx (what a user would run without us). Every
+runner is timed in turns (--rounds rounds); latency and images/s are also given as ratios to ONNX Runtime FP32.
 """
 
 from __future__ import annotations
@@ -35,6 +38,24 @@ os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 BCCD = REPO.parent / "shared" / "data" / "bccd" / "BCCD"
+
+
+SPEED_ONLY_FILES = ("random.edrt", "fp32.onnx", "int8.onnx", "model_openvino_fp32.xml", "model_openvino_int8.xml",
+                    "model_openvino_fp16.xml")
+
+
+def rows_from_folder(work: Path) -> list[dict]:
+    """Rows for the engines an earlier speed-only run left in `work` (its --keep folder), to time them again."""
+    from effdet_rt.demo.run import DEMO_KEY
+    from effdet_rt.engines import load
+
+    rows = []
+    for name in SPEED_ONLY_FILES:
+        if (work / name).is_file():
+            engine = load(work / name, key=DEMO_KEY)
+            rows.append({"backend": engine.backend, "precision": engine.precision, "model_file": str(work / name),
+                         "mAP": None, "AP50": None, "latency_ms": None, "throughput": None})
+    return rows
 
 
 def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
@@ -63,10 +84,13 @@ def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
     from effdet_rt.calib.batches import calibration_batches
 
     fp32 = build_onnxruntime_engine(onnx_path, work / "fp32.onnx", precision="fp32", log=lambda _: None)
+    calibration = lambda: calibration_batches([data.train_tfrecords], (image_size, image_size), 4, 8)  # noqa: E731
     int8 = build_onnxruntime_engine(onnx_path, work / "int8.onnx", precision="int8", log=lambda _: None,
-                                    calibration=lambda: calibration_batches([data.train_tfrecords], (image_size, image_size), 4, 8))
+                                    calibration=calibration)
+    from effdet_rt.demo.run import openvino_engines
+
     rows = []
-    for path in (ckpt, fp32, int8):
+    for path in (ckpt, fp32, int8, *(path for _, path in openvino_engines(onnx_path, work, calibration, lambda _: None))):
         engine = load(path, key=DEMO_KEY)
         latency, throughput = measure_speed(engine, engine.input_size) if measure else (None, None)
         rows.append({"backend": engine.backend, "precision": engine.precision, "model_file": str(path),
@@ -97,6 +121,22 @@ class ReferenceRunner:
         self.session.run(None, {self.input_name: self._converted[key]})
 
 
+class OpenVinoOnnxRunner:
+    """The exported model.onnx compiled by OpenVINO with its defaults, as a user would run it without effdet-rt
+    (on CPUs with BF16 that computes in bf16), with no post-processing of the outputs."""
+
+    def __init__(self, path: Path):
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+        self.request = self.compiled.create_infer_request()
+        compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.backend, self.precision = "OpenVINO defaults on model.onnx", f"fp32 model, computes in {compute}"
+
+    def run(self, batch):
+        self.request.infer({0: batch})
+
+
 def side_by_side(runners: list, image_size: int, rounds: int) -> list[tuple[float, float]]:
     """(median batch-1 ms, median batch-8 images/s) of each runner, measured in turns: per round, each runner does
     one untimed run, 4 timed batch-1 runs and one timed batch-8 run before the next one starts."""
@@ -120,31 +160,48 @@ def side_by_side(runners: list, image_size: int, rounds: int) -> list[tuple[floa
     return [(statistics.median(lat) * 1000, statistics.median(rate)) for lat, rate in zip(latencies, rates, strict=True)]
 
 
-def remeasure_with_references(rows: list[dict], references: list[Path], image_size: int, rounds: int) -> list[dict]:
+def remeasure_in_turns(rows: list[dict], references: list[Path], onnx_path: Path | None, image_size: int,
+                       rounds: int) -> list[dict]:
+    """Every engine, each effdet reference and OpenVINO's defaults on model.onnx timed in turns; latencies also as
+    ratios to the first reference (when given) and to the ONNX Runtime FP32 engine."""
     from effdet_rt.demo.run import DEMO_KEY
     from effdet_rt.engines import load
+    from effdet_rt.engines.runtime.openvino_common import openvino_status
 
-    refs = [ReferenceRunner(path) for path in references]
+    refs: list = [ReferenceRunner(path) for path in references]
+    ref_files = [str(path) for path in references]
+    if onnx_path is not None and openvino_status()[0]:
+        refs.append(OpenVinoOnnxRunner(onnx_path))
+        ref_files.append(str(onnx_path))
     engines = [load(Path(row["model_file"]), key=DEMO_KEY) for row in rows]
     measured = side_by_side([*refs, *engines], image_size, rounds)
-    base = measured[0][0]
-    out = [{"backend": r.backend, "precision": r.precision, "model_file": str(path), "mAP": None, "AP50": None,
-            "latency_ms": lat, "throughput": rate, "latency_vs_reference": lat / base}
-           for r, path, (lat, rate) in zip(refs, references, measured, strict=False)]
-    for row, (lat, rate) in zip(rows, measured[len(refs):], strict=True):
-        out.append({**row, "latency_ms": lat, "throughput": rate, "latency_vs_reference": lat / base})
+    out = [{"backend": r.backend, "precision": r.precision, "model_file": path, "mAP": None, "AP50": None,
+            "latency_ms": lat, "throughput": rate}
+           for r, path, (lat, rate) in zip(refs, ref_files, measured[: len(refs)], strict=True)]
+    out += [{**row, "latency_ms": lat, "throughput": rate} for row, (lat, rate) in zip(rows, measured[len(refs):], strict=True)]
+    ort_fp32 = next(r for r in out if r["backend"] == "onnxruntime" and r["precision"] == "fp32")
+    for row in out:
+        row["latency_vs_ort_fp32"] = row["latency_ms"] / ort_fp32["latency_ms"]
+        row["throughput_vs_ort_fp32"] = row["throughput"] / ort_fp32["throughput"]
+        if references:
+            row["latency_vs_reference"] = row["latency_ms"] / out[0]["latency_ms"]
     return out
 
 
 def markdown(rows: list[dict], title: str) -> str:
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     ratio = any("latency_vs_reference" in r for r in rows)
+    ort = any("latency_vs_ort_fp32" in r for r in rows)
     head = "| backend | precision | mAP (BCCD val) | AP50 | latency batch 1 | images/s batch 8 |"
     rule = "| --- | --- | ---: | ---: | ---: | ---: |"
-    lines = [title, "", head + (" latency / reference |" if ratio else ""), rule + (" ---: |" if ratio else "")]
+    head += (" latency / reference |" if ratio else "") + (" latency / ORT FP32 | images/s / ORT FP32 |" if ort else "")
+    rule += (" ---: |" if ratio else "") + (" ---: | ---: |" if ort else "")
+    lines = [title, "", head, rule]
     for r in rows:
         line = f"| {r['backend']} | {r['precision']} | {fmt(r['mAP'])} | {fmt(r['AP50'])} | {r['latency_ms']:.1f} ms | {r['throughput']:.1f} |"
-        lines.append(line + (f" {r['latency_vs_reference']:.3f} |" if ratio else ""))
+        line += f" {r['latency_vs_reference']:.3f} |" if ratio else ""
+        line += f" {r['latency_vs_ort_fp32']:.3f} | {r['throughput_vs_ort_fp32']:.3f} |" if ort else ""
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -158,13 +215,17 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, action="append", default=[],
                         help="effdet ONNX from benchmarks/effdet_reference.py, measured in turns with the engines")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the side-by-side measurement")
+    parser.add_argument("--tag", default="", help="suffix of the result files (keeps an earlier run's files)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --speed-only --keep DIR: time the engines an earlier run left in DIR, build nothing")
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="effdet-engine-latency-") as scratch:
         tmp = str(args.keep or scratch)
         if args.speed_only:
-            rows = speed_only(args.image_size, Path(tmp), measure=not args.reference)
+            rows = (rows_from_folder(Path(tmp)) if args.reuse and args.keep else
+                    speed_only(args.image_size, Path(tmp), measure=False))
             title = f"D0 {args.image_size}x{args.image_size}, random weights (speed only)"
         else:
             from effdet_rt.demo.run import DemoSettings, run_demo
@@ -173,14 +234,13 @@ def main() -> None:
             rows = [{**asdict(r), "model_file": str(Path(tmp) / ("train" if r.model_file.endswith(".edrt") else "") / r.model_file)}
                     for r in result]
             title = f"D0 {args.image_size}x{args.image_size} trained {args.minutes:g} min on {args.data.name}"
-        if args.reference:
-            rows = remeasure_with_references(rows, args.reference, args.image_size, args.rounds)
-            title += f"; measured in turns with the reference, {args.rounds} rounds"
+        rows = remeasure_in_turns(rows, args.reference, Path(tmp) / "model.onnx", args.image_size, args.rounds)
+        title += f"; every runner measured in turns, {args.rounds} rounds"
     machine = describe_cpu()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for row in rows:
         row["model_file"] = Path(row["model_file"]).name
-    stem = "engine_latency_speed" if args.speed_only else "engine_latency"
+    stem = ("engine_latency_speed" if args.speed_only else "engine_latency") + (f"_{args.tag}" if args.tag else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"title": title, "machine": machine, "rows": rows}, indent=2) + "\n")
     text = markdown(rows, f"{title} ({machine})")
     (RESULTS / f"{stem}.md").write_text(text)

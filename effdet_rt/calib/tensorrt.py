@@ -19,7 +19,6 @@ class DeviceUploader:
         self._buffer = None
 
     def __call__(self, batch: np.ndarray) -> int:
-
         if self._buffer is None or self._buffer.nbytes < batch.nbytes:
             self._buffer = DeviceBuffer(batch.nbytes)
         cudart = import_cudart()

@@ -78,7 +78,6 @@ class _Data:
 
 
 def load_datasets(spec: Any, log: Callable[[str], None]) -> _Data:
-
     fmt = ImageFormat.from_spec(spec)
     workers = spec.train.n_workers
     train_set = drop_unreadable(scan_class_folders(spec.data.train_dataset_path, "data.train_dataset_path"), fmt, workers)
@@ -95,7 +94,6 @@ def load_datasets(spec: Any, log: Callable[[str], None]) -> _Data:
 
 
 def report_skipped(results: Path, data: _Data, log: Callable[[str], None]) -> None:
-
     skipped = [{"path": p, "reason": r} for ds in (data.train, data.val) if ds is not None for p, r in ds.skipped]
     if not skipped:
         return
@@ -143,7 +141,6 @@ class _Run:
         self.kernels = regularized_kernels(self.model, list(spec.train.reg_config.scope))
 
     def start_epoch(self) -> int:
-
         newest = newest_checkpoint(self.results, self.spec.model.arch)
         if newest is None:
             self.load_pretrained()
@@ -153,7 +150,6 @@ class _Run:
         return int(metadata["epoch"]) + 1
 
     def load_pretrained(self) -> None:
-
         path = self.spec.train.pretrained_model_path
         if not path:
             return
@@ -165,7 +161,6 @@ class _Run:
         self.log.message(f"loaded pretrained weights {path}: {report.summary()}")
 
     def restore(self, path: Path) -> dict[str, Any]:
-
         checkpoint = load_checkpoint(path, self.key)
         meta = checkpoint.metadata
         if meta.get("task") != TASK or OPTIMIZER_GROUP not in checkpoint.groups:
@@ -213,7 +208,6 @@ class _Run:
     # ------------------------------------------------------------ running
 
     def run(self, max_seconds: float | None) -> Path:
-
         self.build()
         first = self.start_epoch()
         spec, plan = self.spec, self.plan
@@ -268,7 +262,6 @@ class _Run:
                             "train.lr_config.learning_rate or check the data")
 
     def validate(self) -> dict[str, float]:
-
         val = self.data.val
         if val is None or not len(val):
             return {}
@@ -295,11 +288,9 @@ class _Run:
             self.save(epoch, step)
 
     def write_curves(self) -> None:
-
         write_training_curves(self.results / "training_curves.png", self.history.epochs, self.history.values)
 
     def save(self, epoch: int, step: int) -> Path:
-
         metadata = {
             "task": TASK,
             "model_name": self.spec.model.arch,

@@ -1,4 +1,4 @@
-"""`effdet-rt build`: an exported ONNX model -> an engine (TensorRT plan, or ONNX Runtime FP32/INT8 model)."""
+"""`effdet-rt build`: an exported ONNX model -> an engine (TensorRT plan, ONNX Runtime model or OpenVINO IR)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from effdet_rt.errors import UserError
 def build_command(
     model: Path = option(..., "-m", "--model", "--model-path", help="ONNX model written by `effdet-rt export`."),
     output: Path = field_option("build.engine_file", "-o", "--output", "--output-path",
-                                help="Engine file: .plan/.engine (TensorRT) or .onnx (ONNX Runtime)."),
+                                help="Engine file: .plan/.engine (TensorRT), .onnx (ONNX Runtime) or .xml (OpenVINO, with its .bin)."),
     spec: Path = spec_option,
     backend: str = field_option("build.backend", "--backend",
-                                help="auto | onnxruntime | tensorrt (auto: TensorRT when it and a GPU are present)."),
+                                help="auto | onnxruntime | tensorrt | openvino (auto: TensorRT when it and a GPU are present, else the fastest installed CPU runtime)."),
     precision: str = field_option("build.data_type", "--precision", "--data-type", help="fp32 | fp16 | int8."),
     calib_tfrecords: list[str] = field_option("build.calibration.tfrecords", "--calib-tfrecords",
                                               help="TFRecord glob(s) for INT8 calibration."),

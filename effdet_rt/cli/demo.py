@@ -17,7 +17,7 @@ def demo_command(
     image_size: int = option(256, "--image-size", help="Model input size (a multiple of 128)."),
     batch_size: int = option(8, "--batch-size", help="Training batch size."),
 ) -> None:
-    """Convert data, train a small EfficientDet-D0, evaluate, export to ONNX, build ONNX Runtime FP32 and INT8
+    """Convert data, train a small EfficientDet-D0, evaluate, export to ONNX, build ONNX Runtime (and, when installed, OpenVINO) FP32 and INT8
     engines, run inference and evaluation on each, and print one table (backend, precision, mAP, AP50, latency)."""
     from effdet_rt.demo.run import DemoSettings, format_table, run_demo
 

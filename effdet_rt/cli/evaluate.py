@@ -23,7 +23,7 @@ from effdet_rt.errors import UserError
 def evaluate(
     spec: Path = spec_option,
     model: Path = field_option("evaluate.checkpoint", "-m", "--model", "--model-path",
-                               help="Model file (.edrt, .onnx, .plan) to run on dataset.val_tfrecords."),
+                               help="Model file (.edrt, .onnx, .plan, OpenVINO .xml) to run on dataset.val_tfrecords."),
     key: str = key_option,
     results_dir: Path = field_option("evaluate.results_dir", "-r", "--results-dir", "-o", "--output-dir",
                                      help="Where eval_results.json and pr_curve.png go (unset: results_dir)."),

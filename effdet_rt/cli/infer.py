@@ -23,7 +23,7 @@ EXIT_SOME_FAILED = 1
 
 def infer(
     model: Path = field_option("inference.checkpoint", "-m", "--model", "--model-path",
-                               help="Model file: .edrt checkpoint, .onnx, or .plan/.engine."),
+                               help="Model file: .edrt checkpoint, .onnx, .plan/.engine or OpenVINO .xml."),
     image_dir: Path = field_option("inference.image_dir", "-i", "--image-dir", "--in-image-path",
                                    help="Folder of JPEG/PNG images."),
     output_dir: Path = field_option("inference.output_dir", "-o", "--output-dir", "--out-image-path",
@@ -61,7 +61,7 @@ def infer(
     settings = task_spec(infer, locals())
     conf = settings.inference
     if not conf.checkpoint:
-        raise UserError("no model: pass -m/--model (a .edrt, .onnx or .plan file) or set inference.checkpoint")
+        raise UserError("no model: pass -m/--model (a .edrt, .onnx, .plan or OpenVINO .xml file) or set inference.checkpoint")
     if not conf.image_dir:
         raise UserError("no images: pass -i/--image-dir or set inference.image_dir in the spec")
     output = Path(conf.output_dir) if conf.output_dir else Path(conf.results_dir or settings.results_dir) / "inference"

@@ -163,7 +163,6 @@ def _dispatch(argv: list[str]) -> int:
 
 
 def main() -> None:
-
     install_stderr_filter()
     sys.exit(run(sys.argv[1:]))
 

@@ -17,7 +17,6 @@ task_option = typer.Option("detection", "--task", help="detection (EfficientDet)
 
 
 def _check_task(task: str) -> None:
-
     if task not in TASKS:
         raise UserError(f"--task {task} is not allowed: choose one of {', '.join(TASKS)}")
 

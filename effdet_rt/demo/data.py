@@ -42,12 +42,10 @@ def _convert(dataset, json_bytes: bytes, image_dir: Path, out_dir: Path, tag: st
 
 
 def _coco_file(path: Path, image_dir: Path):
-
     return load_coco(path), path.read_bytes(), image_dir
 
 
 def _voc_split_set(root: Path, split: str):
-
     coco = voc_to_coco(root, split)
     return parse_coco(coco, f"{root} (split {split})"), json.dumps(coco).encode("utf-8"), root / "JPEGImages"
 

@@ -1,4 +1,5 @@
-"""The demo flow: data -> train (bounded time) -> evaluate -> export -> ORT FP32/INT8 engines -> infer -> table."""
+"""The demo flow: data -> train (bounded time) -> evaluate -> export -> ORT (and OpenVINO) FP32/INT8 engines -> infer
+-> table."""
 
 from __future__ import annotations
 
@@ -50,7 +51,6 @@ class DemoSettings:
 
 
 def demo_spec(data: DemoData, settings: DemoSettings, results_dir: Path):
-
     steps_per_epoch = max(1, data.train_images // settings.batch_size)
     return apply_overrides(default_spec(), [
         f"results_dir={results_dir}",
@@ -102,7 +102,6 @@ def measure_speed(engine, input_size: tuple[int, int], repeats: int = 10) -> tup
 
 
 def evaluate_row(engine, model_file: Path, data: DemoData, spec) -> DemoRow:
-
     metrics = evaluate_engine(engine, [data.val_tfrecords], data.val_json, num_samples=None,
                               batch_size=spec.evaluate.batch_size, max_detections=100)
     latency, throughput = measure_speed(engine, engine.input_size)
@@ -124,6 +123,23 @@ def format_table(rows: list[DemoRow]) -> str:
     return "\n".join(lines)
 
 
+def openvino_engines(onnx_path: Path, out: Path, calibration, log) -> list[tuple[Any, Path]]:
+    """OpenVINO FP32 and INT8 engines from the same export and calibration batches, when OpenVINO is installed."""
+    from effdet_rt.engines import load
+    from effdet_rt.engines.runtime.openvino_common import openvino_status
+
+    usable, why = openvino_status()
+    if not usable:
+        log(f"OpenVINO engines skipped: {why}")
+        return []
+    from effdet_rt.engines.build.openvino import build_openvino_engine
+
+    paths = [build_openvino_engine(onnx_path, out / "model_openvino_fp32.xml", precision="fp32", log=log),
+             build_openvino_engine(onnx_path, out / "model_openvino_int8.xml", precision="int8", calibration=calibration,
+                                   log=log)]
+    return [(load(path), path) for path in paths]
+
+
 def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     from effdet_rt.export.workflow import export_from_spec
 
@@ -143,6 +159,7 @@ def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     calibration = lambda: calibration_batches([data.train_tfrecords], spec.model.input_size, 4, settings.calib_batches, log=log)  # noqa: E731
     int8 = build_onnxruntime_engine(onnx_path, out / "model_ort_int8.onnx", precision="int8", calibration=calibration, log=log)
     engines += [(load(fp32), fp32), (load(int8), int8)]
+    engines += openvino_engines(onnx_path, out, calibration, log)
     rows = []
     sample = sample_folder(data, out / "data")
     for engine, path in engines:

@@ -62,7 +62,6 @@ def output_file(output: Path, settings: PruneSettings) -> Path:
 
 
 def _detector_spec(checkpoint: Any, path: Path, spec: Any) -> Any:
-
     if checkpoint.spec_yaml.strip():
         return spec_from_yaml(checkpoint.spec_yaml, f"{path} (stored spec)")
     if spec is not None and checkpoint.metadata.get("model_name"):
@@ -123,7 +122,6 @@ def prune_checkpoint(spec: Any, *, key: str | None, log: Callable[[str], None] =
 
 
 def _spec_text(source: Any, model_spec: Any) -> str:
-
     return source.spec_yaml if source.spec_yaml.strip() else spec_to_yaml(model_spec)
 
 

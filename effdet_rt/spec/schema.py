@@ -251,7 +251,7 @@ class CalibrationConfig(Section):
 
 
 class BuildConfig(Section):
-    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    backend: Literal["auto", "onnxruntime", "tensorrt", "openvino"] = "auto"
     data_type: Literal["fp32", "fp16", "int8"] = "fp32"
     workspace_gb: PositiveFloat = 2.0
     min_batch_size: PositiveInt = 1

@@ -258,7 +258,6 @@ class _Trainer:
         self.parts = TrainingParts(model, optimizer, ema)
 
     def start_step(self) -> int:
-
         newest = newest_checkpoint(self.results, self.setup.name)
         if newest is None:
             load_initial_weights(self.parts.model, self.spec, self.key, self.echo)
@@ -327,7 +326,6 @@ class _Trainer:
     # ------------------------------------------------------------ running
 
     def run(self, max_seconds: float | None) -> Path:
-
         self.build()
         step = self.start_step()
         plan = self.plan
@@ -394,7 +392,6 @@ class _Trainer:
         return losses
 
     def end_epoch(self, epoch: int, step: int, losses: list[float], force_save: bool) -> None:
-
         spec, plan = self.spec, self.plan
         mean_loss = sum(losses) / max(1, len(losses))
         self.log.epoch_end(epoch, plan.num_epochs, step, {"loss": mean_loss})
@@ -406,7 +403,6 @@ class _Trainer:
             self.evaluate(epoch, step)
 
     def save(self, epoch: int, step: int) -> Path:
-
         if self.spec.train.precise_bn_batches:
             self.refresh_batch_norms(self.spec.train.precise_bn_batches)
         metadata = {

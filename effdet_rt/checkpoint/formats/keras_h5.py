@@ -128,7 +128,6 @@ def keras_to_ours(layers: H5Layers, with_head: bool, source: str) -> tuple[dict[
 
 
 def detector_for_backbone(backbone: str, requested: str | None, source: str) -> str:
-
     users = [cfg.name for cfg in DETECTORS.values() if cfg.backbone == backbone]
     if requested is not None:
         cfg = get_config(requested)

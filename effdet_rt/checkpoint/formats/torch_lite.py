@@ -172,7 +172,6 @@ def import_torch_lite(source: str | os.PathLike, model_name: str | None = None,
 
 
 def _detector_for(backbone: str, requested: str | None, source: str) -> str:
-
     users = [cfg.name for cfg in DETECTORS.values() if cfg.backbone == backbone]
     if requested is not None:
         cfg = get_config(requested)

@@ -20,6 +20,7 @@ BACKENDS: dict[str, str] = {
     ".onnx": "onnxruntime",
     ".plan": "tensorrt",
     ".engine": "tensorrt",
+    ".xml": "openvino",
 }
 
 
@@ -51,10 +52,10 @@ class Engine(abc.ABC):
 
 
 def load(path: str | Path, key: str | None = None, spec: Any = None) -> Engine:
-    """Open a model file with the backend its suffix names (.edrt, .onnx, .plan/.engine)."""
+    """Open a model file with the backend its suffix names (.edrt, .onnx, .plan/.engine, OpenVINO .xml)."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; pass a .edrt checkpoint, .onnx model or .plan/.engine file")
+        raise ModelFileError(f"{path}: model file not found; pass a .edrt checkpoint, .onnx model, .plan/.engine file or OpenVINO .xml")
     module = BACKENDS.get(path.suffix.lower())
     if module is None:
         known = ", ".join(sorted(BACKENDS)) or "none yet"
