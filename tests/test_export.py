@@ -342,7 +342,7 @@ def test_export_bad_inputs(tmp_path, capsys):
     code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(tmp_path / "m.txt"), "-k", KEY])
     assert code == 2 and "*.onnx" in capsys.readouterr().err
     code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(tmp_path / "m.onnx"), "-k", KEY, "--nms", "fast"])
-    assert code == 2 and "efficient, onnx, none" in capsys.readouterr().err
+    assert code == 2 and "export.nms = 'fast' is not allowed: must be one of 'efficient', 'onnx', 'none'" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
 
 

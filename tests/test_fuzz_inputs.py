@@ -59,7 +59,9 @@ def set_path(data: dict, path: tuple[str, ...], value: Any) -> None:
     node = data
     for part in path[:-1]:
         child = node.get(part)
-        node = node.setdefault(part, {}) if child is None or isinstance(child, dict) else {}
+        if child is None:  # absent, or set to null by an earlier entry: this entry makes it a section
+            child = node[part] = {}
+        node = child if isinstance(child, dict) else {}  # a value stays as it is
     node[path[-1]] = value
 
 

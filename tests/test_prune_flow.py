@@ -72,9 +72,9 @@ def test_pruned_checkpoint_round_trips(pruned):
 
 @pytest.mark.parametrize("args, words", [
     (["-pth", "1.5"], "between 0 and 1"),
-    (["-eq", "average"], "unknown equalization criterion"),
-    (["-n", "L1"], "unknown normalizer"),
-    (["-pg", "0"], "granularity 0"),
+    (["-eq", "average"], "prune.equalization_criterion = 'average' is not allowed"),
+    (["-n", "L1"], "prune.normalizer = 'L1' is not allowed"),
+    (["-pg", "0"], "prune.granularity = 0 is not allowed"),
     (["-el", "no_such_layer"], "excluded layer 'no_such_layer'"),
     (["-k", "wrong key"], "wrong encryption key"),
 ])
