@@ -19,6 +19,8 @@ from effdet_rt.classification.spec import (
 )
 from effdet_rt.cli.main import run
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 HYMENOPTERA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hymenoptera" / "hymenoptera_data"
 RGB = (10.0, 128.0, 250.0)
 

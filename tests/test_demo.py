@@ -7,6 +7,8 @@ import pytest
 
 from effdet_rt.cli.main import run
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -9,6 +9,8 @@ import pytest
 from effdet_rt.cli.main import run
 from tests.infer_support import KEY, bccd_images, hand_graph_session, tiny_checkpoint, tiny_model, tiny_spec
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 
 @pytest.fixture(scope="module")
 def setup():

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,8 @@ from effdet_rt.spec.loader import load_spec
 from effdet_rt.spec.overrides import apply_overrides
 from effdet_rt.spec.schema import ExperimentSpec
 from effdet_rt.spec.tf1 import TF1_MESSAGES, TF1_SECTIONS, convert_tf1_text
+
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
 EXAMPLES = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 WORKDIR = Path(tempfile.mkdtemp(prefix="effdet-fuzz-"))

@@ -17,6 +17,8 @@ from effdet_rt.export.verify_run import comparable
 from effdet_rt.infer.kitti import parse_kitti_file
 from effdet_rt.utils.colours import class_colour
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 EXIF_ORIENTATION = 0x0112
 
 

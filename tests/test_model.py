@@ -13,6 +13,8 @@ from effdet_rt.model.configs import MODEL_NAMES, get_config
 from effdet_rt.model.efficientdet import build_efficientdet, flatten_outputs, real_num_classes, split_outputs
 from effdet_rt.model.efficientnet import backbone_block_id, round_filters, round_repeats
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 
 def test_tiny_d0_outputs_names_and_shapes(tiny_d0):
     assert tiny_d0.input.shape.as_list() == [None, 128, 128, 3]

@@ -1,9 +1,12 @@
 """Multiply-add counts: exact on a hand-countable model, and automl's D0 figure at 512."""
 
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 
 from effdet_rt.model.flops import count_multiply_adds, detector_cost
+
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
 
 def test_conv_and_dense_multiply_adds_are_exact():

@@ -16,6 +16,8 @@ from effdet_rt.model.configs import get_backbone_config, get_config
 from effdet_rt.model.efficientdet import build_efficientdet
 from effdet_rt.model.efficientnet import build_efficientnet_classifier
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 AUTOML_LITE_DETECTORS = {  # (trainable params with 90 classes, multiply-adds at the native size)
     "efficientdet-lite0": (3_243_470, 977_617_221),
     "efficientdet-lite1": (4_248_318, 1_973_728_714),

@@ -8,6 +8,8 @@ from effdet_rt.model.configs import get_config
 from effdet_rt.model.efficientdet import build_efficientdet
 from effdet_rt.model.efficientnet import build_efficientnet_backbone, build_efficientnet_classifier
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 # (trainable, non-trainable BN statistics) with 90 classes; the first figure is automl's unit-test value.
 EXPECTED = {
     "efficientdet-d0": (3_880_067, 47_136),

@@ -17,6 +17,8 @@ from effdet_rt.cli.main import run
 from effdet_rt.cli.stderr_filter import is_startup_noise
 from effdet_rt.data.tfrecord import frame_problem, frame_record
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Lines TensorFlow 2.21 writes on a healthy start on a CPU-only machine (from a real run), and real errors.

@@ -13,6 +13,8 @@ import pytest
 
 from tests.data_support import bccd_val_head, steps_run_eagerly
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 KEY = "interrupt-test-key"
 REPO = Path(__file__).resolve().parents[1]
 

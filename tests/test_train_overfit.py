@@ -6,6 +6,8 @@ import pytest
 
 from tests.data_support import bccd_val_head
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 KEY = "overfit-key"
 
 

@@ -18,6 +18,8 @@ from effdet_rt.cli.main import run
 from tests.data_support import convert_bccd_val, steps_run_eagerly, write_first_records
 from tests.infer_support import KEY, TINY_SPEC, tiny_checkpoint
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 L1 = 1e-6
 
 

@@ -8,6 +8,8 @@ import pytest
 from effdet_rt.cli.main import run
 from tests.data_support import bccd_val_head, steps_run_eagerly
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 KEY = "qat-test-key"
 CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
 # heads of the TF fake-quant model and its Q/DQ ONNX (see test_onnx_runtime_matches_the_qat_model)

@@ -15,6 +15,8 @@ from effdet_rt.errors import UserError
 from effdet_rt.spec.loader import load_spec
 from tests.data_support import convert_bccd_val, steps_run_eagerly, write_first_records
 
+pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
+
 KEY = "train-test-key"
 REPO = Path(__file__).resolve().parents[1]
 
