@@ -191,7 +191,7 @@ def test_wrong_key_is_one_error_line(bccd_root, tmp_path, capsys):
 def test_inference_alias_and_missing_model(tmp_path, capsys):
     code = run(["inference", "-i", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["error: no model: pass -m/--model (a .edrt, .onnx or .plan file) or set "
+    assert code == 2 and err == ["error: no model: pass -m/--model (a .edrt, .onnx, .plan or OpenVINO .xml file) or set "
                                  "inference.checkpoint"]
 
 

@@ -218,7 +218,7 @@ def test_build_bad_inputs(exported_onnx, tmp_path, capsys):
     err = one_error_line(capsys)
     assert "efficient.onnx" in err and "EfficientNMS_TRT" in err and "--nms onnx" in err
     assert run(["build", "-m", str(exported_onnx), "-o", str(out), "--backend", "openvino", "--precision", "int4"]) == 2
-    assert "--precision int4 is not allowed" in one_error_line(capsys)
+    assert "build.data_type = 'int4' is not allowed" in one_error_line(capsys)
     assert run(["build", "-m", str(exported_onnx), "-o", str(out), "--backend", "openvino", "--precision", "int8"]) == 2
     assert "--calib-tfrecords" in one_error_line(capsys)
     assert run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "m.onnx"), "--backend", "openvino"]) == 2

@@ -205,8 +205,7 @@ def read_records(files: Sequence[str | os.PathLike]) -> Iterator[tuple[Path, int
             for index, record in enumerate(tf.data.TFRecordDataset([str(path)])):
                 yield Path(path), index, record
         except tf.errors.DataLossError as exc:
-            raise DataError(f"{path}: damaged or not a TFRecord file ({exc.message}); convert the dataset again "
-                            "with `effdet-rt dataset-convert`") from exc
+            raise damaged_record_error([path], "the TFRecord files", exc.message) from exc
 
 
 def parse_record(record: Any) -> dict[str, Any]:
