@@ -116,7 +116,7 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
             reader,
             quant_format=QuantFormat.QDQ,
             # a classifier's swish / squeeze-excite Sigmoid+Mul stay float in both profiles: quantizing them too
-            # flipped 5.9% of an EfficientNet-B0's top-1 answers on hymenoptera val (convolutions only: 2.0%)
+            # flips several times more top-1 answers than quantizing the convolutions alone (docs/classification.md)
             op_types_to_quantize=list(TENSORRT_OPS) if for_tensorrt or classifier else None,
             per_channel=True,
             activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
