@@ -76,12 +76,14 @@ def test_round_trip_is_bit_identical_with_spec_metadata_and_groups(tmp_path):
 
 def test_file_is_encrypted_and_sized_as_the_header_says(tmp_path):
     weights = {"w": np.arange(1000, dtype=np.float32)}
-    path = _save(tmp_path / "a.edrt", weights=weights, spec_yaml="secret_spec_marker: 1", metadata={"model_name": "d0"})
+    path = _save(tmp_path / "a.edrt", weights=weights, spec_yaml="secret_spec_marker: 1",
+                 metadata={"model_name": "model_name_marker_efficientdet"})
     data = path.read_bytes()
     assert data[:8] == b"EDRTCKPT"
     assert struct.unpack(">H", data[8:10]) == (1,)
     assert weights["w"].tobytes()[:64] not in data
-    assert b"secret_spec_marker" not in data and b"d0" not in data and KEY.encode() not in data
+    # markers long enough that random ciphertext cannot hold them by chance (a 2-byte one did, 1 run in ~16)
+    assert b"secret_spec_marker" not in data and b"model_name_marker" not in data and KEY.encode() not in data
     # header + manifest + 4000 data bytes + one GCM tag
     header_size = archive_module._HEADER.size
     manifest_len = struct.unpack(">Q", data[header_size - 16 : header_size - 8])[0]
