@@ -168,7 +168,7 @@ def main() -> None:
     convert = ["dataset-convert", "--voc", str(options.bccd), "--split", "val", "-o", str(records_dir), "-s", "1"]
     convert_seconds = timed(convert)
     sys.path.insert(0, str(REPO))
-    from tests.data_support import write_first_records
+    from tests.support.data import write_first_records
 
     records = write_first_records(records_dir / "val-00000-of-00001.tfrecord", 8)
     report = {} if options.skip_training else {"training": kill_training(work, records, options.kills, rng,

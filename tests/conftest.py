@@ -6,9 +6,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-BCCD_ROOT = SHARED_DATA / "bccd" / "BCCD"
+from tests.support.paths import BCCD_ROOT
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +26,20 @@ def tiny_d0():
     from effdet_rt.model.efficientdet import build_efficientdet
 
     return build_efficientdet("efficientdet-d0", TINY_D0_CLASSES, TINY_D0_SIZE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The inference tests' D0 (3 real classes, 128x128): fixed random weights, a sharpened class head (do not
+    train it in place)."""
+    from tests.support.infer import build_tiny_model
+
+    return build_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
+    """``tiny_model`` as an encrypted .edrt (key ``tests.support.infer.KEY``), written once per session."""
+    from tests.support.infer import save_tiny_checkpoint
+
+    return save_tiny_checkpoint(tiny_model, tmp_path_factory.mktemp("tiny_checkpoint"))

@@ -101,3 +101,27 @@ def test_docs_draw_the_same_layers():
     drawn = [line.split()[0].rstrip("/").replace("/", ".") for line in lines if re.match(r"^[a-z]+(/[a-z]+)*/ ", line)]
     ours = [layer.removeprefix("effdet_rt.") for layer in LAYERS[4:]]  # the folders; the root modules share a line
     assert drawn == ours[::-1], "docs/architecture.md lists the folders top first, in LAYERS order"
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def stray_test_imports() -> list[str]:
+    """Imports of the tests' own code by any name but ``tests.support.<module>`` (bare sibling names and
+    ``conftest`` work only under some pytest import modes, and make two spellings of one helper)."""
+    local = {path.stem for path in TESTS.glob("*.py")} | {"support"}
+    wrong = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in local or (top == "tests" and not name.startswith("tests.support")):
+                    wrong.append(f"{path.relative_to(TESTS.parent)}:{node.lineno} imports {name}")
+    return wrong
+
+
+def test_tests_import_their_helpers_one_way():
+    assert stray_test_imports() == []
+    assert {path.stem for path in (TESTS / "support").glob("*.py")} >= {"data", "infer", "fake_tensorrt", "paths"}

@@ -7,10 +7,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto
-from trt_fakes import tiny_onnx
 
 from effdet_rt.errors import ModelFileError
 from effdet_rt.onnx.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx
+from tests.support.fake_tensorrt import tiny_onnx
 
 
 def _run(path, images):

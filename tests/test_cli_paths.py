@@ -1,5 +1,5 @@
 """CLI options that had no test: `build --calib-only/--calib-cache/--timing-cache` and `engine-info --json` with the
-fake TensorRT (tests/trt_fakes.py), and `infer --max-boxes-to-draw` (boxes counted as they are drawn)."""
+fake TensorRT (tests/support/fake_tensorrt.py), and `infer --max-boxes-to-draw` (boxes counted as they are drawn)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from infer_support import KEY, bccd_images, tiny_checkpoint
-from trt_fakes import fake_tensorrt, tiny_onnx
 
 from effdet_rt.calib import tensorrt as trt_calibrator
 from effdet_rt.cli.main import run
+from tests.support.fake_tensorrt import fake_tensorrt, tiny_onnx
+from tests.support.infer import KEY, bccd_images
 
 
 @pytest.fixture()
@@ -127,7 +127,7 @@ def test_engine_info_json(trt, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_max_boxes_to_draw_limits_the_boxes_drawn(bccd_root, tmp_path, monkeypatch):
+def test_max_boxes_to_draw_limits_the_boxes_drawn(bccd_root, tmp_path, monkeypatch, tiny_checkpoint):
     import shutil
 
     from effdet_rt.infer import draw
@@ -141,7 +141,7 @@ def test_max_boxes_to_draw_limits_the_boxes_drawn(bccd_root, tmp_path, monkeypat
     monkeypatch.setattr(draw, "_draw_one", lambda picture, d, size, box, text, *rest: (
         drawn.append(text), original(picture, d, size, box, text, *rest))[-1])
     out = tmp_path / "out"
-    assert run(["infer", "-m", str(tiny_checkpoint()), "-k", KEY, "-i", str(folder), "-o", str(out),
+    assert run(["infer", "-m", str(tiny_checkpoint), "-k", KEY, "-i", str(folder), "-o", str(out),
                 "--max-boxes-to-draw", "3", "--min-score", "0.05"]) == 0
     detections = json.loads((out / "detections.json").read_text())
     per_image = {}

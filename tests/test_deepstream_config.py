@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from trt_fakes import tiny_onnx
-
 from effdet_rt.cli.main import run
+from tests.support.fake_tensorrt import tiny_onnx
 
 
 def test_config_for_onnx_with_label_map(tmp_path, capsys):

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from infer_support import KEY, bccd_images, tiny_checkpoint, tiny_model, tiny_spec
 
 from effdet_rt.data.preprocess import preprocess_batch, read_image
 from effdet_rt.errors import CheckpointError
+from tests.support.infer import KEY, bccd_images, tiny_spec
 
 
 @pytest.fixture(scope="module")
-def engine():
+def engine(tiny_checkpoint):
     from effdet_rt.engines import load
 
-    return load(tiny_checkpoint(), key=KEY)
+    return load(tiny_checkpoint, key=KEY)
 
 
-def direct_detections(images: list[np.ndarray]):
+def direct_detections(images: list[np.ndarray], tiny_model):
     """Model call + flatten + postprocess, eagerly, without the engine; boxes mapped back to image pixels."""
     from effdet_rt.detections import Detections
     from effdet_rt.model.efficientdet import flatten_outputs, split_outputs
@@ -26,7 +26,7 @@ def direct_detections(images: list[np.ndarray]):
 
     setup = setup_from_spec(tiny_spec())
     batch, scales = preprocess_batch(images, setup.input_size)
-    class_list, box_list = split_outputs(tiny_model()(batch, training=False), setup.num_levels)
+    class_list, box_list = split_outputs(tiny_model(batch, training=False), setup.num_levels)
     logits, codes = flatten_outputs(class_list, box_list, setup.num_classes)
     boxes, scores, classes, num = postprocess(logits, codes, setup.anchors(), NmsConfig(max_detections=100))
     raw = Detections(boxes.numpy(), scores.numpy(), classes.numpy() + 1, num.numpy())
@@ -56,10 +56,10 @@ def test_load_picks_checkpoint_backend(engine):
     assert engine.describe()["num_classes"] == 3
 
 
-def test_engine_equals_model_plus_postprocess_on_bccd(engine, bccd_root):
+def test_engine_equals_model_plus_postprocess_on_bccd(engine, bccd_root, tiny_model):
     images = [read_image(path) for path in bccd_images(bccd_root, 3)]
     got = engine.infer(images)
-    want = direct_detections(images)
+    want = direct_detections(images, tiny_model)
     assert got.boxes.shape == (3, 100, 4)
     np.testing.assert_array_equal(got.num_detections, want.num_detections)
     for i in range(3):
@@ -79,20 +79,20 @@ def test_empty_batch_gives_empty_detections(engine):
     assert out.boxes.shape == (0, 100, 4) and len(out) == 0
 
 
-def test_wrong_key_is_a_checkpoint_error():
+def test_wrong_key_is_a_checkpoint_error(tiny_checkpoint):
     from effdet_rt.engines import load
 
     with pytest.raises(CheckpointError, match="wrong encryption key"):
-        load(tiny_checkpoint(), key="not-the-key")
+        load(tiny_checkpoint, key="not-the-key")
 
 
-def test_spec_given_sets_max_detections_not_architecture():
+def test_spec_given_sets_max_detections_not_architecture(tiny_checkpoint):
     from effdet_rt.engines.runtime.checkpoint import load_engine
     from effdet_rt.spec.validation import validate_spec
 
     other = validate_spec({"model": {"input_width": 256, "input_height": 256}, "evaluate": {
         "max_detections_per_image": 7}, "encryption_key": KEY}, "cli")
-    engine = load_engine(tiny_checkpoint(), spec=other)
+    engine = load_engine(tiny_checkpoint, spec=other)
     assert engine.input_size == (128, 128)
     out = engine.run(np.full((1, 128, 128, 3), 100.0, np.float32))
     assert out.boxes.shape == (1, 7, 4) and out.num_detections[0] == 7

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from effdet_rt.cli.main import run
-from tests.infer_support import KEY, bccd_images, hand_graph_session, tiny_checkpoint, tiny_model, tiny_spec
+from tests.support.infer import KEY, bccd_images, hand_graph_session, tiny_spec
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
@@ -20,17 +20,17 @@ def setup():
 
 
 @pytest.fixture(scope="module")
-def raw_proto(setup):
+def raw_proto(setup, tiny_model):
     from effdet_rt.export.exporter import convert_raw_heads
 
-    return convert_raw_heads(tiny_model(), setup, None, 17)
+    return convert_raw_heads(tiny_model, setup, None, 17)
 
 
 @pytest.fixture(scope="module")
-def exported_onnx(tmp_path_factory):
+def exported_onnx(tmp_path_factory, tiny_checkpoint):
     """The CLI export (--nms onnx, static batch 2, with --verify) of the tiny checkpoint."""
     out = tmp_path_factory.mktemp("export") / "tiny.onnx"
-    code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(out), "-k", KEY, "--nms", "onnx",
+    code = run(["export", "-m", str(tiny_checkpoint), "-o", str(out), "-k", KEY, "--nms", "onnx",
                 "--min-score", "0.05", "--batch-size", "2", "--verify"])
     assert code == 0
     return out
@@ -40,13 +40,13 @@ def _images(count=3, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (count, 128, 128, 3)).astype(np.float32)
 
 
-def test_raw_heads_match_tensorflow(raw_proto, setup):
+def test_raw_heads_match_tensorflow(raw_proto, setup, tiny_model):
     import onnxruntime as ort
 
     from effdet_rt.export.heads import raw_heads_model
 
     batch = _images()
-    tf_logits, tf_codes = (t.numpy() for t in raw_heads_model(tiny_model(), setup.num_levels, setup.num_classes)(batch))
+    tf_logits, tf_codes = (t.numpy() for t in raw_heads_model(tiny_model, setup.num_levels, setup.num_classes)(batch))
     logits, codes = ort.InferenceSession(raw_proto.SerializeToString()).run(None, {"images": batch})
     assert logits.shape == (3, 3069, 3) and codes.shape == (3, 3069, 4)
     assert np.abs(logits - tf_logits).max() <= 1e-4
@@ -224,7 +224,7 @@ def test_onnx_nms_subgraph_equals_tensorflow_postprocess(pre_nms_top_k):
     assert report.matched == report.reference == 300
 
 
-def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
+def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root, tiny_checkpoint):
     from effdet_rt.data.preprocess import read_image
     from effdet_rt.engines import load
     from effdet_rt.export.verify import match_detections
@@ -239,7 +239,7 @@ def test_cli_export_onnx_matches_checkpoint_backend(exported_onnx, bccd_root):
     # which TensorFlow's top-k and ONNX Runtime's TopK may break differently (AVX2 did, on 4 of 400 boxes)
     images = [read_image(p)[:, :480] for p in bccd_images(bccd_root, 4)]
     onnx_engine = load(exported_onnx)
-    checkpoint = load(tiny_checkpoint(), key=KEY)
+    checkpoint = load(tiny_checkpoint, key=KEY)
     from effdet_rt.model.postprocess import NmsConfig
 
     checkpoint.nms_config = NmsConfig(score_threshold=0.05)
@@ -321,7 +321,7 @@ def test_verification_failure_raises_when_strict_and_warns_in_the_demo():
     assert "= 5.72e-06 (limit 1e-04), 2.76e-04 with ORT's CPU layout kernels;" in trained.summary()
 
 
-def test_verify_export_reports_both_optimisation_levels(raw_proto, setup):
+def test_verify_export_reports_both_optimisation_levels(raw_proto, setup, tiny_model):
     from effdet_rt.engines.runtime.checkpoint import KerasEngine
     from effdet_rt.export.exporter import ExportOptions, attach_nms
     from effdet_rt.export.verify_run import verify_export
@@ -329,21 +329,21 @@ def test_verify_export_reports_both_optimisation_levels(raw_proto, setup):
 
     settings = NmsConfig(score_threshold=0.05)
     nms = attach_nms(raw_proto, setup, ExportOptions(nms="onnx", nms_settings=settings))
-    report = verify_export(KerasEngine(tiny_model(), setup, settings), raw_proto, nms, _images(2))
+    report = verify_export(KerasEngine(tiny_model, setup, settings), raw_proto, nms, _images(2))
     assert report.passed() and report.match.rate == 1.0
     assert report.max_abs_diff <= 1e-5  # the graph's own math: float rounding only
     assert report.layout_kernels_diff is not None and report.layout_kernels_diff <= 1e-4
 
 
-def test_export_bad_inputs(tmp_path, capsys):
+def test_export_bad_inputs(tmp_path, capsys, tiny_checkpoint):
     not_ckpt = tmp_path / "x.edrt"
     not_ckpt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
     code = run(["export", "-m", str(not_ckpt), "-o", str(tmp_path / "m.onnx"), "-k", KEY])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "x.edrt" in err
-    code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(tmp_path / "m.txt"), "-k", KEY])
+    code = run(["export", "-m", str(tiny_checkpoint), "-o", str(tmp_path / "m.txt"), "-k", KEY])
     assert code == 2 and "*.onnx" in capsys.readouterr().err
-    code = run(["export", "-m", str(tiny_checkpoint()), "-o", str(tmp_path / "m.onnx"), "-k", KEY, "--nms", "fast"])
+    code = run(["export", "-m", str(tiny_checkpoint), "-o", str(tmp_path / "m.onnx"), "-k", KEY, "--nms", "fast"])
     assert code == 2 and "export.nms = 'fast' is not allowed: must be one of 'efficient', 'onnx', 'none'" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
 
@@ -453,8 +453,7 @@ def test_build_bad_inputs(exported_onnx, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_nms_none_through_host_nms_equals_nms_onnx_and_efficient_verifies_its_own_heads(
-        exported_onnx, bccd_root, tmp_path, capsys):
+def test_nms_none_through_host_nms_equals_nms_onnx_and_efficient_verifies_its_own_heads(exported_onnx, bccd_root, tmp_path, capsys, tiny_checkpoint):
     """`--nms none` run by the ONNX Runtime engine (NMS on the host) gives the `--nms onnx` export's detections;
     `--nms efficient --verify` checks the heads cut out of the file it writes, and says how it checked NMS."""
     import onnxruntime as ort
@@ -464,7 +463,7 @@ def test_nms_none_through_host_nms_equals_nms_onnx_and_efficient_verifies_its_ow
     from effdet_rt.export.written_heads import written_heads
 
     none_path, efficient_path = tmp_path / "none.onnx", tmp_path / "efficient.onnx"
-    common = ["-m", str(tiny_checkpoint()), "-k", KEY, "--min-score", "0.05", "--batch-size", "2"]
+    common = ["-m", str(tiny_checkpoint), "-k", KEY, "--min-score", "0.05", "--batch-size", "2"]
     assert run(["export", *common, "-o", str(none_path), "--nms", "none"]) == 0
     capsys.readouterr()
     assert run(["export", *common, "-o", str(efficient_path), "--nms", "efficient", "--verify"]) == 0

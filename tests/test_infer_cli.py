@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from infer_support import KEY, bccd_images, tiny_checkpoint
 from PIL import Image
 
 from effdet_rt.cli.main import run
@@ -16,6 +15,7 @@ from effdet_rt.export.verify import match_detections
 from effdet_rt.export.verify_run import comparable
 from effdet_rt.infer.kitti import parse_kitti_file
 from effdet_rt.utils.colours import class_colour
+from tests.support.infer import KEY, bccd_images
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
@@ -47,11 +47,11 @@ def make_mixed_folder(folder: Path, bccd_root: Path) -> dict[str, tuple[int, int
 
 
 @pytest.fixture(scope="module")
-def mixed_run(bccd_root, tmp_path_factory):
+def mixed_run(bccd_root, tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("infer")
     sizes = make_mixed_folder(root / "images", bccd_root)
     out = root / "out"
-    code = run(["infer", "-m", str(tiny_checkpoint()), "-k", KEY, "-i", str(root / "images"), "-o", str(out),
+    code = run(["infer", "-m", str(tiny_checkpoint), "-k", KEY, "-i", str(root / "images"), "-o", str(out),
                 "--batch-size", "2", "--min-score", "0.3", "--max-boxes-to-draw", "3", "--dump-label"])
     return code, sizes, out, root
 
@@ -127,7 +127,7 @@ def as_detections(per_image: list[list[dict]]):
     return Detections(boxes, scores, classes, np.array([len(e) for e in per_image]))
 
 
-def test_batch_1_and_batch_4_give_the_same_detections(bccd_root, tmp_path):
+def test_batch_1_and_batch_4_give_the_same_detections(bccd_root, tmp_path, tiny_checkpoint):
     images = tmp_path / "five"
     images.mkdir()
     # square crops: under a 4:3 image the padding gives many anchors identical features and exactly tied scores,
@@ -137,7 +137,7 @@ def test_batch_1_and_batch_4_give_the_same_detections(bccd_root, tmp_path):
     results = {}
     for batch in ("1", "4"):
         out = tmp_path / f"out{batch}"
-        assert run(["infer", "-m", str(tiny_checkpoint()), "-k", KEY, "-i", str(images), "-o", str(out),
+        assert run(["infer", "-m", str(tiny_checkpoint), "-k", KEY, "-i", str(images), "-o", str(out),
                     "--batch-size", batch, "--min-score", "0.1"]) == 0
         results[batch] = detections_by_image(out)
     assert sorted(results["1"]) == sorted(results["4"]) == sorted(p.name for p in images.iterdir())
@@ -148,7 +148,7 @@ def test_batch_1_and_batch_4_give_the_same_detections(bccd_root, tmp_path):
     assert report.reference > 400 and report.matched == report.reference == report.candidate
 
 
-def test_annotation_file_gives_coco_image_ids(bccd_root, tmp_path):
+def test_annotation_file_gives_coco_image_ids(bccd_root, tmp_path, tiny_checkpoint):
     from effdet_rt.data.voc import voc_to_coco
 
     images = tmp_path / "two"
@@ -158,31 +158,31 @@ def test_annotation_file_gives_coco_image_ids(bccd_root, tmp_path):
         shutil.copy(bccd_root / "JPEGImages" / image["file_name"], images / image["file_name"])
     (tmp_path / "gt.json").write_text(json.dumps(coco))
     out = tmp_path / "out"
-    assert run(["infer", "-m", str(tiny_checkpoint()), "-k", KEY, "-i", str(images), "-o", str(out),
+    assert run(["infer", "-m", str(tiny_checkpoint), "-k", KEY, "-i", str(images), "-o", str(out),
                 "-a", str(tmp_path / "gt.json"), "--min-score", "0.5"]) == 0
     assert set(detections_by_image(out)) == {coco["images"][0]["id"], coco["images"][1]["id"]}
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "file"])
-def test_bad_image_folder_is_one_error_line(tmp_path, capsys, case):
+def test_bad_image_folder_is_one_error_line(tmp_path, capsys, case, tiny_checkpoint):
     folder = tmp_path / "images"
     if case == "empty":
         folder.mkdir()
         (folder / "notes.txt").write_text("no images here")
     elif case == "file":
         folder.write_text("x")
-    code = run(["infer", "-m", str(tiny_checkpoint()), "-k", KEY, "-i", str(folder), "-o", str(tmp_path / "out")])
+    code = run(["infer", "-m", str(tiny_checkpoint), "-k", KEY, "-i", str(folder), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ") and str(folder) in err[0]
     assert not (tmp_path / "out").exists()
 
 
-def test_wrong_key_is_one_error_line(bccd_root, tmp_path, capsys):
+def test_wrong_key_is_one_error_line(bccd_root, tmp_path, capsys, tiny_checkpoint):
     images = tmp_path / "one"
     images.mkdir()
     shutil.copy(bccd_images(bccd_root, 1)[0], images)
-    code = run(["infer", "-m", str(tiny_checkpoint()), "-k", "wrong", "-i", str(images), "-o", str(tmp_path / "o")])
+    code = run(["infer", "-m", str(tiny_checkpoint), "-k", "wrong", "-i", str(images), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "wrong encryption key" in err[0]
     assert not (tmp_path / "o").exists()
@@ -195,7 +195,7 @@ def test_inference_alias_and_missing_model(tmp_path, capsys):
                                  "inference.checkpoint"]
 
 
-def test_spec_inference_fields_are_the_defaults(bccd_root, tmp_path):
+def test_spec_inference_fields_are_the_defaults(bccd_root, tmp_path, tiny_checkpoint):
     import yaml
 
     images = tmp_path / "imgs"
@@ -204,7 +204,7 @@ def test_spec_inference_fields_are_the_defaults(bccd_root, tmp_path):
         shutil.copy(path, images / path.name)
     (tmp_path / "labels.yaml").write_text("1: Platelets\n2: RBC\n3: WBC\n")
     spec = {"encryption_key": KEY, "inference": {
-        "checkpoint": str(tiny_checkpoint()), "image_dir": str(images), "output_dir": str(tmp_path / "out"),
+        "checkpoint": str(tiny_checkpoint), "image_dir": str(images), "output_dir": str(tmp_path / "out"),
         "dump_label": True, "min_score_thresh": 0.9, "label_map": str(tmp_path / "labels.yaml"), "batch_size": 2}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
     assert run(["inference", "-e", str(tmp_path / "spec.yaml")]) == 0
@@ -215,14 +215,14 @@ def test_spec_inference_fields_are_the_defaults(bccd_root, tmp_path):
     assert {name for name, _, _ in parsed} <= {"Platelets", "RBC", "WBC"} and parsed
 
 
-def test_image_missing_from_annotation_file_is_an_error_before_anything_runs(bccd_root, tmp_path, capsys):
+def test_image_missing_from_annotation_file_is_an_error_before_anything_runs(bccd_root, tmp_path, capsys, tiny_checkpoint):
     images = tmp_path / "imgs"
     images.mkdir()
     shutil.copy(bccd_images(bccd_root, 1)[0], images / "stranger.jpg")
     (tmp_path / "gt.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "other.jpg", "width": 640,
                                                               "height": 480}], "annotations": [],
                                                   "categories": [{"id": 1, "name": "RBC"}]}))
-    code = run(["infer", "-m", str(tiny_checkpoint()), "-k", KEY, "-i", str(images), "-o", str(tmp_path / "out"),
+    code = run(["infer", "-m", str(tiny_checkpoint), "-k", KEY, "-i", str(images), "-o", str(tmp_path / "out"),
                 "-a", str(tmp_path / "gt.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "stranger.jpg" in err[0] and "gt.json" in err[0]

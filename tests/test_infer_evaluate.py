@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from infer_support import KEY, tiny_checkpoint, write_val_set
 
 from effdet_rt.data.preprocess import read_image
 from effdet_rt.detections import Detections
 from effdet_rt.engines.runtime.base import Engine
+from tests.support.infer import KEY, write_val_set
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +17,10 @@ def val_set(bccd_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def engine():
+def engine(tiny_checkpoint):
     from effdet_rt.engines import load
 
-    return load(tiny_checkpoint(), key=KEY)
+    return load(tiny_checkpoint, key=KEY)
 
 
 class GroundTruthEngine(Engine):
@@ -84,7 +84,8 @@ def test_evaluate_engine_equals_evaluate_coco_on_direct_detections(engine, val_s
 
 def write_eval_spec(folder, records, gt_json, **evaluate) -> str:
     import yaml
-    from infer_support import TINY_SPEC
+
+    from tests.support.infer import TINY_SPEC
 
     spec = {**TINY_SPEC, "dataset": {**TINY_SPEC["dataset"], "val_tfrecords": [str(records)],
                                      "val_json_file": str(gt_json)},
@@ -94,7 +95,7 @@ def write_eval_spec(folder, records, gt_json, **evaluate) -> str:
     return str(path)
 
 
-def test_evaluate_command_with_model_matches_library(engine, val_set, tmp_path, capsys):
+def test_evaluate_command_with_model_matches_library(engine, val_set, tmp_path, capsys, tiny_checkpoint):
     import json
 
     from effdet_rt.cli.main import run
@@ -102,7 +103,7 @@ def test_evaluate_command_with_model_matches_library(engine, val_set, tmp_path, 
 
     records, gt_json, _ = val_set
     spec = write_eval_spec(tmp_path, records, gt_json, num_samples=3, batch_size=2)
-    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint()), "-k", KEY]) == 0
+    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint), "-k", KEY]) == 0
     out = capsys.readouterr().out
     assert "AP50" in out and "ARmax100" in out and "tiny.edrt" in out
     written = json.loads((tmp_path / "results" / "eval_results.json").read_text())
@@ -112,15 +113,15 @@ def test_evaluate_command_with_model_matches_library(engine, val_set, tmp_path, 
     assert (tmp_path / "results" / "pr_curve.png").stat().st_size > 1000
 
 
-def test_evaluate_command_model_errors(val_set, tmp_path, capsys):
+def test_evaluate_command_model_errors(val_set, tmp_path, capsys, tiny_checkpoint):
     from effdet_rt.cli.main import run
 
     records, gt_json, _ = val_set
     spec = write_eval_spec(tmp_path, records, tmp_path / "nope.json")
-    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint()), "-k", KEY]) == 2
+    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint), "-k", KEY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.json" in err[0] and err[0].startswith("error: ")
     spec = write_eval_spec(tmp_path, records, gt_json)
-    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint()), "-k", "bad key"]) == 2
+    assert run(["evaluate", "-e", spec, "-m", str(tiny_checkpoint), "-k", "bad key"]) == 2
     assert "wrong encryption key" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()

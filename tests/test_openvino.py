@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from infer_support import KEY, bccd_images, tiny_checkpoint, write_val_set
 
 from effdet_rt.cli.main import run
 from effdet_rt.detections import Detections
 from effdet_rt.export.verify import match_detections
+from tests.support.infer import KEY, bccd_images, write_val_set
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install 'effdet-rt[openvino]')")
 
@@ -21,10 +21,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def exported_onnx(tmp_path_factory):
+def exported_onnx(tmp_path_factory, tiny_checkpoint):
     """The tiny checkpoint exported with --nms onnx and a dynamic batch (the ONNX Runtime reference reads it too)."""
     out = tmp_path_factory.mktemp("ov_export") / "tiny.onnx"
-    assert run(["export", "-m", str(tiny_checkpoint()), "-o", str(out), "-k", KEY, "--nms", "onnx",
+    assert run(["export", "-m", str(tiny_checkpoint), "-o", str(out), "-k", KEY, "--nms", "onnx",
                 "--min-score", "0.05"]) == 0
     return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from tests.infer_support import hand_graph_session
+from tests.support.infer import hand_graph_session
 
 CONV = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from effdet_rt.cli.main import run
-from tests.data_support import bccd_val_head, steps_run_eagerly
-from tests.infer_support import KEY, tiny_checkpoint, tiny_model
+from tests.support.data import bccd_val_head, steps_run_eagerly
+from tests.support.infer import KEY
 
 pytestmark = pytest.mark.slow
 THRESHOLD = 0.85  # on the tiny random D0 this drops about 40% of the parameters
@@ -19,14 +19,14 @@ PRUNE_ARGS = ["-pth", str(THRESHOLD), "-pg", "8", "-nf", "8", "-eq", "union", "-
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory) -> dict:
+def pruned(tmp_path_factory, tiny_checkpoint) -> dict:
     out = tmp_path_factory.mktemp("pruned")
-    assert run(["prune", "-m", str(tiny_checkpoint()), "-o", str(out), "-k", KEY, *PRUNE_ARGS]) == 0
+    assert run(["prune", "-m", str(tiny_checkpoint), "-o", str(out), "-k", KEY, *PRUNE_ARGS]) == 0
     path = out / f"model_th={THRESHOLD}_eq=union.edrt"
     return {"path": path, "out": out}
 
 
-def test_prune_writes_the_tao_named_checkpoint_and_status(pruned):
+def test_prune_writes_the_tao_named_checkpoint_and_status(pruned, tiny_model):
     from effdet_rt.checkpoint import load_checkpoint
     from effdet_rt.model.pruned import FILTERS_KEY
     from effdet_rt.prune.pruner import trainable_parameters
@@ -37,7 +37,7 @@ def test_prune_writes_the_tao_named_checkpoint_and_status(pruned):
     status = json.loads((pruned["out"] / "status.json").read_text().splitlines()[-1])
     kpi = status["kpi"]
     assert status["status"] == "SUCCESS"
-    assert kpi["param_count_before"] == trainable_parameters(tiny_model()) == 3_829_172
+    assert kpi["param_count_before"] == trainable_parameters(tiny_model) == 3_829_172
     assert kpi["size_bytes"] == pruned["path"].stat().st_size
     assert kpi["pruning_ratio"] == pytest.approx(kpi["param_count_after"] / kpi["param_count_before"], abs=1e-6)
     assert 0.4 < kpi["pruning_ratio"] < 0.8
@@ -78,9 +78,9 @@ def test_pruned_checkpoint_round_trips(pruned):
     (["-el", "no_such_layer"], "excluded layer 'no_such_layer'"),
     (["-k", "wrong key"], "wrong encryption key"),
 ])
-def test_bad_input_is_one_error_and_writes_nothing(args, words, tmp_path, capsys):
+def test_bad_input_is_one_error_and_writes_nothing(args, words, tmp_path, capsys, tiny_checkpoint):
     out = tmp_path / "out"
-    argv = ["prune", "-m", str(tiny_checkpoint()), "-o", str(out), *(["-k", KEY] if "-k" not in args else []), *args]
+    argv = ["prune", "-m", str(tiny_checkpoint), "-o", str(out), *(["-k", KEY] if "-k" not in args else []), *args]
     assert run(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and words in err[0]
@@ -99,12 +99,12 @@ def test_a_checkpoint_that_is_not_a_detector_is_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_spec_prune_fields_are_the_defaults(tmp_path):
+def test_spec_prune_fields_are_the_defaults(tmp_path, tiny_checkpoint):
     """prune.* from the spec (here as overrides): checkpoint, output_path, threshold, criterion, excluded layers."""
     from effdet_rt.checkpoint import read_metadata
 
     out = tmp_path / "from_spec"
-    overrides = [f"prune.checkpoint={tiny_checkpoint()}", f"prune.output_path={out}", "prune.threshold=0.9",
+    overrides = [f"prune.checkpoint={tiny_checkpoint}", f"prune.output_path={out}", "prune.threshold=0.9",
                  "prune.equalization_criterion=intersection", "prune.granularity=16", "prune.min_num_filters=16",
                  "prune.normalizer=L2", "prune.excluded_layers=[stem_conv]"]
     assert run(["prune", "-k", KEY, *overrides]) == 0
@@ -162,7 +162,7 @@ def test_retrained_pruned_model_exports_and_builds(retrained, bccd_root):
     from effdet_rt.export.verify import match_detections
     from effdet_rt.export.workflow import export_options_from_spec
     from effdet_rt.spec import load_spec
-    from tests.infer_support import bccd_images
+    from tests.support.infer import bccd_images
 
     ckpt, root = retrained["checkpoint"], retrained["root"]
     exported = root / "pruned_onnx.onnx"

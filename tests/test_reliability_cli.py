@@ -11,11 +11,11 @@ from pathlib import Path
 
 import onnx
 import pytest
-from trt_fakes import tiny_onnx
 
 from effdet_rt.cli.main import run
 from effdet_rt.cli.stderr_filter import is_startup_noise
 from effdet_rt.data.tfrecord import frame_problem, frame_record
+from tests.support.fake_tensorrt import tiny_onnx
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
@@ -161,7 +161,7 @@ def test_damaged_tfrecord_met_during_training_names_the_file(bccd_root, tmp_path
     """The up-front check reads only the first records; damage further on surfaces inside tf.data during training
     and must still end as one error naming the file, not a DataLossError stack trace."""
     from effdet_rt.data import pipeline
-    from tests.data_support import bccd_val_head, steps_run_eagerly
+    from tests.support.data import bccd_val_head, steps_run_eagerly
 
     good = bccd_val_head(bccd_root, tmp_path / "records", 4)
     data = good.read_bytes()

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from trt_fakes import fake_tensorrt, tiny_onnx
 
 from effdet_rt.calib import tensorrt as trt_calibrator
 from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
 from effdet_rt.errors import ModelFileError, SpecError, UserError
+from tests.support.fake_tensorrt import fake_tensorrt, tiny_onnx
 
 GIB = 1 << 30
 

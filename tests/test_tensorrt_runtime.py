@@ -61,9 +61,8 @@ def test_gpu_engine_runs(tmp_path):
     ok, text = tensorrt_status()
     if not ok:
         pytest.skip(text)
-    from trt_fakes import tiny_onnx
-
     from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
+    from tests.support.fake_tensorrt import tiny_onnx
 
     onnx_path = tiny_onnx(tmp_path / "tiny.onnx", batch="N", size=16)
     plan = build_tensorrt_engine(onnx_path, tmp_path / "tiny.plan", precision="fp32", workspace_gb=1, min_batch=1,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.data_support import bccd_val_head, steps_run_eagerly
+from tests.support.data import bccd_val_head, steps_run_eagerly
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 

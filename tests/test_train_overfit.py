@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data_support import bccd_val_head
+from tests.support.data import bccd_val_head
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 

@@ -2,7 +2,7 @@
 evaluation during training (AP in status.json and TensorBoard equals `effdet-rt evaluate` on the same checkpoint),
 and dataset.augmentation.auto_color_distortion.
 
-One short CLI run covers the first five: it starts from the tiny test checkpoint (tests/infer_support.py, whose
+One short CLI run covers the first five: it starts from the tiny test checkpoint (tests/support/infer.py, whose
 sharpened random head gives 100 boxes per image, so recall is not zero and equal metrics mean something)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from effdet_rt.cli.main import run
-from tests.data_support import convert_bccd_val, steps_run_eagerly, write_first_records
-from tests.infer_support import KEY, TINY_SPEC, tiny_checkpoint
+from tests.support.data import convert_bccd_val, steps_run_eagerly, write_first_records
+from tests.support.infer import KEY, TINY_SPEC
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
@@ -24,7 +24,7 @@ L1 = 1e-6
 
 
 @pytest.fixture(scope="module")
-def val_records(bccd_root, tmp_path_factory) -> Path:
+def val_records(bccd_root, tmp_path_factory, tiny_checkpoint) -> Path:
     """BCCD val converted, its first 4 records, and ``model_gt.json``: those 4 images with the tiny checkpoint's
     own 30 best boxes as ground truth (the random network finds no blood cell; its own boxes it nearly does)."""
     from effdet_rt.data.preprocess import read_image
@@ -37,7 +37,7 @@ def val_records(bccd_root, tmp_path_factory) -> Path:
     ids = [int(r["image/source_id"]) for r in read_tfrecords(head)]
     images = [next(i for i in full["images"] if i["id"] == image_id) for image_id in ids]
     files = [bccd_root / "JPEGImages" / i["file_name"] for i in images]
-    detections = load(tiny_checkpoint(), key=KEY).infer([read_image(f) for f in files])
+    detections = load(tiny_checkpoint, key=KEY).infer([read_image(f) for f in files])
     annotations = []
     for n, image in enumerate(images):
         for box, category in zip(detections.boxes[n][:30], detections.classes[n][:30], strict=True):
@@ -66,7 +66,7 @@ def scalar(value) -> float:
 
 
 @pytest.fixture(scope="module")
-def short_run(val_records, tmp_path_factory):
+def short_run(val_records, tmp_path_factory, tiny_checkpoint):
     folder = tmp_path_factory.mktemp("short_run")
     spec = {
         **TINY_SPEC,
@@ -75,7 +75,7 @@ def short_run(val_records, tmp_path_factory):
                     "val_json_file": str(val_records / "model_gt.json"),
                     "augmentation": {"auto_color_distortion": True}},
         "train": {"batch_size": 4, "num_examples_per_epoch": 4, "num_epochs": 3, "checkpoint_interval": 1,
-                  "pruned_model_path": str(tiny_checkpoint()), "l1_weight_decay": L1, "l2_weight_decay": 0.0,
+                  "pruned_model_path": str(tiny_checkpoint), "l1_weight_decay": L1, "l2_weight_decay": 0.0,
                   "image_preview": True, "moving_average_decay": 0.5,
                   "lr_schedule": {"learning_rate": 1e-4, "warmup_epoch": 1}},
         "evaluate": {**TINY_SPEC["evaluate"], "num_samples": 4, "batch_size": 2, "start_eval_epoch": 1},
@@ -99,13 +99,13 @@ def test_max_seconds_stops_after_the_first_epoch_with_a_checkpoint(short_run):
 
 
 @pytest.mark.slow
-def test_pruned_model_weights_are_loaded_and_l1_decay_is_their_absolute_sum(short_run):
+def test_pruned_model_weights_are_loaded_and_l1_decay_is_their_absolute_sum(short_run, tiny_checkpoint):
     """The regularisation of step 1 is computed on the weights training started from: with l2 = 0 it is
     l1 * sum |kernel| over the pruned model's kernels, which holds only if those weights were loaded exactly."""
     from effdet_rt.checkpoint import load_checkpoint
 
     _, results = short_run
-    start = load_checkpoint(tiny_checkpoint(), KEY).weights
+    start = load_checkpoint(tiny_checkpoint, KEY).weights
     kernels = [w for name, w in start.items() if "kernel" in name]
     assert len(kernels) > 100
     want = L1 * sum(float(np.abs(k.astype(np.float64)).sum()) for k in kernels)

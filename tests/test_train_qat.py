@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from effdet_rt.cli.main import run
-from tests.data_support import bccd_val_head, steps_run_eagerly
+from tests.support.data import bccd_val_head, steps_run_eagerly
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
@@ -31,17 +31,17 @@ def record_images(records: Path) -> list[np.ndarray]:
             for raw in tf.data.TFRecordDataset(str(records))]
 
 
-def float_weights_for(images: list[np.ndarray]) -> dict:
+def float_weights_for(images: list[np.ndarray], tiny_model) -> dict:
     """The shared tiny D0 with its BatchNorm statistics taken from these images: inference-mode activations then
     equal training-mode ones, so the ranges QAT learns in training fit inference and the heads keep their signal."""
     from effdet_rt.checkpoint import assign_weights, model_weights
     from effdet_rt.data.preprocess import preprocess_image
     from effdet_rt.export.heads import raw_heads_model
     from effdet_rt.model.factory import build_model_from_spec
-    from tests.infer_support import calibrate_batch_norms, tiny_model, tiny_spec
+    from tests.support.infer import calibrate_batch_norms, tiny_spec
 
     model = build_model_from_spec(tiny_spec())
-    assign_weights(model, model_weights(tiny_model()))
+    assign_weights(model, model_weights(tiny_model))
     batch = np.stack([preprocess_image(image, (128, 128))[0] for image in images])
     calibrate_batch_norms(model, batch)
     weights = model_weights(model)
@@ -98,7 +98,7 @@ def test_fake_quant_rounds_to_255_symmetric_levels():
 
 
 @pytest.fixture(scope="module")
-def qat_run(records, tmp_path_factory):
+def qat_run(records, tmp_path_factory, tiny_model):
     """A float tiny D0 whose outputs depend on the image, saved as a pretrained checkpoint, then a 2-step QAT run
     that starts from it (TAO's flow)."""
     from effdet_rt.checkpoint import save_checkpoint
@@ -107,7 +107,7 @@ def qat_run(records, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("qat_run")
     float_spec = load_spec(None, qat_overrides(records, "train.qat=false"))
-    float_weights = float_weights_for(record_images(records))
+    float_weights = float_weights_for(record_images(records), tiny_model)
     pretrained = save_checkpoint(root / "float.edrt", float_weights, key=KEY, spec_yaml=spec_to_yaml(float_spec),
                                  metadata={"step": 0})
     messages: list[str] = []

@@ -13,7 +13,7 @@ from effdet_rt.checkpoint import load_checkpoint
 from effdet_rt.cli.main import run
 from effdet_rt.errors import UserError
 from effdet_rt.spec.loader import load_spec
-from tests.data_support import convert_bccd_val, steps_run_eagerly, write_first_records
+from tests.support.data import convert_bccd_val, steps_run_eagerly, write_first_records
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
@@ -109,7 +109,7 @@ def test_nan_loss_names_the_step(bccd_records, tmp_path, capsys, spec_file):
     assert kept == [f"efficientdet-d0_{e:03d}.edrt" for e in range(1, (step - 1) // 2 + 1)]
 
 
-# Eager steps (see tests/data_support.steps_run_eagerly): tracing the two-replica step alone took 90 s.
+# Eager steps (see tests/support/data.steps_run_eagerly): tracing the two-replica step alone took 90 s.
 MIRROR_SCRIPT = """
 import json, sys
 from effdet_rt.trainer.distribute import configure_logical_cpus

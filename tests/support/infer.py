@@ -1,11 +1,8 @@
-"""Shared helpers for the inference / checkpoint-engine tests: one tiny D0 checkpoint per test session."""
+"""The tiny detector the inference, export and engine tests share (built once per session by the ``tiny_model``
+and ``tiny_checkpoint`` fixtures in tests/conftest.py), and helpers that make their inputs."""
 
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +25,7 @@ def tiny_spec():
     return validate_spec(TINY_SPEC, "tiny")
 
 
-@functools.lru_cache(maxsize=1)
-def tiny_model():
+def build_tiny_model():
     """A D0 (3 classes, 128x128) with fixed random weights and a sharpened class head."""
     import tf_keras as keras
 
@@ -61,17 +57,14 @@ def calibrate_batch_norms(model, batch: np.ndarray) -> None:
         layer.momentum = momentum
 
 
-@functools.lru_cache(maxsize=1)
-def tiny_checkpoint() -> Path:
-    """The tiny model saved as an encrypted .edrt (with its spec) in a per-session temp folder."""
+def save_tiny_checkpoint(model, folder: Path) -> Path:
+    """``model`` saved as an encrypted .edrt with the tiny spec (a cheap key cost: the tests open it often)."""
     from effdet_rt.checkpoint import model_weights, save_checkpoint
     from effdet_rt.checkpoint.keys import ScryptCost
 
-    folder = Path(tempfile.mkdtemp(prefix="effdet-infer-test-"))
-    atexit.register(shutil.rmtree, folder, True)
     return save_checkpoint(
         folder / "tiny.edrt",
-        model_weights(tiny_model()),
+        model_weights(model),
         key=KEY,
         spec_yaml=yaml.safe_dump(TINY_SPEC),
         metadata={"epoch": 1},
