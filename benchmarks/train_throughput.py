@@ -3,6 +3,10 @@
 Each configuration runs in its own process (peak RSS is per process). Usage:
     python benchmarks/train_throughput.py --records DIR [--steps 6] [--bccd-seconds 120]
     python benchmarks/train_throughput.py --records DIR --compare [--rounds 8]
+    python benchmarks/train_throughput.py --records DIR --multi-worker [--steps 6]
+--multi-worker times 256x256 at global batch 4 in one process (batch 4) and in two worker processes on 127.0.0.1
+joined by TF_CONFIG (MultiWorkerMirroredStrategy, batch 2 each); on one machine it shows the cost of the
+collectives, not a speed-up.
 --compare times the stock swish gradient against train.xla_swish_gradient in ONE process, alternating steps on
 the same batches from the same initial weights (the machine is shared, so only the ratio is meaningful), and
 checks that both give the same losses; it also times anchor labelling with and without padding boxes.
@@ -42,15 +46,17 @@ def base_overrides(records: Path, size: int, batch: int) -> list[str]:
     ]
 
 
-def measure_one(records: Path, size: int, batch: int, steps: int) -> dict:
-    """Runs inside the child process: time `steps` steps after the first (compiling) epoch."""
+def measure_one(records: Path, size: int, batch: int, steps: int, replicas: int = 1) -> dict:
+    """Runs inside the child process: time `steps` steps after the first (compiling) epoch.
+
+    ``replicas``: the replicas of a TF_CONFIG cluster (global batch = batch x replicas)."""
     from effdet_rt.spec.loader import load_spec
     from effdet_rt.trainer.loop import train
 
     epoch_times: list[float] = []
     marks = {"start": time.monotonic()}
     spec = load_spec(None, base_overrides(records, size, batch) + [
-        f"train.num_examples_per_epoch={steps * batch}", "train.num_epochs=2", "train.checkpoint_interval=100",
+        f"train.num_examples_per_epoch={steps * batch * replicas}", "train.num_epochs=2", "train.checkpoint_interval=100",
         "train.lr_schedule.warmup_epoch=1",
     ])
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,8 +72,8 @@ def measure_one(records: Path, size: int, batch: int, steps: int) -> dict:
         train(spec, tmp, None, log=lambda message: None)
     second_epoch = epoch_times[-1] - epoch_times[-2]
     return {
-        "input": size, "batch": batch, "steps_timed": steps,
-        "images_per_s": round(steps * batch / second_epoch, 3),
+        "input": size, "batch": batch, "replicas": replicas, "steps_timed": steps,
+        "images_per_s": round(steps * batch * replicas / second_epoch, 3),
         "s_per_step": round(second_epoch / steps, 3),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2),
         "compile_and_first_epoch_s": round(epoch_times[-2] - marks["start"], 1),
@@ -186,7 +192,7 @@ def child(argv: list[str]) -> None:
     elif kind == "labelling":
         result = compare_labelling(int(argv[2]))
     else:
-        result = measure_one(records, int(argv[2]), int(argv[3]), int(argv[4]))
+        result = measure_one(records, int(argv[2]), int(argv[3]), int(argv[4]), *(int(a) for a in argv[5:6]))
     print("RESULT" + json.dumps(result), flush=True)
 
 
@@ -212,8 +218,12 @@ def main() -> None:
     parser.add_argument("--bccd-seconds", type=float, default=120.0)
     parser.add_argument("--compare", action="store_true", help="stock vs xla_swish_gradient, alternating in one process")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--multi-worker", action="store_true", help="one process vs two TF_CONFIG workers")
     args = parser.parse_args()
-    update = compare_sections(args.records, args.rounds) if args.compare else throughput_sections(args)
+    if args.multi_worker:
+        update = multi_worker_sections(args.records, args.steps)
+    else:
+        update = compare_sections(args.records, args.rounds) if args.compare else throughput_sections(args)
     report = {**previous_report(), "machine": MACHINE, "reference": REFERENCE, **update}
     RESULTS.mkdir(exist_ok=True)
     atomic_text(RESULTS / "train_throughput.json", json.dumps(report, indent=1))
@@ -236,6 +246,35 @@ def throughput_sections(args: argparse.Namespace) -> dict:
     bccd = spawn(["bccd", str(args.records), str(args.bccd_seconds)])
     print(bccd, flush=True)
     return {"throughput": rows, "bccd": bccd}
+
+
+def multi_worker_sections(records: Path, steps: int, size: int = 256, per_replica: int = 2) -> dict:
+    """The same global batch in one process and in two worker processes (MultiWorkerMirroredStrategy)."""
+    import socket
+
+    one = spawn(["speed", str(records), str(size), str(per_replica * 2), str(steps)])
+    print(one, flush=True)
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    env = {**os.environ, "EFFDET_NO_PROGRESS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    processes = []
+    for index in range(2):
+        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        args = ["speed", str(records), str(size), str(per_replica), str(steps), "2"]
+        processes.append(subprocess.Popen([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True, env={**env, "TF_CONFIG": config}))
+    outputs = [p.communicate() for p in processes]
+    results = []
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        ok = process.returncode == 0 and "RESULT" in out
+        results.append(json.loads(out.split("RESULT")[-1]) if ok else {"error": err.strip().splitlines()[-1:]})
+    two = {**results[0], "workers": 2, "peak_rss_gb_per_worker": [r.get("peak_rss_gb") for r in results]}
+    print(two, flush=True)
+    return {"multi_worker": [{**one, "workers": 1}, two]}
 
 
 def compare_sections(records: Path, rounds: int) -> dict:
@@ -278,6 +317,18 @@ def markdown(report: dict) -> list[str]:
                   "all 100 columns (the old cost):", ""]
         lines += [f"- {r.get('anchors')} anchors: {r.get('padded_ms')} ms vs {r.get('all_real_ms')} ms"
                   for r in report["labelling"]]
+    if report.get("multi_worker"):
+        lines += ["", "## One process vs two TF_CONFIG workers (`--multi-worker`)", "",
+                  "Global batch 4 at 256x256: one process with batch 4, and two worker processes on 127.0.0.1 "
+                  "(MultiWorkerMirroredStrategy, batch 2 each, collectives over gRPC) sharing this machine's CPUs. "
+                  "The point is correctness (tests/test_train_multiworker.py: the same weights as one process); "
+                  "on one machine the workers only add the all-reduce and synchronised-BatchNorm traffic.", "",
+                  "| workers | batch per replica | global batch | images/s | s/step | peak RSS GB (per process) | "
+                  "first epoch incl. tracing s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r.get('workers')} | {r.get('batch')} | {(r.get('batch') or 0) * (r.get('replicas') or 1)} | "
+                  f"{r.get('images_per_s')} | {r.get('s_per_step')} | "
+                  f"{r.get('peak_rss_gb_per_worker') or r.get('peak_rss_gb')} | {r.get('compile_and_first_epoch_s')} |"
+                  for r in report["multi_worker"]]
     if report.get("xla_whole_step"):
         lines += ["", f"XLA on the whole train step: {report['xla_whole_step']}"]
     return lines + ["", report["reference"]]

@@ -256,10 +256,13 @@ def train_dataset(
     loader: Any,
     start_example: int = 0,
     repeat: bool = True,
+    rows: tuple[int, int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images (B, H, W, 3) float32 0..255, targets dict); deterministic for a given seed.
 
     ``start_example`` skips that many examples (before decoding) so a resumed run continues where it stopped.
+    ``rows = (period, first, stop)`` keeps only the examples at positions first..stop-1 of every ``period`` (before
+    decoding): with period = the global batch, one worker's rows of each global batch (multi-worker training).
     """
     files = shuffled_files(files, loader, opts.seed)
     records = tf.data.Dataset.from_tensor_slices(files)
@@ -273,6 +276,9 @@ def train_dataset(
     if repeat:
         records = records.repeat()
     indexed = records.enumerate().skip(start_example)
+    if rows is not None:
+        period, first, stop = rows
+        indexed = indexed.filter(lambda index, _record: (index % period >= first) & (index % period < stop))
 
     def prepare(index, record):
         example = transform_example(decode_example(record, opts), index, opts)

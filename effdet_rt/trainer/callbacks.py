@@ -39,11 +39,17 @@ def write_images(name: str, images: tf.Tensor, step: int) -> None:
 
 
 class TrainingLog:
-    """status.json lines (TAO fields) and TensorBoard scalars/images in results_dir/tensorboard."""
+    """status.json lines (TAO fields) and TensorBoard scalars/images in results_dir/tensorboard.
 
-    def __init__(self, results_dir: Path, echo: Callable[[str], None]):
+    ``results_dir=None`` (a multi-worker task other than the chief) writes no file and only echoes messages.
+    """
+
+    def __init__(self, results_dir: Path | None, echo: Callable[[str], None]):
         self.status = StatusLogger(results_dir)
-        self.writer = tf.summary.create_file_writer(str(results_dir / "tensorboard"))
+        if results_dir is None:
+            self.writer = tf.summary.create_noop_writer()
+        else:
+            self.writer = tf.summary.create_file_writer(str(results_dir / "tensorboard"))
         self.echo = echo
 
     def message(self, text: str, status: str = "RUNNING") -> None:

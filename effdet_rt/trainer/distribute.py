@@ -1,4 +1,4 @@
-"""Pick the tf.distribute strategy from the spec's num_gpus / gpu_ids.
+"""Pick the tf.distribute strategy: MultiWorkerMirroredStrategy for a TF_CONFIG cluster, else from num_gpus / gpu_ids.
 
 On GPUs: MirroredStrategy over the chosen ids when num_gpus > 1. Without GPUs: MirroredStrategy over logical CPU
 devices when enough were configured (how the tests prove multi-replica training), else the default strategy.
@@ -9,11 +9,12 @@ as on one device.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 import tf_keras as keras
 
-from effdet_rt.errors import SpecError
+from effdet_rt.errors import SpecError, UserError
 
 
 def select_strategy(num_gpus: int, gpu_ids: list[int], log: Callable[[str], None] = print) -> tf.distribute.Strategy:
@@ -60,3 +61,22 @@ def configure_logical_cpus(count: int) -> None:
     """Split the CPU into ``count`` logical devices (must run before TensorFlow initialises its devices)."""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def multi_worker_strategy(cluster: Any, log: Callable[[str], None] = print) -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy for the TF_CONFIG cluster (trainer.cluster.Cluster); call before any other TF op.
+
+    The strategy reads TF_CONFIG itself, starts this task's gRPC server and waits for every task to join. Each worker
+    trains on the devices it sees (all its GPUs, or the CPU): pick them with CUDA_VISIBLE_DEVICES. A dead or
+    unreachable peer is found by the coordination service's heartbeats, which abort the collectives in flight with
+    an UnavailableError (trainer.loop turns it into one line naming the worker); so there is no per-collective
+    timeout, which would also fire while the chief alone evaluates or writes a checkpoint.
+    """
+    log(f"TF_CONFIG: {cluster.name()}, one of {cluster.num_workers} workers; waiting for all of them to join")
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
+        raise UserError(f"TF_CONFIG: cannot start {cluster.name()} ({str(exc).splitlines()[0]}); check that the "
+                        "address is this machine's and its port is free") from None
+    log(f"all {cluster.num_workers} workers joined: {strategy.num_replicas_in_sync} replica(s) in sync")
+    return strategy

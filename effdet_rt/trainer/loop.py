@@ -154,16 +154,28 @@ def train(
     """
 
     log = log or print
+    from effdet_rt.trainer.cluster import read_tf_config
+
+    # TF_CONFIG naming several workers: MultiWorkerMirroredStrategy, created before any other TensorFlow op.
+    cluster = read_tf_config()
+    if cluster is not None and strategy is None:
+        from effdet_rt.trainer.distribute import multi_worker_strategy
+
+        strategy = multi_worker_strategy(cluster, log)
     # A glob that matches nothing (the usual first mistake) fails before the results dir is made.
     resolve_tfrecords(list(spec.dataset.train_tfrecords), "dataset.train_tfrecords")
     target = Path(results_dir or spec.results_dir)
-    created = first_missing_folder(target)
-    results = prepare_results_dir(target)
-    remove_interrupted_writes(results, log)
+    writes = cluster is None or cluster.is_chief
+    created = first_missing_folder(target) if writes else None
+    # Only the chief writes into the results dir; the other workers read the chief's checkpoints from it to resume
+    # (on several machines it must be a shared filesystem).
+    results = prepare_results_dir(target) if writes else target
+    if writes:
+        remove_interrupted_writes(results, log)
     key = resolve_key(key, spec.encryption_key)
     check_qat(spec, log)
     try:
-        trainer = _Trainer(spec, results, key, log, strategy)
+        trainer = _Trainer(spec, results, key, log, strategy, cluster)
     except UserError:
         if created is not None:
             remove_setup_leftovers(created)
@@ -202,7 +214,8 @@ def remove_setup_leftovers(created: Path) -> None:
 
 
 class _Trainer:
-    def __init__(self, spec: Any, results: Path, key: str, log: Callable[[str], None], strategy: Any):
+    def __init__(self, spec: Any, results: Path, key: str, log: Callable[[str], None], strategy: Any,
+                 cluster: Any = None):
         import tensorflow as tf
         import tf_keras as keras
 
@@ -211,6 +224,8 @@ class _Trainer:
         from effdet_rt.trainer.distribute import select_strategy
 
         self.spec, self.results, self.key, self.echo = spec, results, key, log
+        self.cluster = cluster  # trainer.cluster.Cluster for multi-worker training, else None
+        self.writes = cluster is None or cluster.is_chief
         keras.utils.set_random_seed(spec.train.random_seed)
         self.strategy = strategy or select_strategy(spec.num_gpus, list(spec.gpu_ids), log)
         self.plan = plan_run(spec, self.strategy.num_replicas_in_sync)
@@ -219,7 +234,7 @@ class _Trainer:
         self.files = resolve_tfrecords(list(spec.dataset.train_tfrecords))
         check_records(self.files, self.setup.num_classes, self.plan.global_batch)
         self.options = options_from_spec(spec, self.setup.num_classes)
-        self.log = TrainingLog(results, log)
+        self.log = TrainingLog(results if self.writes else None, log)
         self.amp = use_mixed_precision(spec, log)
         self.history = History()
         self.last_checkpoint: Path | None = None
@@ -273,14 +288,60 @@ class _Trainer:
         self.log.message(f"resuming from {newest.name} (epoch {metadata.get('epoch')}, step {step})")
         return step
 
+    def check_same_start(self, step: int) -> None:
+        """Multi-worker: every worker must resume from the same step, or their collectives would not pair up."""
+        tf = self.tf
+
+        def count_sum_and_squares():  # all equal <=> count * sum of squares == sum ** 2, the same on every worker
+            context = tf.distribute.get_replica_context()
+            value = tf.constant([1.0, float(step), float(step) ** 2], tf.float64)
+            return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+        result = self.strategy.experimental_local_results(self.strategy.run(count_sum_and_squares))[0].numpy()
+        count, total, squares = (float(v) for v in result)
+        if abs(count * squares - total * total) > 0.5:
+            raise UserError(
+                f"the workers would resume from different steps ({self.cluster.name()} from step {step}, the mean is "
+                f"{total / count:g}): each must see the chief's checkpoints, so on several machines the results dir "
+                f"{self.results} must be one shared filesystem"
+            )
+
     def dataset(self, start_step: int):
         from effdet_rt.data.pipeline import train_dataset
 
+        if self.cluster is not None:
+            return self.worker_dataset(start_step)
         data = train_dataset(
             self.files, self.options, self.setup.anchors(), self.plan.global_batch, self.spec.dataset.loader,
             start_example=start_step * self.plan.global_batch,
         )
         return self.strategy.experimental_distribute_dataset(data)
+
+    def worker_dataset(self, start_step: int):
+        """Multi-worker input: this worker's rows of the very batches one process would read.
+
+        Every worker builds the same example stream (same files, shuffle seed and per-example augmentation seeds)
+        and keeps, before decoding, its rows of each global batch: worker w with L local replicas takes rows
+        w*L*B .. (w+1)*L*B - 1 of every global batch of G = B x replicas examples, batched by B, and its local replicas
+        take those batches in turn. Global replica r (= w*L + local index) so gets rows r*B .. (r+1)*B - 1, exactly
+        the slice MirroredStrategy gives replica r of a one-process global batch; with the all-reduced loss
+        normaliser, gradients and synchronised BatchNorm, the step equals one process's with the same global batch.
+        (tf.data's auto-sharding by FILE would give each worker other examples; sharding by DATA would decode every
+        example on every worker.)
+        """
+        from effdet_rt.data.pipeline import train_dataset
+
+        tf, plan, per_replica = self.tf, self.plan, self.spec.train.batch_size
+
+        def make(context: tf.distribute.InputContext):
+            local = plan.replicas // context.num_input_pipelines
+            first = context.input_pipeline_id * local * per_replica
+            return train_dataset(
+                self.files, self.options, self.setup.anchors(), per_replica, self.spec.dataset.loader,
+                start_example=start_step * plan.global_batch, rows=(plan.global_batch, first, first + local * per_replica),
+            )
+
+        return self.strategy.distribute_datasets_from_function(make)
 
     def step_function(self):
         tf = self.tf
@@ -328,6 +389,8 @@ class _Trainer:
     def run(self, max_seconds: float | None) -> Path:
         self.build()
         step = self.start_step()
+        if self.cluster is not None:
+            self.check_same_start(step)
         plan = self.plan
         if step >= plan.total_steps and self.last_checkpoint is not None:
             self.log.message(f"training already finished ({self.last_checkpoint.name}); nothing to do", "SUCCESS")
@@ -354,8 +417,17 @@ class _Trainer:
         except self.tf.errors.DataLossError as exc:
 
             raise damaged_record_error(self.files, "dataset.train_tfrecords", exc.message) from exc
+        except (self.tf.errors.UnavailableError, self.tf.errors.DeadlineExceededError, self.tf.errors.AbortedError,
+                self.tf.errors.CancelledError) as exc:
+            if self.cluster is None:
+                raise
+            from effdet_rt.trainer.cluster import lost_worker_error
+
+            raise lost_worker_error(self.cluster, exc.message, str(self.results)) from None
         except KeyboardInterrupt:
             done = int(self.parts.optimizer.iterations.numpy())
+            if not self.writes:
+                raise TrainingInterrupted(f"training interrupted at step {done}; the chief keeps the checkpoints") from None
             path = self.save(done // plan.steps_per_epoch, done)
             self.log.message(f"interrupted at step {done}; saved {path.name}", "INTERRUPTED")
             raise TrainingInterrupted(f"training interrupted at step {done}; saved {path}; run train again to resume") from None
@@ -369,7 +441,7 @@ class _Trainer:
         first = True
         while step < end:
             batch = next(batches)
-            if first and self.spec.train.image_preview:
+            if first and self.spec.train.image_preview and self.writes:
                 images, targets = (self.strategy.experimental_local_results(part)[0] for part in batch)
                 self.log.preview(step, images, targets["boxes"], targets["classes"])
             first = False
@@ -395,16 +467,35 @@ class _Trainer:
         spec, plan = self.spec, self.plan
         mean_loss = sum(losses) / max(1, len(losses))
         self.log.epoch_end(epoch, plan.num_epochs, step, {"loss": mean_loss})
-        write_loss_curve(self.results / "loss_curve.png", self.history.steps, self.history.losses)
+        if self.writes:
+            write_loss_curve(self.results / "loss_curve.png", self.history.steps, self.history.losses)
         at_interval = epoch % spec.train.checkpoint_interval == 0
         if at_interval or epoch == plan.num_epochs or force_save:
             self.save(epoch, step)
         if at_interval and epoch >= spec.evaluate.start_eval_epoch:
+            # every worker of a cluster evaluates too (BatchNorm reads need them all), but only the chief logs it
             self.evaluate(epoch, step)
 
     def save(self, epoch: int, step: int) -> Path:
+        """Write the checkpoint into the results dir; the other workers of a cluster write theirs to a temporary
+        folder they delete. They must build it all the same: reading BatchNorm's moving statistics (sync-on-read
+        variables) averages them over every worker with collectives, which only complete when all take part."""
         if self.spec.train.precise_bn_batches:
             self.refresh_batch_norms(self.spec.train.precise_bn_batches)
+        if self.writes:
+            return self.write_checkpoint(self.results, epoch, step)
+        import shutil
+        import tempfile
+
+        scratch = Path(tempfile.mkdtemp(prefix="effdet-worker-checkpoint-"))
+        try:
+            self.write_checkpoint(scratch, epoch, step)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.last_checkpoint = self.results / checkpoint_name(self.setup.name, epoch)  # the chief's copy
+        return self.last_checkpoint
+
+    def write_checkpoint(self, folder: Path, epoch: int, step: int) -> Path:
         metadata = {
             "model_name": self.setup.name,
             "epoch": epoch,
@@ -419,7 +510,7 @@ class _Trainer:
         if self.filter_counts:
 
             metadata[FILTERS_KEY] = self.filter_counts
-        path = self.results / checkpoint_name(self.setup.name, epoch)
+        path = folder / checkpoint_name(self.setup.name, epoch)
         save_training_checkpoint(path, self.parts, key=self.key, spec_yaml=spec_to_yaml(self.spec), metadata=metadata)
         self.last_checkpoint = path
         self.log.status.write("RUNNING", f"saved {path.name}", epoch=epoch, cur_iter=step)
