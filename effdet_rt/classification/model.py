@@ -18,14 +18,15 @@ import tensorflow as tf
 import tf_keras as keras
 
 from effdet_rt.classification.preprocess import preprocessing_from_spec, preprocessing_layer
-from effdet_rt.model.configs import HEAD_FILTERS, get_backbone_config
+from effdet_rt.model.configs import get_backbone_config
 from effdet_rt.model.efficientdet import freeze_batch_norms
 from effdet_rt.model.efficientnet import (
+    activation,
     conv_init,
     dense_init,
     efficientnet_features,
     freeze_backbone_blocks,
-    round_filters,
+    head_filters,
 )
 
 LOGITS_LAYER = "logits"
@@ -71,11 +72,11 @@ def build_classifier(spec, num_classes: int) -> keras.Model:
     _, x = efficientnet_features(x, cfg, survival_prob=None)
     rate = cfg.dropout if m.retain_head else float(m.dropout)
     if m.retain_head:
-        x = keras.layers.Conv2D(round_filters(HEAD_FILTERS, cfg.width), 1, padding="same",
+        x = keras.layers.Conv2D(head_filters(cfg), 1, padding="same",
                                 use_bias=not cfg.use_batch_norm, kernel_initializer=conv_init(), name="head_conv")(x)
         if cfg.use_batch_norm:
             x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name="head_bn")(x)
-        x = keras.layers.Activation("swish", name="head_swish")(x)
+        x = activation(cfg.activation, "head_")(x)  # head_swish; head_relu6 for the Lite backbones
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     if rate > 0:
         x = SeededDropout(rate, seed=spec.train.random_seed, name="head_dropout")(x)

