@@ -6,7 +6,9 @@ metadata and in the ONNX metadata) and returns softmax probabilities (N, classes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from effdet_rt.classification.images import ImageFormat
 from effdet_rt.classification.schema import ClassificationSpec
 from effdet_rt.engines.runtime.onnxruntime import read_onnx, session_options
 from effdet_rt.errors import CheckpointError, ModelFileError
+from effdet_rt.model.pruned import filter_counts_from_metadata
 from effdet_rt.onnx.graph import CLASSIFICATION_TASK as TASK
 from effdet_rt.onnx.graph import classifier_metadata  # noqa: F401 - re-exported for the classification modules
 from effdet_rt.spec.validation import validate_spec
@@ -53,29 +56,50 @@ def spec_from_checkpoint(text: str, source: str):
     return validate_spec(data, source, ClassificationSpec)
 
 
+@dataclass
+class ClassifierCheckpoint:
+    checkpoint: Any  # the decrypted .edrt
+    spec: ClassificationSpec  # the spec stored in it
+    classes: list[str]
+    filter_counts: dict[str, int]  # the pruned architecture ({} for the stock network)
+    model: Any  # the logits network with the checkpoint's weights
+
+
+def open_classifier_checkpoint(path: str | Path, key: str) -> ClassifierCheckpoint:
+    """A classification .edrt and its logits network, rebuilt from the stored spec (and, for a pruned model, its
+    filter counts) with every weight in place; a detector's or a damaged checkpoint raises CheckpointError."""
+    from effdet_rt.classification.model import build_classifier
+
+    path = Path(path)
+    checkpoint = load_checkpoint(path, key)
+    meta = checkpoint.metadata
+    if meta.get("task") != TASK:
+        raise CheckpointError(f"{path}: not a classification checkpoint (a detector's?); classification "
+                              "commands take the .edrt written by `effdet-rt classification train`")
+    spec = spec_from_checkpoint(checkpoint.spec_yaml, f"{path} (stored spec)")
+    classes = list(meta["classes"])
+    counts = filter_counts_from_metadata(meta, str(path))
+    try:
+        model = build_classifier(spec, len(classes), counts)
+        assign_weights(model, checkpoint.weights)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    return ClassifierCheckpoint(checkpoint, spec, classes, counts, model)
+
+
 class KerasClassifier(Classifier):
     backend = "checkpoint"
 
     def __init__(self, path: str | Path, key: str):
         import tensorflow as tf
 
-        from effdet_rt.classification.model import build_classifier, with_softmax
+        from effdet_rt.classification.model import with_softmax
 
         self.path = Path(path)
-        checkpoint = load_checkpoint(self.path, key)
-        meta = checkpoint.metadata
-        if meta.get("task") != TASK:
-            raise CheckpointError(f"{self.path}: not a classification checkpoint (a detector's?); classification "
-                                  "commands take the .edrt written by `effdet-rt classification train`")
-        self.spec = spec_from_checkpoint(checkpoint.spec_yaml, f"{self.path} (stored spec)")
-        self.classes = list(meta["classes"])
-        self.fmt = ImageFormat.from_metadata(meta["image_format"])
-        self.metadata = meta
-        self.logits_model = build_classifier(self.spec, len(self.classes))
-        try:
-            assign_weights(self.logits_model, checkpoint.weights)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{self.path}: {exc}") from exc
+        opened = open_classifier_checkpoint(self.path, key)
+        self.spec, self.classes, self.metadata = opened.spec, opened.classes, opened.checkpoint.metadata
+        self.fmt = ImageFormat.from_metadata(self.metadata["image_format"])
+        self.logits_model = opened.model
         self.model = with_softmax(self.logits_model)
         self._forward = tf.function(lambda x: self.model(x, training=False))
 

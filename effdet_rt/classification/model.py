@@ -17,7 +17,11 @@ from dataclasses import replace
 import tensorflow as tf
 import tf_keras as keras
 
-from effdet_rt.classification.preprocess import preprocessing_from_spec, preprocessing_layer
+from effdet_rt.classification.preprocess import (
+    preprocessing_from_spec,
+    preprocessing_layer,
+    preprocessing_layer_class,
+)
 from effdet_rt.model.configs import get_backbone_config
 from effdet_rt.model.efficientdet import freeze_batch_norms
 from effdet_rt.model.efficientnet import (
@@ -28,6 +32,7 @@ from effdet_rt.model.efficientnet import (
     freeze_backbone_blocks,
     head_filters,
 )
+from effdet_rt.model.pruned import apply_filter_counts
 
 LOGITS_LAYER = "logits"
 
@@ -63,8 +68,9 @@ def backbone_config(spec):
                    use_batch_norm=bool(spec.model.use_batch_norm))
 
 
-def build_classifier(spec, num_classes: int) -> keras.Model:
-    """The trainable classifier (logits out) with freeze_blocks / freeze_bn applied."""
+def build_classifier(spec, num_classes: int, filter_counts: dict[str, int] | None = None) -> keras.Model:
+    """The trainable classifier (logits out) with freeze_blocks / freeze_bn applied; ``filter_counts`` (a pruned
+    checkpoint's record, `effdet_rt.model.pruned`) builds the smaller network it was pruned to."""
     m = spec.model
     cfg = backbone_config(spec)
     images = keras.Input((*m.size, m.channels), name="images", dtype=tf.float32)
@@ -81,12 +87,17 @@ def build_classifier(spec, num_classes: int) -> keras.Model:
     if rate > 0:
         x = SeededDropout(rate, seed=spec.train.random_seed, name="head_dropout")(x)
     logits = keras.layers.Dense(num_classes, kernel_initializer=dense_init(), name=LOGITS_LAYER)(x)
-    model = keras.Model(images, logits, name=cfg.name)
+    model = apply_filter_counts(keras.Model(images, logits, name=cfg.name), filter_counts)
     if m.freeze_blocks:
         freeze_backbone_blocks(model, list(m.freeze_blocks))
     if m.freeze_bn:
         freeze_batch_norms(model)
     return model
+
+
+def passthrough_layers() -> tuple[type, ...]:
+    """The classifier's own layers that keep their input's channels (the pruner follows them like BatchNorm)."""
+    return (preprocessing_layer_class(), SeededDropout)
 
 
 def with_softmax(model: keras.Model) -> keras.Model:

