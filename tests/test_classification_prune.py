@@ -290,9 +290,8 @@ def test_retrained_pruned_model_exports_and_onnx_runtime_matches(trained, retrai
 
 @pytest.mark.parametrize("case", ["wrong key", "missing file", "detector checkpoint", "threshold above 1",
                                   "unknown layer"])
-def test_bad_input_is_one_error_and_writes_nothing(case, trained, tmp_path, capsys):
-    from tests.infer_support import KEY as DETECTOR_KEY
-    from tests.infer_support import tiny_checkpoint
+def test_bad_input_is_one_error_and_writes_nothing(case, trained, tmp_path, capsys, request):
+    from tests.support.infer import KEY as DETECTOR_KEY
 
     out = tmp_path / "out"
     model, key, extra, words = trained["checkpoint"], KEY, [], ""
@@ -301,7 +300,7 @@ def test_bad_input_is_one_error_and_writes_nothing(case, trained, tmp_path, caps
     elif case == "missing file":
         model, words = tmp_path / "nothing.edrt", "nothing.edrt"
     elif case == "detector checkpoint":
-        model, key, words = tiny_checkpoint(), DETECTOR_KEY, "not a classification checkpoint"
+        model, key, words = request.getfixturevalue("tiny_checkpoint"), DETECTOR_KEY, "not a classification checkpoint"
     elif case == "threshold above 1":
         extra, words = ["-pth", "1.5"], "prune.threshold = 1.5 is not allowed"
     else:
