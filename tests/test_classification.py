@@ -251,6 +251,11 @@ def test_classifier_heads_match_imagenet_efficientnet_and_the_shared_backbone():
     assert not any(layer.trainable for layer in frozen.layers if isinstance(layer, keras.layers.BatchNormalization))
     assert frozen.get_layer("stage2_block0_expand_conv").trainable
     keras.backend.clear_session()
+    lite = build_classifier(load_classification_spec(None, ["model.arch=efficientnet-lite0", "model.retain_head=true",
+                                                            "model.input_image_size=3,32,32"]), 1000)
+    assert trainable(lite) == 4_652_008  # automl's EfficientNet-Lite0, as tests/test_model_lite.py pins it
+    assert lite.get_layer("head_relu6").max_value == 6.0 and lite.get_layer("head_conv").filters == 1280
+    keras.backend.clear_session()
 
 
 def test_sixteen_bit_grayscale_keeps_its_depth(tmp_path):
