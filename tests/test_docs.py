@@ -60,6 +60,6 @@ def test_relative_links_resolve(page):
 
 def test_readme_keeps_the_two_commands_and_stays_short():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert "<!-- demo-command -->\n```bash\npython3 -m venv .venv && .venv/bin/pip install -q -e . && " in readme
-    assert "<!-- test-command -->\n```bash\npython3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && " in readme
+    assert "<!-- demo-command -->\n```bash\npython3 -m venv .venv && .venv/bin/pip install -q -e '.[torch-weights]' torch==2.13.0 && " in readme
+    assert "<!-- test-command -->\n```bash\npython3 -m venv .venv && .venv/bin/pip install -q -e '.[dev,torch-weights]' torch==2.13.0 && " in readme
     assert len(readme.splitlines()) <= 160

@@ -19,22 +19,27 @@ CLASS_GAIN = 0.01
 BOX_GAIN = 0.0005
 
 
-def tiny_spec():
+def sized_spec(width: int = 128, height: int = 128) -> dict:
+    """TINY_SPEC at another input size (width, height: multiples of 32, as the spec allows)."""
+    return {**TINY_SPEC, "model": {**TINY_SPEC["model"], "input_width": width, "input_height": height}}
+
+
+def tiny_spec(width: int = 128, height: int = 128):
     from effdet_rt.spec.validation import validate_spec
 
-    return validate_spec(TINY_SPEC, "tiny")
+    return validate_spec(sized_spec(width, height), "tiny")
 
 
-def build_tiny_model():
-    """A D0 (3 classes, 128x128) with fixed random weights and a sharpened class head."""
+def build_tiny_model(width: int = 128, height: int = 128):
+    """A D0 (3 classes, 128x128 unless told) with fixed random weights and a sharpened class head."""
     import tf_keras as keras
 
     from effdet_rt.checkpoint import assign_weights, model_weights
     from effdet_rt.model.factory import build_model_from_spec
 
     keras.utils.set_random_seed(7)
-    model = build_model_from_spec(tiny_spec())
-    calibrate_batch_norms(model, np.random.default_rng(7).uniform(0, 255, (4, 128, 128, 3)).astype(np.float32))
+    model = build_model_from_spec(tiny_spec(width, height))
+    calibrate_batch_norms(model, np.random.default_rng(7).uniform(0, 255, (4, height, width, 3)).astype(np.float32))
     weights = model_weights(model)
     weights["class_net_predict/pointwise_kernel"] = weights["class_net_predict/pointwise_kernel"] * CLASS_GAIN
     weights["class_net_predict/bias"] = np.zeros_like(weights["class_net_predict/bias"]) - 2.0
@@ -57,8 +62,8 @@ def calibrate_batch_norms(model, batch: np.ndarray) -> None:
         layer.momentum = momentum
 
 
-def save_tiny_checkpoint(model, folder: Path) -> Path:
-    """``model`` saved as an encrypted .edrt with the tiny spec (a cheap key cost: the tests open it often)."""
+def save_tiny_checkpoint(model, folder: Path, spec: dict = TINY_SPEC) -> Path:
+    """``model`` saved as an encrypted .edrt with ``spec`` (a cheap key cost: the tests open it often)."""
     from effdet_rt.checkpoint import model_weights, save_checkpoint
     from effdet_rt.checkpoint.keys import ScryptCost
 
@@ -66,7 +71,7 @@ def save_tiny_checkpoint(model, folder: Path) -> Path:
         folder / "tiny.edrt",
         model_weights(model),
         key=KEY,
-        spec_yaml=yaml.safe_dump(TINY_SPEC),
+        spec_yaml=yaml.safe_dump(spec),
         metadata={"epoch": 1},
         cost=ScryptCost(log2_n=10),
     )
