@@ -6,6 +6,7 @@ Building plans lives in effdet_rt.engines.build.tensorrt, above this module.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from effdet_rt.engines.runtime.trt_common import (
     tensorrt_status,
 )
 from effdet_rt.engines.runtime.trt_profile import batch_chunks
-from effdet_rt.errors import ModelFileError
+from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.names import (
     DETECTION_BOXES,
     DETECTION_CLASSES,
@@ -36,7 +37,8 @@ from effdet_rt.onnx.names import (
     OUTPUT_NAMES,
 )
 
-__all__ = ["TensorRTEngine", "describe_plan", "engine_info_path", "load_engine", "tensorrt_status"]
+__all__ = ["PlanSession", "TensorRTEngine", "describe_plan", "engine_info_path", "load_engine", "plan_classifier_metadata",
+           "tensorrt_status"]
 
 
 def engine_info_path(engine_path: str | Path) -> Path:
@@ -76,6 +78,23 @@ def read_engine_info(engine_path: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def plan_classifier_metadata(engine_path: str | Path) -> dict[str, Any] | None:
+    """A classifier plan's effdet_rt metadata (classes, image format), None for a detector's plan.
+
+    `effdet-rt build` copies it into the JSON beside the plan, so the plan runs without its ONNX; for a plan built
+    before that copy existed, the metadata of the ONNX the JSON names is read instead."""
+    info = read_engine_info(engine_path)
+    if isinstance(info.get("classifier"), dict):
+        return info["classifier"]
+    source = info.get("onnx")
+    if source and Path(source).is_file():
+        from effdet_rt.engines.runtime.onnxruntime import read_onnx
+        from effdet_rt.onnx.graph import classifier_metadata
+
+        return classifier_metadata(read_onnx(Path(source)))
+    return None
 
 
 def deserialize(trt: Any, path: Path) -> Any:
@@ -134,6 +153,7 @@ def describe_plan(path: str | Path) -> dict[str, Any]:
         "tensors": [{"name": t.name, "io": "input" if t.is_input else "output", "shape": list(t.shape),
                      "dtype": t.dtype.name} for t in tensors],
         "profile": profiles,
+        **({"task": "classification"} if "classifier" in info else {}),
     }
 
 
@@ -162,36 +182,46 @@ def output_allocator_class(base: type) -> type:
     return GrowingOutputAllocator
 
 
-class TensorRTEngine(Engine):
-    backend = "tensorrt"
+class PlanSession:
+    """A plan with one input, ready to run: execution context, pinned host and device buffers for the profile's
+    largest batch, a CUDA stream. The detector's TensorRTEngine and the classifier's TensorRTClassifier both run
+    their plans through it, so the buffer and execution code exists once."""
 
     def __init__(self, path: str | Path):
         self.path = _require(Path(path))
+        usable, why = tensorrt_status()
+        if not usable:  # one clear message instead of a CUDA error from deep inside deserialisation
+            raise UserError(f"{self.path}: cannot run a TensorRT plan here: {why}")
         self.trt = trt = import_tensorrt()
         self._runtime, self.engine = deserialize(trt, self.path)
         self.context = self.engine.create_execution_context()
         tensors = io_tensors(trt, self.engine)
         inputs = [t for t in tensors if t.is_input]
         self.outputs = [t for t in tensors if not t.is_input]
-        missing = sorted(set(OUTPUT_NAMES) - {t.name for t in self.outputs})
-        if len(inputs) != 1 or missing:
-            raise ModelFileError(
-                f"{self.path}: expected one image input and outputs {', '.join(OUTPUT_NAMES)} "
-                f"(missing: {', '.join(missing) or 'none'}); export with --nms efficient or --nms onnx"
-            )
+        if len(inputs) != 1:
+            raise ModelFileError(f"{self.path}: expected one image input, found {len(inputs)}")
         self.input = inputs[0]
         low, _opt, high = input_profile(self.engine, self.input)
-        self.min_batch, self.max_batch_size = low[0], high[0]
-        self.input_size = (high[1], high[2])
-        self.precision = read_engine_info(self.path).get("precision", "unknown")
+        self.min_batch, self.max_batch = low[0], high[0]
+        self.input_shape = high  # (max batch, H, W, C)
+        self.info = read_engine_info(self.path)
         self._cudart = import_cudart()
         self._stream = check(self._cudart.cudaStreamCreate())
         self._allocate(high)
 
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def _set_input_shape(self, shape: tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(self.input.name, shape):
+            raise RuntimeError(f"{self.path}: TensorRT refused input shape {list(shape)} for '{self.input.name}' "
+                               f"(profile batch {self.min_batch}..{self.max_batch})")
+
     def _allocate(self, max_input: tuple[int, ...]) -> None:
-        self._host_in = PinnedArray(max_input, np.float32)
+        self._host_in = PinnedArray(max_input, self.input.dtype)
         self._device_in = DeviceBuffer(self._host_in.array.nbytes)
-        self.context.set_input_shape(self.input.name, max_input)
+        self._set_input_shape(max_input)
         self._host_out: dict[str, PinnedArray] = {}
         self._device_out: dict[str, DeviceBuffer] = {}
         self._allocator = None
@@ -207,18 +237,20 @@ class TensorRTEngine(Engine):
             self.context.set_tensor_address(spec.name, self._device_out[spec.name].ptr)
         self.context.set_tensor_address(self.input.name, self._device_in.ptr)
 
-    def run(self, batch: np.ndarray) -> Detections:
-        batch = np.asarray(batch, np.float32)
-        parts = [self._run_chunk(batch[start:stop], padded)
-                 for start, stop, padded in batch_chunks(len(batch), self.min_batch, self.max_batch_size)]
-        return Detections.concat(parts)
+    def run(self, batch: np.ndarray) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Run ``batch`` in the runs the profile allows; yields (images in the run, every output of the run).
 
-    def _run_chunk(self, images: np.ndarray, padded: int) -> Detections:
+        Outputs keep the run's batch padding (a run below the profile's minimum batch is padded with zeros)."""
+        batch = np.asarray(batch, self.input.dtype)
+        for start, stop, padded in batch_chunks(len(batch), self.min_batch, self.max_batch):
+            yield stop - start, self._run_chunk(batch[start:stop], padded)
+
+    def _run_chunk(self, images: np.ndarray, padded: int) -> dict[str, np.ndarray]:
         count = len(images)
         host = self._host_in.array[:padded]
         host[:count] = images
-        host[count:] = 0.0
-        self.context.set_input_shape(self.input.name, host.shape)
+        host[count:] = 0
+        self._set_input_shape(host.shape)
         copy_to_device(self._device_in.ptr, host, self._stream)
         if not self.context.execute_async_v3(int(self._stream)):
             raise RuntimeError(f"{self.path}: TensorRT execution failed (see the messages above)")
@@ -231,13 +263,34 @@ class TensorRTEngine(Engine):
                 outputs[spec.name] = view
         check(self._cudart.cudaStreamSynchronize(self._stream))
         for spec in self.outputs:
-            if spec.name not in outputs and spec.name in OUTPUT_NAMES:
-                shape = self._allocator.shapes[spec.name]
-                array = np.empty(shape, spec.dtype)
+            if spec.name not in outputs:  # data-dependent shape: known once the run has finished
+                array = np.empty(self._allocator.shapes[spec.name], spec.dtype)
                 copy_to_host(array, self._allocator.buffers[spec.name].ptr, self._stream)
                 outputs[spec.name] = array
         check(self._cudart.cudaStreamSynchronize(self._stream))
-        return detections_from_outputs(outputs, count)
+        # the pinned buffers are reused by the next run
+        return {name: np.array(value) for name, value in outputs.items()}
+
+
+class TensorRTEngine(Engine):
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path):
+        self.plan = PlanSession(path)
+        self.path, self.trt = self.plan.path, self.plan.trt
+        missing = sorted(set(OUTPUT_NAMES) - set(self.plan.output_names))
+        if missing:
+            hint = ("it is a classifier's plan: run it with `effdet-rt classification evaluate|inference`"
+                    if "classifier" in self.plan.info else "export with --nms efficient or --nms onnx")
+            raise ModelFileError(f"{self.path}: expected outputs {', '.join(OUTPUT_NAMES)} "
+                                 f"(missing: {', '.join(missing)}); {hint}")
+        self.min_batch, self.max_batch_size = self.plan.min_batch, self.plan.max_batch
+        self.input_size = tuple(self.plan.input_shape[1:3])
+        self.precision = self.plan.info.get("precision", "unknown")
+
+    def run(self, batch: np.ndarray) -> Detections:
+        return Detections.concat([detections_from_outputs(outputs, count)
+                                  for count, outputs in self.plan.run(np.asarray(batch, np.float32))])
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

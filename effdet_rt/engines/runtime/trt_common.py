@@ -92,12 +92,15 @@ class DeviceBuffer:
     """Device memory of ``nbytes`` bytes (freed with the object)."""
 
     def __init__(self, nbytes: int):
+        self.ptr = 0
         self.nbytes = int(nbytes)
-        self.ptr = int(check(import_cudart().cudaMalloc(max(self.nbytes, 1))))
+        # kept, so the memory is freed by the runtime that allocated it, even at interpreter shutdown (no import then)
+        self._cudart = import_cudart()
+        self.ptr = int(check(self._cudart.cudaMalloc(max(self.nbytes, 1))))
 
     def free(self) -> None:
         if self.ptr:
-            import_cudart().cudaFree(self.ptr)
+            self._cudart.cudaFree(self.ptr)
             self.ptr = 0
 
     def __del__(self) -> None:
@@ -108,16 +111,18 @@ class PinnedArray:
     """Page-locked host memory viewed as a numpy array of ``shape`` and ``dtype``."""
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype):
+        self.ptr = 0
         self.dtype = np.dtype(dtype)
         nbytes = max(int(np.prod(shape)) * self.dtype.itemsize, 1)
-        self.ptr = int(check(import_cudart().cudaMallocHost(nbytes)))
+        self._cudart = import_cudart()  # see DeviceBuffer
+        self.ptr = int(check(self._cudart.cudaMallocHost(nbytes)))
         raw = np.ctypeslib.as_array((ctypes.c_byte * nbytes).from_address(self.ptr))
         self.array = raw.view(self.dtype)[: int(np.prod(shape))].reshape(shape)
 
     def free(self) -> None:
         if self.ptr:
             self.array = None
-            import_cudart().cudaFreeHost(self.ptr)
+            self._cudart.cudaFreeHost(self.ptr)
             self.ptr = 0
 
     def __del__(self) -> None:

@@ -35,7 +35,7 @@ def batch_profile(input_shape: Sequence[int], min_batch: int, opt_batch: int, ma
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 4 or any(d < 1 for d in shape[1:]):
         raise ModelFileError(
-            f"input '{input_name}' has shape {list(shape)}; expected (N, H, W, 3) with fixed H, W and 3 channels; "
+            f"input '{input_name}' has shape {list(shape)}; expected (N, H, W, C) with fixed H, W and channels; "
             "re-export with a fixed input size"
         )
     if not 1 <= min_batch <= opt_batch <= max_batch:
