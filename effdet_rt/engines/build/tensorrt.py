@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.onnx.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx, op_types
+from effdet_rt.onnx.graph import classifier_metadata
 from effdet_rt.engines.runtime.trt_common import (
     build_path_name,
     import_tensorrt,
@@ -70,7 +71,8 @@ def check_topk_fits(model: Any, onnx_path: Path, major: int, version: str) -> No
 
 
 def precision_plan(major: int, precision: str, *, qdq: bool, is_fp16_model: bool, calib_only: bool,
-                   has_cache: bool, has_batches: bool) -> PrecisionPlan:
+                   has_cache: bool, has_batches: bool, classifier: bool = False) -> PrecisionPlan:
+    """``classifier``: the model is a classifier ONNX, which calibrates on a folder of images (--calib-images)."""
     if precision not in PRECISIONS:
         raise SpecError(f"build.data_type '{precision}' is not one of {', '.join(PRECISIONS)}")
     if calib_only and (precision != "int8" or qdq or major >= 11):
@@ -81,10 +83,12 @@ def precision_plan(major: int, precision: str, *, qdq: bool, is_fp16_model: bool
         )
     if major >= 11:
         if precision == "int8" and not qdq:
+            data = "--calib-images DIR" if classifier else "--calib-tfrecords GLOB"
             raise ModelFileError(
                 "INT8 on TensorRT 11 needs a Q/DQ ONNX (strongly typed networks take INT8 from "
                 "QuantizeLinear/DequantizeLinear nodes); quantize the export with the ONNX Runtime INT8 "
-                "quantizer (build.backend=onnxruntime, data_type=int8) and build from that model"
+                f"quantizer (`effdet-rt build --backend onnxruntime --precision int8 --int8-profile tensorrt {data} "
+                "-o model_qdq.onnx`) and build from that model"
             )
         if precision == "fp16" and not is_fp16_model and not qdq:
             return PrecisionPlan(convert_fp16=True, note="converting the ONNX to FP16 (FP32 inputs/outputs)")
@@ -96,9 +100,11 @@ def precision_plan(major: int, precision: str, *, qdq: bool, is_fp16_model: bool
     if qdq:
         return PrecisionPlan(flags=["INT8", "FP16"], note="explicit quantization from the Q/DQ nodes")
     if not has_cache and not has_batches:
+        data = ("pass --calib-images DIR (a folder of images, e.g. the training images)" if classifier
+                else "set build.calibration.tfrecords (--calib-tfrecords)")
         raise UserError(
-            "INT8 calibration needs data: set build.calibration.tfrecords, or point "
-            "build.calibration.cache_file at an existing cache"
+            f"INT8 calibration needs data: {data}, or point build.calibration.cache_file (--calib-cache) at an "
+            "existing cache"
         )
     return PrecisionPlan(flags=["INT8", "FP16"], calibrate=True)
 
@@ -212,12 +218,14 @@ def build_tensorrt_engine(
         )
     check_topk_fits(model, onnx_path, major, str(trt.__version__))
     has_cache = bool(calib_cache) and Path(calib_cache).is_file()
+    classifier = classifier_metadata(model)
     plan = precision_plan(
         major, precision, qdq=has_qdq_nodes(model), is_fp16_model=is_fp16_onnx(model), calib_only=calib_only,
-        has_cache=has_cache, has_batches=calibration is not None,
+        has_cache=has_cache, has_batches=calibration is not None, classifier=classifier is not None,
     )
     if plan.calibrate and not calib_cache:
-        raise SpecError("INT8 calibration needs build.calibration.cache_file (where the cache is written)")
+        raise SpecError("INT8 calibration needs build.calibration.cache_file (--calib-cache: where the cache is "
+                        "written)")
     if plan.note:
         log(f"precision {precision}: {plan.note}")
     with tempfile.TemporaryDirectory(prefix="effdet-trt-") as tmp:
@@ -228,11 +236,14 @@ def build_tensorrt_engine(
         log(f"calibration cache written to {calib_cache}; no engine written (calibration only)")
         return Path(calib_cache)
     atomic_write_bytes(engine_path, bytes(serialized))
-    atomic_write_text(engine_info_path(engine_path), json.dumps({
+    info: dict[str, Any] = {
         "precision": precision, "tensorrt": str(trt.__version__), "build_path": build_path_name(major),
         "onnx": str(onnx_path), "profile": {"min": list(shapes.min), "opt": list(shapes.opt),
                                             "max": list(shapes.max), "dynamic": shapes.dynamic},
-    }, indent=2) + "\n")
+    }
+    if classifier is not None:  # what the classifier runtime reads (classes, image format): no ONNX needed then
+        info.update({"task": classifier["task"], "classifier": {**classifier, "precision": precision}})
+    atomic_write_text(engine_info_path(engine_path), json.dumps(info, indent=2) + "\n")
     log(f"wrote {engine_path} ({precision}, batch {shapes.min_batch}..{shapes.max_batch})")
     return engine_path
 
