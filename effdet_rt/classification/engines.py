@@ -1,4 +1,5 @@
-"""Classifier backends: a `.edrt` checkpoint (TensorFlow) or an exported / built `.onnx` (ONNX Runtime FP32 or INT8).
+"""Classifier backends: a `.edrt` checkpoint (TensorFlow), an exported / built `.onnx` (ONNX Runtime FP32 or INT8)
+or a TensorRT `.plan` / `.engine` built from the classifier ONNX.
 
 Every backend takes batches made by `images.eval_image` with the model's own `ImageFormat` (stored in the checkpoint
 metadata and in the ONNX metadata) and returns softmax probabilities (N, classes).
@@ -143,18 +144,53 @@ class OnnxClassifier(Classifier):
         return probabilities[:count]
 
 
+class TensorRTClassifier(Classifier):
+    """A plan built by `effdet-rt build` from a classifier ONNX; classes and image format come from the JSON the
+    build writes beside the plan, the buffers and execution from the detector's shared `PlanSession`."""
+
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path):
+        from effdet_rt.engines.runtime.tensorrt import PlanSession, engine_info_path, plan_classifier_metadata
+
+        self.path = Path(path)
+        meta = plan_classifier_metadata(self.path)
+        if meta is None:
+            raise ModelFileError(
+                f"{self.path}: not a classifier plan ({engine_info_path(self.path).name} beside it holds no classifier "
+                "metadata: a detector's plan, or the JSON is missing); build it with `effdet-rt build -m "
+                "classifier.onnx -o classifier.plan --backend tensorrt`")
+        self.metadata = meta
+        self.classes = list(meta["classes"])
+        self.fmt = ImageFormat.from_metadata(meta["image_format"])
+        self.plan = PlanSession(self.path)
+        if OUTPUT_NAME not in self.plan.output_names:
+            raise ModelFileError(f"{self.path}: the plan has no '{OUTPUT_NAME}' output (outputs: "
+                                 f"{', '.join(self.plan.output_names)}); rebuild it from the classifier ONNX")
+        self.precision = self.plan.info.get("precision", meta.get("precision", "unknown"))
+        self.max_batch = self.plan.max_batch
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        parts = [outputs[OUTPUT_NAME][:count] for count, outputs in self.plan.run(np.asarray(batch, np.float32))]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
+
+    def describe(self) -> str:
+        return f"{self.backend} {self.precision} (TensorRT {self.plan.trt.__version__})"
+
+
 def load_classifier(path: str | Path, key: str | None = None, spec_key: str | None = None) -> Classifier:
-    """Open a classifier by file type: .edrt (checkpoint) or .onnx (ONNX Runtime)."""
+    """Open a classifier by file type: .edrt (checkpoint), .onnx (ONNX Runtime) or .plan/.engine (TensorRT)."""
 
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; pass a .edrt checkpoint or an .onnx model")
+        raise ModelFileError(f"{path}: model file not found; pass a .edrt checkpoint, an .onnx model or a "
+                             ".plan/.engine TensorRT plan")
     suffix = path.suffix.lower()
     if suffix == ".edrt":
         return KerasClassifier(path, resolve_key(key, spec_key or None))
     if suffix == ".onnx":
         return OnnxClassifier(path)
     if suffix in (".plan", ".engine"):
-        raise ModelFileError(f"{path}: TensorRT classifier plans cannot be run by effdet-rt yet; evaluate the .onnx "
-                             "(ONNX Runtime FP32/INT8) or the .edrt checkpoint")
-    raise ModelFileError(f"{path}: unknown model type '{path.suffix}'; pass a .edrt checkpoint or an .onnx model")
+        return TensorRTClassifier(path)
+    raise ModelFileError(f"{path}: unknown model type '{path.suffix}'; pass a .edrt checkpoint, an .onnx model or a "
+                         ".plan/.engine TensorRT plan")

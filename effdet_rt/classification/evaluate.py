@@ -1,4 +1,5 @@
-"""`effdet-rt classification evaluate` and `inference` on any classifier backend (.edrt, .onnx FP32/INT8)."""
+"""`effdet-rt classification evaluate` and `inference` on any classifier backend (.edrt, .onnx FP32/INT8, TensorRT
+.plan/.engine)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def predict_files(classifier: Classifier, paths: list[Path], batch_size: int, wo
 def resolve_model(given: str | Path | None, from_spec: str, field_name: str) -> Path:
     path = given or from_spec
     if not path:
-        raise UserError(f"no model: pass -m model.edrt|model.onnx (or set {field_name})")
+        raise UserError(f"no model: pass -m model.edrt|model.onnx|model.plan (or set {field_name})")
     return Path(path)
 
 

@@ -25,7 +25,7 @@ classification_app = typer.Typer(
 )
 
 spec_option = typer.Option(None, "-e", "--experiment-spec", "--spec", help="Classification spec (YAML).")
-model_option = typer.Option(None, "-m", "--model", help="Model: .edrt checkpoint or .onnx (export or ONNX Runtime build).")
+model_option = typer.Option(None, "-m", "--model", help="Model: .edrt checkpoint, .onnx (export or ONNX Runtime build) or .plan/.engine (TensorRT build).")
 
 
 def _spec(path: str | None, overrides: list[str] | None):

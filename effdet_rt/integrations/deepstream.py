@@ -15,7 +15,7 @@ from typing import Any
 from effdet_rt.data.labels import load_label_map
 from effdet_rt.detections import category_ids, class_indices
 from effdet_rt.engines.runtime.onnxruntime import read_onnx
-from effdet_rt.engines.runtime.tensorrt import describe_plan, engine_info_path, read_engine_info
+from effdet_rt.engines.runtime.tensorrt import describe_plan, engine_info_path, plan_classifier_metadata
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.fp16 import load_onnx
 from effdet_rt.onnx.graph import classifier_metadata
@@ -145,14 +145,12 @@ def onnx_classifier_metadata(path: str | Path) -> dict[str, Any] | None:
 
 
 def model_classifier_metadata(path: Path) -> dict[str, Any] | None:
-    """Classifier metadata of an ONNX file, or of the ONNX a TensorRT plan was built from (named in ``<plan>.json``)."""
+    """Classifier metadata of an ONNX file, or of a TensorRT plan (copied into ``<plan>.json`` by the build, else
+    read from the ONNX that JSON names)."""
     if path.suffix.lower() == ".onnx":
         return onnx_classifier_metadata(path)
     if path.suffix.lower() in (".plan", ".engine"):
-
-        source = read_engine_info(path).get("onnx")
-        if source and Path(source).is_file():
-            return onnx_classifier_metadata(source)
+        return plan_classifier_metadata(path)
     return None
 
 
