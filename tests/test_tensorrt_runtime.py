@@ -68,3 +68,34 @@ def test_gpu_engine_runs(tmp_path):
     plan = build_tensorrt_engine(onnx_path, tmp_path / "tiny.plan", precision="fp32", workspace_gb=1, min_batch=1,
                                  opt_batch=2, max_batch=4, timing_cache=None, calibration=None, calib_cache=None)
     assert plan.stat().st_size > 0 and trt.__version__
+
+
+def test_detector_engine_runs_a_plan_through_the_shared_plan_session(tmp_path, monkeypatch):
+    """The detector's TensorRTEngine on the fake TensorRT's runtime: the same PlanSession as the classifier's plans."""
+    import onnxruntime as ort
+
+    from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
+    from effdet_rt.engines.runtime.tensorrt import TensorRTEngine
+    from tests.support.fake_tensorrt import fake_cudart, fake_tensorrt, install_fake_cuda, tiny_detector_onnx
+
+    cuda = install_fake_cuda(monkeypatch, fake_cudart())
+    trt = fake_tensorrt("10.3.0", input_shape=None, cuda=cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    onnx_path = tiny_detector_onnx(tmp_path / "detector.onnx")
+    plan = build_tensorrt_engine(onnx_path, tmp_path / "detector.plan", precision="fp32", workspace_gb=1, min_batch=2,
+                                 opt_batch=2, max_batch=4, timing_cache=None, calibration=None, calib_cache=None,
+                                 log=lambda m: None)
+    engine = TensorRTEngine(plan)
+    assert (engine.min_batch, engine.max_batch_size, engine.input_size) == (2, 4, (8, 8))
+    batch = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 3)).astype(np.float32)
+    batch[0] = 0.0  # a mean of 0: both scores exactly 0.5, nothing kept
+    det = engine.run(batch)
+    assert [c[1] for c in trt.calls if c[0] == "execute"] == [4, 2]  # the fifth image padded to the minimum batch
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    names = ["num_detections", "detection_boxes", "detection_scores", "detection_classes"]
+    expected = detections_from_outputs(dict(zip(names, session.run(names, {"images": batch}), strict=True)), 5)
+    assert det.num_detections.tolist() == expected.num_detections.tolist()
+    assert det.num_detections[0] == 0 and det.num_detections[1:].sum() > 0
+    np.testing.assert_allclose(det.boxes, expected.boxes, atol=1e-6)
+    np.testing.assert_allclose(det.scores, expected.scores, atol=1e-6)
+    np.testing.assert_array_equal(det.classes, expected.classes)

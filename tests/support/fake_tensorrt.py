@@ -53,6 +53,36 @@ def tiny_onnx(path, batch="N", qdq=False, nms=False, size=8, topk=0) -> str:
     return str(path)
 
 
+def tiny_detector_onnx(path, size=8) -> str:
+    """images (N, size, size, 3) -> the four NMS outputs with two slots per image, computed from the mean colour:
+    detection_boxes (N, 2, 4), detection_scores (N, 2), detection_classes and num_detections (scores > 0.5)."""
+    rng = np.random.default_rng(1)
+    inits = [helper.make_tensor("ws", TensorProto.FLOAT, [3, 2], rng.normal(0, 0.02, 6).astype(np.float32)),
+             helper.make_tensor("wb", TensorProto.FLOAT, [3, 8], rng.uniform(0, 0.5, 24).astype(np.float32)),
+             helper.make_tensor("box_shape", TensorProto.INT64, [3], [-1, 2, 4]),
+             helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
+             helper.make_tensor("slot_axis", TensorProto.INT64, [1], [1])]
+    nodes = [helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2], keepdims=0),
+             helper.make_node("MatMul", ["mean", "ws"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["detection_scores"]),
+             helper.make_node("MatMul", ["mean", "wb"], ["flat_boxes"]),
+             helper.make_node("Reshape", ["flat_boxes", "box_shape"], ["detection_boxes"]),
+             helper.make_node("Greater", ["detection_scores", "half"], ["kept"]),
+             helper.make_node("Cast", ["kept"], ["detection_classes"], to=TensorProto.INT32),
+             helper.make_node("ReduceSum", ["detection_classes", "slot_axis"], ["num_detections"], keepdims=1)]
+    outputs = [helper.make_tensor_value_info("num_detections", TensorProto.INT32, ["N", 1]),
+               helper.make_tensor_value_info("detection_boxes", TensorProto.FLOAT, ["N", 2, 4]),
+               helper.make_tensor_value_info("detection_scores", TensorProto.FLOAT, ["N", 2]),
+               helper.make_tensor_value_info("detection_classes", TensorProto.INT32, ["N", 2])]
+    graph = helper.make_graph(nodes, "tiny_detector", [helper.make_tensor_value_info(
+        "images", TensorProto.FLOAT, ["N", size, size, 3])], outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return str(path)
+
+
 class FakeError:
     def desc(self):
         return "Unsupported operator Foo"
