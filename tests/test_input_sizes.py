@@ -23,7 +23,7 @@ ANCHORS = sum(h * w for h, w in LEVELS) * 9
 def test_levels_are_ceiling_divisions_and_anchors_sit_on_fractional_strides():
     assert feature_sizes((HEIGHT, WIDTH), 3, 7) == LEVELS
     anchors = generate_anchors((HEIGHT, WIDTH))
-    assert anchors.shape == (ANCHORS, 4) == (36_756, 4)
+    assert anchors.shape == (ANCHORS, 4) == (42_516, 4)
     # the first P6 anchor is centred in a cell of 416/7 x 544/9 pixels, the last P7 anchor in the last 104 x 108.8 cell
     first_p6 = sum(h * w for h, w in LEVELS[:3]) * 9
     y1, x1, y2, x2 = anchors[first_p6]
@@ -71,8 +71,9 @@ def images(count: int = 2) -> np.ndarray:
 
 @pytest.mark.slow
 def test_network_outputs_have_the_ceiling_sizes(model_544x416):
-    outputs = model_544x416(images(1), training=False)
-    class_maps, box_maps = outputs
+    from effdet_rt.model.efficientdet import split_outputs
+
+    class_maps, box_maps = split_outputs(model_544x416(images(1), training=False), 5)
     assert [tuple(m.shape[1:3]) for m in class_maps] == LEVELS
     assert [m.shape[-1] for m in class_maps] == [9 * 3] * 5 and [m.shape[-1] for m in box_maps] == [9 * 4] * 5
 
@@ -106,14 +107,13 @@ def test_raw_heads_in_onnx_runtime_equal_tensorflow(model_544x416):
 
 
 @pytest.mark.slow
-def test_export_in_every_nms_mode_and_the_onnx_runtime_engines_agree(exported, checkpoint_544x416, bccd_root, tmp_path, capsys):
+def test_export_in_every_nms_mode_and_the_onnx_runtime_engines_agree(exported, checkpoint_544x416, bccd_root, tmp_path):
     from effdet_rt.data.preprocess import read_image
     from effdet_rt.engines import load
     from effdet_rt.export.verify import match_detections
 
-    printed = capsys.readouterr().out
-    assert f"exporting efficientdet-d0 {WIDTH}x{HEIGHT}" in printed
-    assert [i.type.tensor_type.shape.dim[1:] for i in onnx.load(exported).graph.input][0][0].dim_value == HEIGHT
+    dims = [d.dim_value for d in onnx.load(exported).graph.input[0].type.tensor_type.shape.dim[1:]]
+    assert dims == [HEIGHT, WIDTH, 3]  # NHWC
 
     efficient, raw = tmp_path / "efficient.onnx", tmp_path / "none.onnx"
     assert run(["export", "-m", str(checkpoint_544x416), "-o", str(efficient), "-k", KEY, "--nms", "efficient"]) == 0
@@ -125,7 +125,7 @@ def test_export_in_every_nms_mode_and_the_onnx_runtime_engines_agree(exported, c
     assert run(["build", "-m", str(exported), "-o", str(fp32), "--backend", "onnxruntime"]) == 0
     pictures = [read_image(p) for p in bccd_images(bccd_root, 2)]  # 640x480 photographs, resized to 544x416
     reference = load(exported).infer(pictures)
-    assert sum(len(d.scores) for d in reference) > 0
+    assert int(reference.num_detections.sum()) > 0
     assert match_detections(reference, load(fp32).infer(pictures)).rate >= 0.99
     host = load(raw).infer(pictures)  # raw heads through the host-side NMS
     assert match_detections(reference, host).rate >= 0.99
@@ -152,4 +152,4 @@ def test_training_at_544x416_runs_and_labels_boxes(bccd_root, tmp_path, capsys):
     losses = checkpoint.metadata["history_losses"]
     assert len(losses) == 1 and np.isfinite(losses[0]) and losses[0] > 0
     status = [json.loads(line) for line in (tmp_path / "results" / "status.json").read_text().splitlines()]
-    assert status[-1]["message"] == "epoch 1/1 done"
+    assert "epoch 1/1 done" in [s["message"] for s in status]
