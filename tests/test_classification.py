@@ -18,6 +18,7 @@ from effdet_rt.classification.spec import (
     load_classification_spec,
 )
 from effdet_rt.cli.main import run
+from tests.support.cli import one_error_line
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 
@@ -110,15 +111,6 @@ def test_default_spec_round_trips_and_prints_only_fields_that_apply(tmp_path, ca
     adam = load_classification_spec(None, ["train.optim_config.optimizer=adam"]).train.optim_config
     assert (adam.beta_1, adam.beta_2, adam.epsilon, adam.momentum) == (0.9, 0.999, 1e-7, None)
 
-
-def one_error_line(args, capsys, *needles):
-    code = run(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from effdet_rt.cli.main import run
+from tests.support.cli import one_error_line
 from tests.support.fake_tensorrt import fake_cudart, fake_tensorrt, install_fake_cuda
 
 SIZE = 32
@@ -79,16 +80,6 @@ def build(exported, plan: Path, *args: str, model: Path | None = None) -> None:
     assert run(["build", "-m", str(model or exported.onnx), "-o", str(plan), "--backend", "tensorrt",
                 *args]) == 0
 
-
-def one_error_line(args: list[str], capsys, *needles: str) -> str:
-    capsys.readouterr()
-    code = run(args)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
-    assert len(err) == 1 and err[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in err[0], err[0]
-    return err[0]
 
 
 def eval_images(exported) -> tuple[list[Path], np.ndarray]:
