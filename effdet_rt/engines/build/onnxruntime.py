@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from effdet_rt.calib.quantize import quantize_int8
 from effdet_rt.engines.runtime.onnxruntime import read_detector_onnx, read_onnx
 from effdet_rt.errors import UserError
-from effdet_rt.utils.atomic import atomic_path
-from effdet_rt.calib.quantize import quantize_int8
 from effdet_rt.onnx.fp16 import has_qdq_nodes
-from effdet_rt.onnx.graph import classifier_metadata
 from effdet_rt.onnx.graph import classifier_metadata, read_metadata, rewrite_model, set_metadata
-from effdet_rt.onnx.graph import read_metadata, set_metadata
 from effdet_rt.onnx.ort_layout import prepare_blocked_layout
+from effdet_rt.utils.atomic import atomic_path
 
 
 def read_buildable_onnx(path: Path):

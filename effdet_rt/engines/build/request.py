@@ -6,14 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.calib.batches import FIELD, calibration_batches
 from effdet_rt.data.tfrecord import resolve_tfrecords
 from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
 from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
 from effdet_rt.engines.runtime.onnxruntime import read_onnx
 from effdet_rt.engines.runtime.openvino_common import openvino_status
-from effdet_rt.engines.runtime.trt_common import tensorrt_status
+from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.gpu.trt_common import tensorrt_status
 
 
 def choose_backend(requested: str, log: Callable[[str], None], output: Path | None = None) -> str:

@@ -13,20 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.onnx.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx, op_types
-from effdet_rt.onnx.graph import classifier_metadata
-from effdet_rt.engines.runtime.trt_common import (
+from effdet_rt.calib.tensorrt import make_calibrator
+from effdet_rt.engines.runtime.tensorrt import engine_info_path
+from effdet_rt.engines.runtime.trt_profile import BatchProfile, batch_profile
+from effdet_rt.errors import ModelFileError, SpecError, UserError
+from effdet_rt.gpu.trt_common import (
     build_path_name,
     import_tensorrt,
     load_plugins,
     major_version,
     make_logger,
 )
-from effdet_rt.engines.runtime.trt_profile import BatchProfile, batch_profile
-from effdet_rt.errors import ModelFileError, SpecError, UserError
-from effdet_rt.engines.runtime.tensorrt import engine_info_path
+from effdet_rt.onnx.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx, op_types
+from effdet_rt.onnx.graph import classifier_metadata
 from effdet_rt.utils.atomic import atomic_write_bytes, atomic_write_text
-from effdet_rt.calib.tensorrt import make_calibrator
 
 PRECISIONS = ("fp32", "fp16", "int8")
 NMS_LAYER_MIN_VERSION = (8, 6)  # the ONNX parser maps NonMaxSuppression onto TensorRT's NMS layer

@@ -15,7 +15,9 @@ import numpy as np
 
 from effdet_rt.detections import Detections, category_ids
 from effdet_rt.engines.runtime.base import Engine
-from effdet_rt.engines.runtime.trt_common import (
+from effdet_rt.engines.runtime.trt_profile import batch_chunks
+from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.gpu.trt_common import (
     DeviceBuffer,
     PinnedArray,
     check,
@@ -27,8 +29,6 @@ from effdet_rt.engines.runtime.trt_common import (
     make_logger,
     tensorrt_status,
 )
-from effdet_rt.engines.runtime.trt_profile import batch_chunks
-from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.names import (
     DETECTION_BOXES,
     DETECTION_CLASSES,
