@@ -40,8 +40,8 @@ def keras_b0(tmp_path_factory):
 
 def test_detector_backbone_feature_maps_equal_keras(keras_b0):
     from effdet_rt.checkpoint import assign_weights
-    from effdet_rt.weights.keras_h5 import import_keras_h5
     from effdet_rt.model.efficientnet import build_efficientnet_backbone
+    from effdet_rt.weights.keras_h5 import import_keras_h5
 
     path, image, expected = keras_b0
     imported = import_keras_h5(path)
@@ -62,8 +62,8 @@ def test_classifier_with_imagenet_head_equals_keras(keras_b0):
     import tensorflow as tf
 
     from effdet_rt.checkpoint import assign_weights
-    from effdet_rt.weights.keras_h5 import import_keras_h5
     from effdet_rt.model.efficientnet import build_efficientnet_classifier
+    from effdet_rt.weights.keras_h5 import import_keras_h5
 
     path, image, expected = keras_b0
     imported = import_keras_h5(path, "efficientnet-b0")
