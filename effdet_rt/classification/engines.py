@@ -145,15 +145,24 @@ class TensorRTClassifier(RunnerClassifier):
     build writes beside the plan, the buffers and execution from the shared `PlanSession`."""
 
     def __init__(self, path: str | Path):
-        from effdet_rt.engines.runtime.tensorrt import PlanRunner, engine_info_path, plan_metadata
+        from effdet_rt.engines.runtime.tensorrt import (
+            PlanRunner,
+            engine_info_path,
+            plan_metadata,
+            read_engine_info,
+        )
 
         path = Path(path)
-        if plan_metadata(path).get("task") != TASK:
+        legacy = read_engine_info(path).get("classifier")  # plans built before <plan>.json kept 'metadata'
+        if plan_metadata(path).get("task") != TASK and not isinstance(legacy, dict):
             raise ModelFileError(
                 f"{path}: not a classifier plan ({engine_info_path(path).name} beside it holds no classifier "
                 "metadata: a detector's plan, or the JSON is missing); build it with `effdet-rt build -m "
                 "classifier.onnx -o classifier.plan --backend tensorrt`")
-        super().__init__(PlanRunner(path))
+        runner = PlanRunner(path)
+        if isinstance(legacy, dict) and not runner.metadata:
+            runner.metadata = legacy
+        super().__init__(runner)
         self.plan = self.runner.plan
         self.max_batch = self.plan.max_batch
 

@@ -78,7 +78,7 @@ def build_engine(model: str | Path, build: Any, *, calib_only: bool = False, cal
     """Build ``model`` (an exported ONNX) into ``build.engine_file`` as the spec's build section says.
 
     ``calib_only`` (TensorRT <= 10) writes only the calibration cache. ``calibration`` (a callable giving fresh
-    batches) replaces build.calibration's TFRecords, for models that calibrate on other data (a classifier)."""
+    batches) replaces build.calibration's TFRecords, for tasks that calibrate on other data (onnx/tasks.py: calib_data)."""
     model = Path(model)
     if not model.is_file():
         raise ModelFileError(f"{model}: model file not found; pass the ONNX file written by `effdet-rt export`")

@@ -67,7 +67,7 @@ def cpu_micro_batch(input_size: tuple[int, int], precision: str) -> int:
 
 
 class OnnxRuntimeRunner(Runner):
-    """Any ONNX model ONNX Runtime runs on the CPU (a detector's or a classifier's); a dynamic-batch model runs big
+    """Any effdet-rt ONNX model, whatever its task, on the CPU; a dynamic-batch model runs big
     batches in micro-batches (see cpu_micro_batch)."""
 
     backend = "onnxruntime"
@@ -125,7 +125,7 @@ def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> O
 
 
 def describe(path: str | Path) -> dict[str, Any]:
-    """Inputs, outputs, opset and effdet-rt metadata of any ONNX model (detector or classifier)."""
+    """Inputs, outputs, opset, task and effdet-rt metadata of any ONNX model."""
 
     proto = read_onnx(Path(path))
 

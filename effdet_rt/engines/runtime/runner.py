@@ -1,6 +1,6 @@
 """One runner per backend: a preprocessed batch in, the model's named outputs out.
 
-A runner knows nothing of tasks: the detector's engines and the classifier's wrap one and decode its outputs. What
+A runner knows nothing of tasks: each task's engine wraps one and decodes its outputs. What
 every backend needs around its own call is written here once: padding a short batch up to a fixed-batch model's
 size and cutting the padding off the outputs, and splitting a batch larger than the model takes.
 """

@@ -30,7 +30,7 @@ from effdet_rt.gpu.trt_common import (
     tensorrt_status,
 )
 from effdet_rt.onnx.names import OUTPUT_NAMES
-from effdet_rt.onnx.tasks import DETECTION, task_of_metadata
+from effdet_rt.onnx.tasks import DETECTION, ModelTask, task_of_metadata
 
 __all__ = ["PlanRunner", "PlanSession", "TensorRTEngine", "describe", "engine_info_path", "load_engine", "open_runner",
            "plan_metadata", "tensorrt_status"]
@@ -66,8 +66,6 @@ def plan_metadata(engine_path: str | Path) -> dict[str, Any]:
     info = read_engine_info(engine_path)
     if isinstance(info.get("metadata"), dict):
         return info["metadata"]
-    if isinstance(info.get("classifier"), dict):  # plans built before the metadata key: only classifiers had it
-        return info["classifier"]
     source = info.get("onnx")
     if source and Path(source).is_file():
         from effdet_rt.engines.runtime.onnxruntime import read_onnx
@@ -133,8 +131,13 @@ def describe(path: str | Path) -> dict[str, Any]:
         "tensors": [{"name": t.name, "io": "input" if t.is_input else "output", "shape": list(t.shape),
                      "dtype": t.dtype.name} for t in tensors],
         "profile": profiles,
-        "task": task_of_metadata(plan_metadata(path), str(path)).name,
+        **task_entry(task_of_metadata(plan_metadata(path), str(path))),
     }
+
+
+def task_entry(task: ModelTask) -> dict[str, str]:
+    """engine-info names the task of every plan but a detector's (as it always has)."""
+    return {} if task is DETECTION else {"task": task.name}
 
 
 def output_allocator_class(base: type) -> type:
@@ -164,8 +167,8 @@ def output_allocator_class(base: type) -> type:
 
 class PlanSession:
     """A plan with one input, ready to run: execution context, pinned host and device buffers for the profile's
-    largest batch, a CUDA stream. The detector's TensorRTEngine and the classifier's TensorRTClassifier both run
-    their plans through it, so the buffer and execution code exists once."""
+    largest batch, a CUDA stream. Every task's plans run through it (PlanRunner), so the buffer and execution code
+    exists once."""
 
     def __init__(self, path: str | Path):
         self.path = _require(Path(path))
