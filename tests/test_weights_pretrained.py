@@ -44,7 +44,7 @@ def _spec(checkpoint, name="efficientdet-d0"):
 
 
 def _load(model, checkpoint, name="efficientdet-d0") -> str:
-    from effdet_rt.trainer.loop import load_initial_weights
+    from effdet_rt.trainer.initial_weights import load_initial_weights
 
     lines: list[str] = []
     load_initial_weights(model, _spec(checkpoint, name), KEY, lines.append)

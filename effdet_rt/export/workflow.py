@@ -10,12 +10,12 @@ import numpy as np
 
 from effdet_rt.calib.batches import calibration_batches
 from effdet_rt.engines.runtime.checkpoint import KerasEngine, load_engine
+from effdet_rt.engines.runtime.onnxruntime import describe
 from effdet_rt.errors import UserError
 from effdet_rt.export.exporter import ExportOptions, attach_nms, check_options, convert_raw_heads, write_onnx
 from effdet_rt.export.verify_run import settle_verification, verify_export
 from effdet_rt.export.written_heads import written_heads
 from effdet_rt.model.postprocess import NmsConfig
-from effdet_rt.onnx.graph import read_metadata
 
 
 def export_options_from_spec(export: Any) -> ExportOptions:
@@ -86,21 +86,10 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
 
 
 def describe_onnx(path: str | Path) -> list[str]:
-    """Inputs, outputs, op counts and effdet_rt metadata of an ONNX file, one line each (export --verbose)."""
-    from collections import Counter
-
-    import onnx
-
-
-    model = onnx.load(str(path), load_external_data=False)
-
-    def shape(value) -> str:
-        dims = value.type.tensor_type.shape.dim
-        return "x".join(d.dim_param or str(d.dim_value) for d in dims)
-
-    lines = [f"input {v.name}: {shape(v)}" for v in model.graph.input]
-    lines += [f"output {v.name}: {shape(v)}" for v in model.graph.output]
-    ops = Counter(node.op_type for node in model.graph.node)
-    lines.append(f"{len(model.graph.node)} nodes: " + ", ".join(f"{op} {n}" for op, n in ops.most_common()))
-    lines += [f"metadata {name}: {value}" for name, value in sorted(read_metadata(model).items())]
+    """Inputs, outputs, op counts and effdet_rt metadata of an ONNX file, one line each (export --verbose): the
+    engine-info description of the file, as lines."""
+    info = describe(Path(path))
+    lines = [f"{t['io']} {t['name']}: {'x'.join(str(d) for d in t['shape'])}" for t in info["tensors"]]
+    lines.append(f"{info['nodes']} nodes: " + ", ".join(f"{op} {n}" for op, n in info["ops"].items()))
+    lines += [f"metadata {name}: {value}" for name, value in sorted(info["metadata"].items())]
     return lines

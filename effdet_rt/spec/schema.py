@@ -234,15 +234,29 @@ class ExportConfig(Section):
     max_detections: PositiveInt = 100
 
 
-class PruneConfig(Section):
-    checkpoint: str = ""
+class PruneCriteria(Section):
+    """TAO's min-weight pruning fields, declared once for every task; a task's prune section adds where its model
+    comes from and goes to, and may set its own documented threshold default."""
+
     normalizer: Literal["max", "L2"] = "max"
-    output_path: str = ""
     equalization_criterion: Literal["arithmetic_mean", "geometric_mean", "union", "intersection"] = "union"
     granularity: PositiveInt = 8
-    threshold: NonNegativeFloat = 0.5
+    threshold: float = 0.5  # TAO EfficientDet TF2's sample spec
     min_num_filters: PositiveInt = 16
     excluded_layers: list[str] = Field(default_factory=list)
+
+    @field_validator("threshold")
+    @classmethod
+    def _normalised(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("normalised filter norms lie in [0, 1], so pass a threshold between 0 and 1 "
+                             "(-pth/--pruning-threshold)")
+        return value
+
+
+class PruneConfig(PruneCriteria):
+    checkpoint: str = ""
+    output_path: str = ""
 
 
 class CalibrationConfig(Section):

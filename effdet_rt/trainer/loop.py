@@ -10,15 +10,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from effdet_rt.checkpoint import assign_weights, load_checkpoint, read_metadata, resolve_key
+from effdet_rt.checkpoint import resolve_key
 from effdet_rt.data.tfrecord import damaged_record_error, resolve_tfrecords
-from effdet_rt.errors import CheckpointError, TrainingInterrupted, UserError
+from effdet_rt.errors import TrainingInterrupted, UserError
 from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
-from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
+from effdet_rt.model.pruned import FILTERS_KEY
 from effdet_rt.spec.loader import spec_to_yaml
+from effdet_rt.trainer.initial_weights import load_initial_weights, pruned_filter_counts
 from effdet_rt.trainer.loss_curve import write_loss_curve
 from effdet_rt.trainer.lr_schedule import build_schedule, learning_rate_at, schedule_steps
 from effdet_rt.trainer.precise_bn import recompute_batch_norm_statistics
+from effdet_rt.trainer.results_dir import (
+    first_missing_folder,
+    prepare_results_dir,
+    remove_interrupted_writes,
+    remove_setup_leftovers,
+)
+from effdet_rt.trainer.run_plan import check_qat, plan_run, use_mixed_precision
 from effdet_rt.trainer.state import (
     TrainingParts,
     checkpoint_name,
@@ -27,22 +35,9 @@ from effdet_rt.trainer.state import (
     save_training_checkpoint,
 )
 from effdet_rt.utils.status import progress_bar
-from effdet_rt.weights.pretrained import load_pretrained
 
 LOG_EVERY_STEPS = 10
 CLASS_HEAD_PATTERN = "class_net_predict"
-
-
-@dataclass
-class RunPlan:
-    replicas: int
-    global_batch: int
-    steps_per_epoch: int
-    num_epochs: int
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.num_epochs
 
 
 @dataclass
@@ -58,84 +53,6 @@ class History:
         self.losses.append(loss)
         if len(self.steps) > self.MAX_POINTS:
             self.steps, self.losses = self.steps[::2], self.losses[::2]
-
-
-def prepare_results_dir(results_dir: str | os.PathLike) -> Path:
-    path = Path(results_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot create the results dir ({exc.strerror}); pass a writable -r/--results-dir") from exc
-    if not os.access(path, os.W_OK):
-        raise UserError(f"{path}: results dir is not writable; pass a writable -r/--results-dir")
-    return path
-
-
-def check_qat(spec: Any, log: Callable[[str], None]) -> None:
-    if spec.train.qat:
-        log("train.qat: every convolution trains with symmetric INT8 fake-quant inputs and weights "
-            "(effdet_rt.model.qat); `effdet-rt export` writes its Q/DQ ONNX, which builds as INT8 without calibration")
-
-
-def use_mixed_precision(spec: Any, log: Callable[[str], None]) -> bool:
-    import tensorflow as tf
-
-    if not spec.train.amp:
-        return False
-    if not tf.config.list_physical_devices("GPU"):
-        log("train.amp: no GPU, so training runs in float32 (float16 loss scaling only pays off on GPUs)")
-        return False
-    return True
-
-
-def regularisation(variables: list[Any], l2: float, l1: float):
-    """l2 * sum(w^2)/2 + l1 * sum(|w|) over convolution/dense kernels only (no biases, no BatchNorm)."""
-    import tensorflow as tf
-
-    kernels = [tf.cast(v, tf.float32) for v in variables if "kernel" in v.name]
-    total = tf.constant(0.0)
-    if l2 and kernels:
-        total += l2 * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
-    if l1 and kernels:
-        total += l1 * tf.add_n([tf.reduce_sum(tf.abs(k)) for k in kernels])
-    return total
-
-
-def pruned_filter_counts(spec: Any, key: str) -> dict[str, int]:
-    """The smaller filter counts of train.pruned_model_path ({} when training the stock architecture)."""
-    if not spec.train.pruned_model_path:
-        return {}
-
-    path = spec.train.pruned_model_path
-    return filter_counts_from_metadata(read_metadata(path, key), f"train.pruned_model_path {path}")
-
-
-def load_initial_weights(model: Any, spec: Any, key: str, log: Callable[[str], None]) -> None:
-    """train.pruned_model_path (exact architecture, built from its filter counts) or train.checkpoint (by layer
-    name; class head skipped when its shape differs; the backbone must load whole)."""
-
-    if spec.train.pruned_model_path:
-        pruned = load_checkpoint(spec.train.pruned_model_path, key)
-        try:
-            report = assign_weights(model, pruned.weights, strict=True)
-        except CheckpointError as exc:
-            raise CheckpointError(f"train.pruned_model_path {spec.train.pruned_model_path}: {exc}") from None
-        log(f"loaded pruned model {spec.train.pruned_model_path}: {report.summary()}")
-        return
-    if not spec.train.checkpoint:
-        return
-
-    if Path(spec.train.checkpoint).suffix.lower() == ".edrt" and read_metadata(spec.train.checkpoint, key).get(FILTERS_KEY):
-        raise CheckpointError(f"train.checkpoint {spec.train.checkpoint} is a pruned model: pass it as "
-                              "train.pruned_model_path, which builds its smaller architecture")
-    # an .edrt, or an automl checkpoint / Keras .h5 converted on the fly
-    log(load_pretrained(model, spec.train.checkpoint, key, spec.model.name))
-
-
-def plan_run(spec: Any, replicas: int) -> RunPlan:
-    global_batch = spec.train.batch_size * replicas
-    steps = max(1, spec.train.num_examples_per_epoch // global_batch)
-    return RunPlan(replicas, global_batch, steps, spec.train.num_epochs)
 
 
 def train(
@@ -183,34 +100,17 @@ def train(
     return trainer.run(max_seconds)
 
 
-def remove_interrupted_writes(results: Path, log: Callable[[str], None]) -> None:
-    """Delete the temporary files of checkpoint writes a killed run left behind (``.name.edrt.XXXX.tmp``, named so
-    by utils.atomic); they never became checkpoints, so resuming ignores them anyway."""
-    for stale in results.glob(".*.edrt.*.tmp"):
-        try:
-            stale.unlink()
-        except OSError:
-            continue
-        log(f"removed {stale.name}, left by an interrupted checkpoint write")
+def regularisation(variables: list[Any], l2: float, l1: float):
+    """l2 * sum(w^2)/2 + l1 * sum(|w|) over convolution/dense kernels only (no biases, no BatchNorm)."""
+    import tensorflow as tf
 
-
-def first_missing_folder(path: Path) -> Path | None:
-    """The outermost folder of ``path`` that does not exist yet (what creating it would add), or None."""
-    missing = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        missing = folder
-    return missing
-
-
-def remove_setup_leftovers(created: Path) -> None:
-    """Remove the folders this run created for its results when set-up failed before training: they hold only the
-    status.json and empty TensorBoard folder of a run that never started."""
-    import shutil
-
-    if not any(created.rglob("*.edrt")):
-        shutil.rmtree(created, ignore_errors=True)
+    kernels = [tf.cast(v, tf.float32) for v in variables if "kernel" in v.name]
+    total = tf.constant(0.0)
+    if l2 and kernels:
+        total += l2 * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
+    if l1 and kernels:
+        total += l1 * tf.add_n([tf.reduce_sum(tf.abs(k)) for k in kernels])
+    return total
 
 
 class _Trainer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -148,5 +149,7 @@ def describe(path: str | Path) -> dict[str, Any]:
         "opset": [f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import],
         "precision": meta.get("precision", "fp32"),
         "tensors": tensors(proto.graph.input, "input") + tensors(proto.graph.output, "output"),
+        "nodes": len(proto.graph.node),
+        "ops": dict(Counter(node.op_type for node in proto.graph.node).most_common()),
         "metadata": meta,
     }
