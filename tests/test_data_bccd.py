@@ -11,7 +11,7 @@ import pytest
 
 from effdet_rt.cli.main import run
 from effdet_rt.data.labels import load_label_map
-from effdet_rt.data.tfrecord import read_tfrecords
+from tests.support.data import read_tfrecords
 
 
 def _xml_objects(root: Path) -> list[dict]:

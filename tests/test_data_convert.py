@@ -11,7 +11,8 @@ from PIL import Image
 
 from effdet_rt.cli.main import run
 from effdet_rt.data.convert import BOX_CLIPPED, BOX_DROPPED, BOX_OK, clean_box
-from effdet_rt.data.tfrecord import encode_example, feature_spec, read_tfrecords
+from effdet_rt.data.tfrecord import encode_example, feature_spec
+from tests.support.data import read_tfrecords
 
 
 def _tree_hash(folder: Path) -> dict[str, str]:

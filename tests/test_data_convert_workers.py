@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from effdet_rt.cli.main import run
-from effdet_rt.data.tfrecord import RecordFileWriter, frame_record, masked_crc32c, read_tfrecords
+from effdet_rt.data.tfrecord import RecordFileWriter, frame_record, masked_crc32c
+from tests.support.data import read_tfrecords
 
 
 def test_masked_crc32c_known_values():

@@ -11,8 +11,9 @@ from rich.console import Console
 from effdet_rt.errors import DataError
 from effdet_rt.evaluation.report import format_metrics_table, write_metrics_json
 from effdet_rt.infer.draw import draw_detections
-from effdet_rt.infer.kitti import kitti_line, parse_kitti_file, write_kitti_labels
+from effdet_rt.infer.kitti import kitti_line
 from effdet_rt.utils.colours import class_colour
+from tests.support.kitti import parse_kitti_file, write_kitti_labels
 
 
 def test_kitti_line_layout():

@@ -235,7 +235,7 @@ kitti_fields = st.one_of(st.from_regex(r"-?[0-9]{1,4}(\.[0-9]{1,3})?", fullmatch
 @given(st.lists(st.one_of(st.lists(kitti_fields, min_size=14, max_size=17).map(" ".join), st.text(max_size=40)),
                 max_size=4))
 def test_kitti_label_lines_parse_or_name_file_and_line(lines):
-    from effdet_rt.infer.kitti import parse_kitti_file
+    from tests.support.kitti import parse_kitti_file
 
     path = WORKDIR / "000001.txt"
     try:

@@ -13,9 +13,9 @@ from PIL import Image
 from effdet_rt.cli.main import run
 from effdet_rt.export.verify import match_detections
 from effdet_rt.export.verify_run import comparable
-from effdet_rt.infer.kitti import parse_kitti_file
 from effdet_rt.utils.colours import class_colour
 from tests.support.infer import KEY, bccd_images
+from tests.support.kitti import parse_kitti_file
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 

@@ -6,7 +6,8 @@ import tf_keras as keras
 
 from effdet_rt.model.configs import get_config
 from effdet_rt.model.efficientdet import build_efficientdet
-from effdet_rt.model.efficientnet import build_efficientnet_backbone, build_efficientnet_classifier
+from effdet_rt.model.efficientnet import build_efficientnet_classifier
+from tests.support.models import build_efficientnet_backbone
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
 

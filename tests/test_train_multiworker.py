@@ -27,7 +27,7 @@ KEY = "multi-worker-key"
 CLI = """
 import sys
 if sys.argv[1] == "mirror":  # one process, MirroredStrategy over two logical CPU devices
-    from effdet_rt.trainer.distribute import configure_logical_cpus
+    from tests.support.models import configure_logical_cpus
     configure_logical_cpus(2)
 import tensorflow as tf
 tf.config.run_functions_eagerly(True)

@@ -28,8 +28,8 @@ def val_records(bccd_root, tmp_path_factory, tiny_checkpoint) -> Path:
     """BCCD val converted, its first 4 records, and ``model_gt.json``: those 4 images with the tiny checkpoint's
     own 30 best boxes as ground truth (the random network finds no blood cell; its own boxes it nearly does)."""
     from effdet_rt.data.preprocess import read_image
-    from effdet_rt.data.tfrecord import read_tfrecords
     from effdet_rt.engines import load
+    from tests.support.data import read_tfrecords
 
     source = convert_bccd_val(bccd_root, tmp_path_factory.mktemp("bccd_val"))
     head = write_first_records(source, 4)

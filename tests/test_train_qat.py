@@ -62,7 +62,8 @@ def qat_overrides(records: Path, *extra: str) -> list[str]:
 
 
 def test_every_conv_gets_fake_quant_and_keeps_its_weights(tiny_d0):
-    from effdet_rt.model.qat import count_quantized_convs, quantize_model
+    from effdet_rt.model.qat import quantize_model
+    from tests.support.models import count_quantized_convs
 
     convs = [layer.name for layer in tiny_d0.layers if type(layer).__name__ in CONV_TYPES]
     quantized = quantize_model(tiny_d0)

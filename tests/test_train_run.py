@@ -112,7 +112,7 @@ def test_nan_loss_names_the_step(bccd_records, tmp_path, capsys, spec_file):
 # Eager steps (see tests/support/data.steps_run_eagerly): tracing the two-replica step alone took 90 s.
 MIRROR_SCRIPT = """
 import json, sys
-from effdet_rt.trainer.distribute import configure_logical_cpus
+from tests.support.models import configure_logical_cpus
 configure_logical_cpus(2)
 import tensorflow as tf
 tf.config.run_functions_eagerly(True)

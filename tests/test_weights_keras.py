@@ -40,8 +40,8 @@ def keras_b0(tmp_path_factory):
 
 def test_detector_backbone_feature_maps_equal_keras(keras_b0):
     from effdet_rt.checkpoint import assign_weights
-    from effdet_rt.model.efficientnet import build_efficientnet_backbone
     from effdet_rt.weights.keras_h5 import import_keras_h5
+    from tests.support.models import build_efficientnet_backbone
 
     path, image, expected = keras_b0
     imported = import_keras_h5(path)

@@ -65,8 +65,8 @@ def test_detector_backbone_from_the_package_and_stem_equals_torch(lite0_state):
     import torch.nn.functional as F
 
     from effdet_rt.checkpoint import assign_weights
-    from effdet_rt.model.efficientnet import build_efficientnet_backbone
     from effdet_rt.weights.importer import import_weights
+    from tests.support.models import build_efficientnet_backbone
 
     imported = import_weights(PACKAGE)
     assert imported.kind == "torch-lite" and imported.model_name == "efficientdet-lite0"

@@ -47,10 +47,6 @@ def shard_path(out_dir: str | os.PathLike, tag: str, index: int, count: int) -> 
     return Path(out_dir) / f"{tag}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def shard_pattern(out_dir: str | os.PathLike, tag: str) -> str:
-    return str(Path(out_dir) / f"{tag}-*-of-*.tfrecord")
-
-
 # ---- tf.train.Example wire format -------------------------------------------------------------------------
 
 
@@ -214,12 +210,6 @@ def parse_record(record: Any) -> dict[str, Any]:
 
     parsed = tf.io.parse_single_example(record, feature_spec())
     return {key: _to_python(key, value) for key, value in parsed.items()}
-
-
-def read_tfrecords(pattern: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Yield one parse_record dict per record of the files matching ``pattern``, in file order."""
-    for _, _, record in read_records(tfrecord_files(pattern)):
-        yield parse_record(record)
 
 
 def _to_python(key: str, value: Any) -> Any:

@@ -254,14 +254,6 @@ def freeze_backbone_blocks(model: keras.Model, block_ids: Sequence[int]) -> None
             layer.trainable = False
 
 
-def build_efficientnet_backbone(name: str, input_size: tuple[int, int] = (224, 224)) -> keras.Model:
-    """Feature extractor: images (0..255) -> [C3, C4, C5]."""
-    cfg = get_backbone_config(name)
-    images = keras.Input((*input_size, 3), name="images", dtype=tf.float32)
-    features, _ = efficientnet_features(input_normalization(cfg)(images), cfg, cfg.survival_prob)
-    return keras.Model(images, [features[3], features[4], features[5]], name=cfg.name)
-
-
 def build_efficientnet_classifier(
     name: str, num_classes: int, input_size: tuple[int, int] | None = None
 ) -> keras.Model:

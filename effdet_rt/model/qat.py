@@ -155,7 +155,3 @@ def quantize_model(model: keras.Model) -> keras.Model:
     quantized = keras.models.clone_model(model, clone_function=_clone_layer)
     assign_weights(quantized, model_weights(model), strict=False)
     return quantized
-
-
-def count_quantized_convs(model: keras.Model) -> int:
-    return sum(1 for layer in model.layers if isinstance(layer, _RangeTracking))

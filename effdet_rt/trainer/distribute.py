@@ -57,12 +57,6 @@ def _all_layers(model: keras.Model):
             yield from _all_layers(layer)
 
 
-def configure_logical_cpus(count: int) -> None:
-    """Split the CPU into ``count`` logical devices (must run before TensorFlow initialises its devices)."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
-
-
 def multi_worker_strategy(cluster: Any, log: Callable[[str], None] = print) -> tf.distribute.Strategy:
     """MultiWorkerMirroredStrategy for the TF_CONFIG cluster (trainer.cluster.Cluster); call before any other TF op.
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from effdet_rt.cli.main import run
+from effdet_rt.data.tfrecord import parse_record, read_records, tfrecord_files
 
 
 def convert_bccd_val(bccd_root: Path, out: Path) -> Path:
@@ -43,3 +46,9 @@ def steps_run_eagerly() -> Iterator[None]:
         yield
     finally:
         tf.config.run_functions_eagerly(False)
+
+
+def read_tfrecords(pattern: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Yield one parse_record dict per record of the files matching ``pattern``, in file order."""
+    for _, _, record in read_records(tfrecord_files(pattern)):
+        yield parse_record(record)
