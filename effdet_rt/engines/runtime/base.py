@@ -67,7 +67,7 @@ class RunnerEngine(Engine):
         self.path = runner.path
         self.metadata = runner.metadata
         self.input_size = tuple(runner.input_size)
-        self.static_batch = runner.static_batch
+        self.static_batch = self.max_batch_size = runner.static_batch
         self.precision = runner.precision
         names = set(runner.output_names)
         if set(OUTPUT_NAMES) <= names:
