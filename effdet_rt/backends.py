@@ -40,7 +40,7 @@ BACKENDS: tuple[Backend, ...] = (
             install_hint="pip install tensorrt --extra-index-url https://pypi.nvidia.com and 'effdet-rt[trt]' "
                          "on a machine with an NVIDIA GPU",
             auto_rank=0),
-    Backend("openvino", "OpenVINO", (".xml",), ("fp32", "fp16", "int8"), "cpu",
+    Backend("openvino", "OpenVINO", (".xml",), ("fp32", "bf16", "fp16", "int8"), "cpu",
             runtime="effdet_rt.engines.runtime.openvino", builder="effdet_rt.engines.build.openvino",
             status="effdet_rt.engines.runtime.openvino_common:openvino_status",
             install_hint="pip install 'effdet-rt[openvino]'", auto_rank=1),

@@ -188,6 +188,33 @@ def test_compute_precision_follows_the_build_and_the_cpu():
     assert compute_precision(ov, fp16_cpu, "fp16") == ov.Type.f16
     assert compute_precision(ov, bf16_cpu, "fp16") == ov.Type.bf16
     assert compute_precision(ov, plain, "fp16") == ov.Type.f32
+    assert compute_precision(ov, bf16_cpu, "bf16") == compute_precision(ov, fp16_cpu, "bf16") == ov.Type.bf16
+    from effdet_rt.errors import UserError
+
+    with pytest.raises(UserError, match="no bfloat16 arithmetic"):  # never a bf16 engine quietly computing in f32
+        compute_precision(ov, plain, "bf16")
+
+
+CPU_HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_bf16_engine_where_the_cpu_has_it_else_one_error(exported_onnx, reference, crops, builds, tmp_path, capsys):
+    """--precision bf16: FP32 weights computed in bf16 on CPUs with bfloat16 arithmetic (AVX512_BF16, AMX), close to
+    FP32; on other CPUs the build is refused with one line and writes nothing (each machine checks its own case)."""
+    from effdet_rt.engines import load
+
+    out = tmp_path / "tiny_bf16.xml"
+    code = run(["build", "-m", str(exported_onnx), "-o", str(out), "--backend", "openvino", "--precision", "bf16"])
+    if not CPU_HAS_BF16:
+        assert code == 2 and "no bfloat16 arithmetic" in one_error_line(capsys) and left_in(tmp_path) == []
+        return
+    assert code == 0
+    engine = load(out)
+    assert engine.precision == "bf16" and engine.describe()["compute_precision"] == "bf16"
+    assert out.with_suffix(".bin").stat().st_size == builds["fp32"].with_suffix(".bin").stat().st_size  # f32 weights
+    report = match_detections(reference, engine.infer(crops), iou_threshold=0.5, score_tolerance=None)
+    print(f"OpenVINO BF16 vs ONNX Runtime FP32 detections matched (same class, IoU >= 0.5): {report.rate:.1%}")
+    assert report.reference == 600 and report.rate >= 0.75  # as FP16's bf16 arithmetic on this tiny random net
 
 
 def one_error_line(capsys) -> str:

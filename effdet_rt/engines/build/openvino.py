@@ -163,6 +163,10 @@ def build_openvino_engine(
     if precision not in PRECISIONS:
         raise UserError(f"--precision {precision} is not available with OpenVINO: choose one of {', '.join(PRECISIONS)}")
     ov = import_openvino()
+    if precision == "bf16":  # refused before any work on a CPU that cannot run it
+        from effdet_rt.engines.runtime.openvino import check_bf16
+
+        check_bf16(ov.Core())
     from effdet_rt.onnx.fp16 import has_qdq_nodes
     from effdet_rt.onnx.graph import read_metadata
 

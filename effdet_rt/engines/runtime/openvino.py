@@ -16,7 +16,7 @@ from effdet_rt.engines.runtime.openvino_common import (
     weights_file,
 )
 from effdet_rt.engines.runtime.runner import Runner
-from effdet_rt.errors import ModelFileError
+from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.names import OUTPUT_NAMES, RAW_OUTPUTS
 
 
@@ -25,13 +25,29 @@ def compute_precision(ov: Any, core: Any, precision: str) -> Any:
     default on CPUs with BF16 (AVX512-BF16, AMX) is bf16, which would give other detections than every other FP32
     engine. FP16 builds (16-bit weights) compute in the CPU's own 16-bit float: f16 where it has FP16 arithmetic
     (AMX-FP16, ARM), else bf16 where it has BF16, else f32; a 16-bit float engine is what `fp16` asks for, and on
-    a CPU with BF16 the bf16 kernels are the fast ones (the f16 ones would be emulated)."""
+    a CPU with BF16 the bf16 kernels are the fast ones (the f16 ones would be emulated). BF16 builds compute in bf16,
+    which needs a CPU with BF16 arithmetic (`check_bf16` refuses the others)."""
+    if precision == "bf16":
+        check_bf16(core)
+        return ov.Type.bf16
     if precision != "fp16":
         return ov.Type.f32
     capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if "FP16" in capabilities:
         return ov.Type.f16
     return ov.Type.bf16 if "BF16" in capabilities else ov.Type.f32
+
+
+def has_bf16(core: Any) -> bool:
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def check_bf16(core: Any, source: str = "--precision bf16") -> None:
+    """bf16 runs on CPUs with bfloat16 arithmetic (AVX512_BF16, AMX); elsewhere OpenVINO would quietly compute in
+    f32, so the engine would not be what its name says."""
+    if not has_bf16(core):
+        raise UserError(f"{source}: this CPU has no bfloat16 arithmetic (AVX512_BF16 or AMX), so OpenVINO cannot "
+                        "run a bf16 engine here; build --precision fp32 (or int8) instead")
 
 
 def port_name(port: Any) -> str:
@@ -64,6 +80,8 @@ class OpenVinoRunner(Runner):
         self.input_size = (shape[1].get_length(), shape[2].get_length())
         self.static_batch = None if shape[0].is_dynamic else shape[0].get_length()
         self.precision = self.metadata.get("precision", "fp32")
+        if self.precision == "bf16":
+            check_bf16(core, f"{self.path} (a bf16 engine)")
         self.compute_type = compute_precision(ov, core, self.precision)
         config = {
             "INFERENCE_PRECISION_HINT": self.compute_type,
