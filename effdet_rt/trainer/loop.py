@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from effdet_rt.checkpoint import assign_weights, load_checkpoint, read_metadata, resolve_key
-from effdet_rt.checkpoint.formats.pretrained import load_pretrained
 from effdet_rt.data.tfrecord import damaged_record_error, resolve_tfrecords
 from effdet_rt.errors import CheckpointError, TrainingInterrupted, UserError
 from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
@@ -28,6 +27,7 @@ from effdet_rt.trainer.state import (
     save_training_checkpoint,
 )
 from effdet_rt.utils.status import progress_bar
+from effdet_rt.weights.pretrained import load_pretrained
 
 LOG_EVERY_STEPS = 10
 CLASS_HEAD_PATTERN = "class_net_predict"
