@@ -51,9 +51,9 @@ def test_imported_lite0_logits_equal_an_independent_torch_lite0(photos):
     import torch
 
     from effdet_rt.checkpoint import assign_weights
-    from effdet_rt.checkpoint.formats.importer import import_weights
-    from effdet_rt.checkpoint.formats.torch_lite import installed_package_weights
     from effdet_rt.model.efficientnet import build_efficientnet_classifier
+    from effdet_rt.weights.importer import import_weights
+    from effdet_rt.weights.torch_lite import installed_package_weights
     from tests.support.lite_reference import lite0_from_state_dict
 
     imported = import_weights(PACKAGE, "efficientnet-lite0")
