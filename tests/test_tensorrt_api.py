@@ -222,7 +222,7 @@ def test_outputs_of_data_dependent_shape_come_through_the_output_allocator(tmp_p
     assert session.context.allocators.keys() == {"bright_pixels"}  # the fixed-shape output keeps its own buffer
     rng = np.random.default_rng(0)
     batch = rng.uniform(0, 140, (5, 8, 8, 3)).astype(np.float32)
-    batch[4] = 0.0  # a run in which nothing is bright: a zero-size output
+    batch[4] = 0.0  # an image with nothing bright adds no rows: each run's row count depends on its images
     runs = list(session.run(batch))
     assert [count for count, _ in runs] == [3, 2]
     reference = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
