@@ -93,7 +93,7 @@ def _image_size(root: ET.Element, path: Path, file_name: str, image_dir: Path | 
     if size is not None:
         try:
             width, height = int(float(size.findtext("width") or 0)), int(float(size.findtext("height") or 0))
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, NaN, or "inf"
             width = height = 0
         if width > 0 and height > 0:
             return width, height

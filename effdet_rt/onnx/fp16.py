@@ -23,9 +23,13 @@ def load_onnx(path: str | Path):
     if not path.is_file():
         raise ModelFileError(f"{path}: ONNX model not found; export one with `effdet-rt export`")
     try:
-        return onnx.load(str(path))
+        proto = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends
         raise ModelFileError(f"{path}: not a readable ONNX model ({exc}); re-export it") from exc
+    from effdet_rt.onnx.graph import read_metadata
+
+    read_metadata(proto, str(path))  # a damaged metadata entry is named with the file here, before any use of it
+    return proto
 
 
 def op_types(model) -> set[str]:

@@ -253,12 +253,22 @@ def set_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:
         entry.value = json.dumps(value)
 
 
-def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    return {
-        p.key[len(METADATA_PREFIX) :]: json.loads(p.value)
-        for p in model.metadata_props
-        if p.key.startswith(METADATA_PREFIX)
-    }
+def read_metadata(model: onnx.ModelProto, source: str | None = None) -> dict[str, Any]:
+    """The effdet_rt entries of the model's metadata; a value that is not JSON (an edited or foreign file) is a
+    ModelFileError naming the entry (and ``source``, the file, when given)."""
+    from effdet_rt.errors import ModelFileError
+
+    values = {}
+    for p in model.metadata_props:
+        if not p.key.startswith(METADATA_PREFIX):
+            continue
+        try:
+            values[p.key[len(METADATA_PREFIX) :]] = json.loads(p.value)
+        except ValueError:
+            where = f"{source}: " if source else ""
+            raise ModelFileError(f"{where}ONNX metadata entry {p.key!r} is not JSON ({p.value[:40]!r}); re-export the "
+                                 "model with `effdet-rt export`") from None
+    return values
 
 
 def postprocess_node_names(model: onnx.ModelProto) -> list[str]:

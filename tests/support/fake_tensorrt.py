@@ -4,7 +4,8 @@ cuda-python's runtime module (host memory posing as device memory).
 Given a fake CUDA runtime (``fake_tensorrt(..., cuda=fake_cudart())``) the fake also runs what it builds, as
 TensorRT's runtime API does it: the "plan" holds the parsed ONNX, the TensorRT version and the optimisation profile;
 ``Runtime.deserialize_cuda_engine`` refuses plans of another version; the execution context checks input shapes
-against the profile, reads the input from the device address it was given and writes every output to its address,
+against the profile, reads the input from the device address it was given and writes every output to its address (or,
+for an output given an IOutputAllocator, to the memory the allocator returns, then tells it the shape),
 computing them with ONNX Runtime on the ONNX the plan was built from (no FP16 / INT8 arithmetic: an INT8
 TensorRT <= 10 plan computes the FP32 ONNX; TensorRT 11 plans compute the FP16 or Q/DQ ONNX they were parsed from).
 The calibrator's device batches are read back as TensorRT reads them (``trt.calibration_batches``).
@@ -361,8 +362,17 @@ def add_fake_runtime(trt, cuda: FakeCudart | None) -> None:
     trt.nptype = lambda dtype: numpy_of[dtype]
     type_of = {np.dtype(v): k for k, v in numpy_of.items()}
 
-    class IOutputAllocator:
+    class IOutputAllocator:  # the application overrides reallocate_output(_async) and notify_shape
         def __init__(self):
+            pass
+
+        def reallocate_output(self, tensor_name, memory, size, alignment):
+            return 0
+
+        def reallocate_output_async(self, tensor_name, memory, size, alignment, stream):
+            return self.reallocate_output(tensor_name, memory, size, alignment)
+
+        def notify_shape(self, tensor_name, shape):
             pass
 
     class Engine:
@@ -412,6 +422,7 @@ def add_fake_runtime(trt, cuda: FakeCudart | None) -> None:
             self.input_name = engine.header["input"]
             self.input_shape = tuple(engine.header["shape"])
             self.addresses: dict[str, int] = {}
+            self.allocators: dict[str, object] = {}
 
         def set_input_shape(self, name, shape):
             shape = tuple(int(d) for d in shape)
@@ -435,15 +446,35 @@ def add_fake_runtime(trt, cuda: FakeCudart | None) -> None:
             self.addresses[name] = int(ptr)
             return True
 
+        def set_output_allocator(self, name, allocator):
+            if self.engine.tensors.get(name, ("INPUT",))[0] != "OUTPUT" or not isinstance(allocator, IOutputAllocator):
+                return False
+            self.allocators[name] = allocator
+            return True
+
+        def write_output(self, name, value, stream_handle):
+            """Into the address set for ``name``, or (an output with an allocator, as TensorRT does for shapes known
+            only after the run) into memory its allocator hands out for the size, then tell it the shape."""
+            allocator = self.allocators.get(name)
+            if allocator is None:
+                cuda.write(self.addresses[name], value)
+                return True
+            calls.append(("reallocate_output", name, value.nbytes))
+            ptr = allocator.reallocate_output_async(name, 0, value.nbytes, 256, stream_handle)
+            if not ptr:
+                return False
+            cuda.write(int(ptr), value)
+            allocator.notify_shape(name, tuple(value.shape))
+            return True
+
         def execute_async_v3(self, stream_handle):
             images = cuda.read(self.addresses[self.input_name], self.input_shape, np.float32)
             names = [n for n in self.engine.tensors if n != self.input_name]
             outputs = self.engine.session.run(names, {self.input_name: images})
             calls.append(("execute", self.input_shape[0]))
             trt.executed.append(dict(zip(names, outputs, strict=True)))
-            for name, value in zip(names, outputs, strict=True):
-                cuda.write(self.addresses[name], value)
-            return True
+            return all([self.write_output(name, value, stream_handle)
+                        for name, value in zip(names, outputs, strict=True)])
 
     class Runtime:
         def __init__(self, logger):

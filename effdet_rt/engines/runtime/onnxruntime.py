@@ -21,9 +21,11 @@ def read_onnx(path: Path):
     import onnx
 
     try:
-        return onnx.load(str(path), load_external_data=False)
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError / ValueError / OSError for foreign bytes
         raise ModelFileError(f"{path}: not an ONNX model ({exc.__class__.__name__}); pass a file written by `effdet-rt export`") from exc
+    read_metadata(proto, str(path))  # a damaged metadata entry is named with the file here, before any use of it
+    return proto
 
 
 def read_detector_onnx(path: Path):
