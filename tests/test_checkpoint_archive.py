@@ -145,6 +145,18 @@ def test_edited_header_fails_authentication(tmp_path):
         load_checkpoint(path, KEY)
 
 
+@pytest.mark.parametrize("log2_n, r, p", [(22, 255, 1), (20, 8, 200)])
+def test_a_header_asking_scrypt_for_gigabytes_is_refused_before_deriving(tmp_path, monkeypatch, log2_n, r, p):
+    """Bytes 10-12 hold scrypt's N, r and p: a damaged header must not make key derivation allocate 100+ GB."""
+    path = _save(tmp_path / "a.edrt")
+    data = bytearray(path.read_bytes())
+    data[10:13] = bytes([log2_n, r, p])
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(archive_module, "derive_key", lambda *a: pytest.fail("scrypt ran on a damaged header"))
+    with pytest.raises(CheckpointError, match=r"damaged checkpoint header \(scrypt cost"):
+        load_checkpoint(path, KEY)
+
+
 def test_appended_bytes_are_reported(tmp_path):
     path = _save(tmp_path / "a.edrt")
     path.write_bytes(path.read_bytes() + b"xx")

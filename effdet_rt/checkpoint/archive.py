@@ -276,6 +276,12 @@ def _read_head(path: Path, handle: BinaryIO, key: str) -> tuple[_Header, bytes, 
     return header, header_bytes, cipher, manifest
 
 
+# scrypt needs 128 * r * N bytes: effdet-rt writes 32 MiB (N=2^15, r=8); a header asking for more than 1 GiB, or
+# for more than 16 parallel lanes, is damaged
+MAX_SCRYPT_MEMORY = 1 << 30
+MAX_SCRYPT_P = 16
+
+
 def _parse_header(path: Path, header_bytes: bytes, size: int) -> _Header:
     if not header_bytes.startswith(MAGIC[: len(header_bytes)]) or not header_bytes:
         raise CheckpointError(f"{path}: not an effdet-rt checkpoint ({_describe_foreign(header_bytes)}); "
@@ -292,6 +298,10 @@ def _parse_header(path: Path, header_bytes: bytes, size: int) -> _Header:
     header = _Header(ScryptCost(log2_n, r, p), chunk_size, salt, prefix, check, manifest_len, blob_len)
     if chunk_size == 0 or manifest_len < TAG_SIZE or not 10 <= log2_n <= 22 or not r or not p:
         raise CheckpointError(f"{path}: damaged checkpoint header; use another checkpoint")
+    if 128 * r * (1 << log2_n) > MAX_SCRYPT_MEMORY or p > MAX_SCRYPT_P:
+        # checked before deriving the key: a damaged (or hostile) header must not make scrypt allocate gigabytes
+        raise CheckpointError(f"{path}: damaged checkpoint header (scrypt cost N=2^{log2_n}, r={r}, p={p} is beyond "
+                              "what effdet-rt writes); use another checkpoint")
     expected = header.file_size()
     if size < expected:
         raise CheckpointError(f"{path}: truncated checkpoint ({size} of {expected} bytes); "
