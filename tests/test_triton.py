@@ -1,0 +1,209 @@
+"""`effdet-rt triton`: every config.pbtxt parsed with Triton's own ModelConfig proto and checked against the model
+file's inputs and outputs (native TensorRT / ONNX Runtime / OpenVINO and the Python runtime), the ensemble's wiring,
+bad input; and a real Triton server (PyPI's PyTriton build, CPU only) serving the repository over HTTP and gRPC with
+the detections `effdet-rt infer` writes for the same photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from effdet_rt.cli.main import run
+from tests.support.cli import one_error_line
+from tests.support.fake_tensorrt import tiny_detector_onnx, tiny_onnx
+from tests.support.triton import install_tools, parse_config
+
+TYPES = {"float32": "TYPE_FP32", "int32": "TYPE_INT32", "int64": "TYPE_INT64"}
+
+
+@pytest.fixture(scope="module")
+def proto():
+    install_tools()
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+@pytest.fixture()
+def detector(tmp_path) -> Path:
+    path = Path(tiny_detector_onnx(tmp_path / "det.onnx", size=32))
+    (tmp_path / "labels.txt").write_text("RBC\nWBC\nPlatelets\n")
+    return path
+
+
+def onnx_tensors(path: Path, which: str) -> list[tuple[str, str, list[int]]]:
+    """(name, Triton type, dims without the batch) of an ONNX file's inputs or outputs, read with onnx itself."""
+    graph = onnx.load(str(path)).graph
+    out = []
+    for value in getattr(graph, which):
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim][1:]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
+        out.append((value.name, TYPES[dtype], dims))
+    return out
+
+
+def config_tensors(proto, tensors) -> list[tuple[str, str, list[int]]]:
+    return [(t.name, proto.DataType.Name(t.data_type), list(t.dims)) for t in tensors]
+
+
+def configs(repo: Path, name: str) -> dict[str, object]:
+    return {folder: parse_config(repo / folder / "config.pbtxt")
+            for folder in (name, f"{name}_preprocess", f"{name}_model", f"{name}_postprocess")}
+
+
+def check_ensemble(proto, parsed: dict[str, object], name: str) -> None:
+    """Every step's inputs are exactly its model's inputs, fed by the ensemble input or an earlier step's output of
+    the same type and dims; every ensemble output is produced."""
+    ensemble = parsed[name]
+    assert ensemble.platform == "ensemble" and [t.name for t in ensemble.input] == ["image"]
+    assert proto.DataType.Name(ensemble.input[0].data_type) == "TYPE_STRING"
+    available = {"image": (ensemble.input[0].data_type, list(ensemble.input[0].dims))}
+    for step in ensemble.ensemble_scheduling.step:
+        model = parsed[step.model_name]
+        inputs = {t.name: (t.data_type, list(t.dims)) for t in model.input}
+        outputs = {t.name: (t.data_type, list(t.dims)) for t in model.output}
+        assert set(step.input_map) == set(inputs), step.model_name
+        for key, tensor in step.input_map.items():
+            assert available[tensor] == inputs[key], (step.model_name, key)
+        for key, tensor in step.output_map.items():
+            available[tensor] = outputs[key]
+        assert model.max_batch_size == ensemble.max_batch_size
+    for output in ensemble.output:
+        assert available[output.name] == (output.data_type, list(output.dims))
+
+
+def test_onnx_runtime_native_config_matches_the_file(detector, tmp_path, proto, capsys):
+    repo = tmp_path / "repo"
+    assert run(["triton", "-m", str(detector), "-o", str(repo), "--name", "cells", "--max-batch-size", "4",
+                "--instances", "2", "--labels", str(tmp_path / "labels.txt")]) == 0
+    parsed = configs(repo, "cells")
+    engine = parsed["cells_model"]
+    assert engine.platform == "onnxruntime_onnx" and engine.max_batch_size == 4
+    assert engine.default_model_filename == "model.onnx"
+    assert config_tensors(proto, engine.input) == onnx_tensors(detector, "input") == [("images", "TYPE_FP32", [32, 32, 3])]
+    assert config_tensors(proto, engine.output) == onnx_tensors(detector, "output")
+    assert [(g.count, proto.ModelInstanceGroup.Kind.Name(g.kind)) for g in engine.instance_group] == [(2, "KIND_CPU")]
+    assert engine.dynamic_batching.max_queue_delay_microseconds > 0
+    assert (repo / "cells_model" / "1" / "model.onnx").read_bytes() == detector.read_bytes()
+    check_ensemble(proto, parsed, "cells")
+    assert [t.name for t in parsed["cells"].output] == ["num_detections", "detection_boxes", "detection_scores",
+                                                        "detection_classes", "detection_labels"]
+    assert (repo / "cells_postprocess" / "labels.txt").read_text() == "RBC\nWBC\nPlatelets\n"
+    post = parsed["cells_postprocess"]
+    assert post.backend == "python" and post.parameters["effdet_rt_min_score"].string_value == "0.4"
+    sys_path = json.loads(post.parameters["effdet_rt_sys_path"].string_value)
+    assert sys_path[0] == str(Path(__file__).resolve().parents[1])  # this checkout's effdet_rt
+
+
+def test_python_runtime_config_runs_the_file_on_our_runner(detector, tmp_path, proto):
+    repo = tmp_path / "repo"
+    assert run(["triton", "-m", str(detector), "-o", str(repo), "--name", "cells", "--runtime", "python",
+                "--labels", str(tmp_path / "labels.txt")]) == 0
+    parsed = configs(repo, "cells")
+    engine = parsed["cells_model"]
+    assert engine.backend == "python" and engine.max_batch_size == 8
+    assert engine.parameters["effdet_rt_class"].string_value.endswith(":EngineStep")
+    assert config_tensors(proto, engine.output) == onnx_tensors(detector, "output")
+    assert (repo / "cells_model" / "1" / "model.onnx").read_bytes() == detector.read_bytes()
+    assert (repo / "cells_model" / "1" / "model.py").is_file()
+    check_ensemble(proto, parsed, "cells")
+
+
+def test_tensorrt_plan_config_from_the_build_record(detector, tmp_path, proto, capsys):
+    """Without TensorRT here, a plan's tensors come from the ONNX its build JSON names, its batch from the
+    profile the JSON records."""
+    plan = tmp_path / "det.plan"
+    plan.write_bytes(b"PLAN")
+    profile = {"min": [1, 32, 32, 3], "opt": [2, 32, 32, 3], "max": [6, 32, 32, 3], "dynamic": True}
+    (tmp_path / "det.plan.json").write_text(json.dumps({"precision": "fp16", "onnx": str(detector),
+                                                        "profile": profile}))
+    repo = tmp_path / "repo"
+    assert run(["triton", "-m", str(plan), "-o", str(repo), "--name", "cells", "--labels",
+                str(tmp_path / "labels.txt")]) == 0
+    parsed = configs(repo, "cells")
+    engine = parsed["cells_model"]
+    assert engine.platform == "tensorrt_plan" and engine.max_batch_size == 6
+    assert [(g.count, proto.ModelInstanceGroup.Kind.Name(g.kind)) for g in engine.instance_group] == [(1, "KIND_GPU")]
+    assert config_tensors(proto, engine.output) == onnx_tensors(detector, "output")
+    assert (repo / "cells_model" / "1" / "model.plan").read_bytes() == b"PLAN"
+    check_ensemble(proto, parsed, "cells")
+    one_error_line(["triton", "-m", str(plan), "-o", str(tmp_path / "r2"), "--name", "c", "--max-batch-size", "7",
+                    "--labels", str(tmp_path / "labels.txt")], capsys, "--max-batch-size 7", "at most 6 images")
+    assert not (tmp_path / "r2").exists()
+
+
+def test_openvino_native_config_matches_the_ir(detector, tmp_path, proto):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'effdet-rt[openvino]')")
+    from effdet_rt.engines.runtime.openvino_common import import_openvino
+
+    xml = tmp_path / "det.xml"
+    assert run(["build", "-m", str(detector), "-o", str(xml), "--backend", "openvino"]) == 0
+    repo = tmp_path / "repo"
+    assert run(["triton", "-m", str(xml), "-o", str(repo), "--name", "cells", "--labels",
+                str(tmp_path / "labels.txt")]) == 0
+    parsed = configs(repo, "cells")
+    engine = parsed["cells_model"]
+    assert engine.backend == "openvino" and engine.default_model_filename == "model.xml"
+    model = import_openvino().Core().read_model(str(xml))
+    from effdet_rt.engines.runtime.openvino import port_name
+
+    assert [t.name for t in engine.output] == [port_name(p) for p in model.outputs]
+    assert [list(t.dims) for t in engine.output] == [list(p.get_partial_shape().get_min_shape())[1:]
+                                                     for p in model.outputs]
+    assert list(engine.input[0].dims) == [32, 32, 3]
+    assert (repo / "cells_model" / "1" / "model.bin").read_bytes() == xml.with_suffix(".bin").read_bytes()
+    check_ensemble(proto, parsed, "cells")
+
+
+def with_efficient_nms(source: Path, target: Path) -> Path:
+    model = onnx.load(str(source))
+    model.graph.node.append(onnx.helper.make_node("EfficientNMS_TRT", ["detection_boxes"], ["unused"],
+                                                  domain="TRT"))
+    onnx.save(model, str(target))
+    return target
+
+
+@pytest.mark.parametrize("runtime", ["native", "python"])
+def test_efficient_nms_onnx_is_refused_for_onnx_runtime(detector, tmp_path, capsys, runtime):
+    model = with_efficient_nms(detector, tmp_path / "trt_only.onnx")
+    one_error_line(["triton", "-m", str(model), "-o", str(tmp_path / "repo"), "--name", "cells", "--runtime",
+                    runtime, "--labels", str(tmp_path / "labels.txt")], capsys,
+                   "trt_only.onnx", "EfficientNMS_TRT", "--nms onnx", "--backend tensorrt")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_bad_input_is_one_error_line_and_nothing_is_written(detector, tmp_path, capsys):
+    labels = ["--labels", str(tmp_path / "labels.txt")]
+    repo = tmp_path / "repo"
+    common = ["triton", "-m", str(detector), "-o", str(repo)]
+    foreign = Path(tiny_onnx(tmp_path / "foreign.onnx", size=16))
+    one_error_line(["triton", "-m", str(foreign), "-o", str(repo), "--name", "x", *labels], capsys,
+                   "foreign.onnx", "outputs ['scores']", "effdet-rt export")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    one_error_line(["triton", "-m", str(tmp_path / "junk.onnx"), "-o", str(repo), "--name", "x"], capsys,
+                   "junk.onnx", "not an ONNX model")
+    one_error_line(["triton", "-m", str(tmp_path / "missing.onnx"), "-o", str(repo), "--name", "x"], capsys,
+                   "missing.onnx: model file not found")
+    for bad in ("a/b", ".hidden", "has space", ""):
+        one_error_line([*common, "--name", bad, *labels], capsys, f"--name '{bad}'", "letters, digits")
+    one_error_line([*common, "--name", "x", "--runtime", "java", *labels], capsys, "--runtime 'java'",
+                   "native, python")
+    one_error_line([*common, "--name", "x"], capsys, "needs --labels", "det.onnx")
+    assert not repo.exists()
+    other = repo / "cells_model"
+    other.mkdir(parents=True)
+    (other / "config.pbtxt").write_text('name: "cells_model"\nbackend: "pytorch"\n')
+    one_error_line([*common, "--name", "cells", *labels], capsys, "cells_model", "effdet-rt did not write",
+                   "another --name")
+    assert sorted(p.name for p in repo.iterdir()) == ["cells_model"]
+    (repo / "notes.txt").write_text("mine")
+    one_error_line([*common, "--name", "fresh", *labels], capsys, "notes.txt", "not Triton model folders")
+    assert sorted(p.name for p in repo.iterdir()) == ["cells_model", "notes.txt"]
+    (repo / "notes.txt").unlink()
+    assert run([*common, "--name", "fresh", *labels]) == 0  # beside another repository's model: fine
+    assert run([*common, "--name", "fresh", *labels, "--max-batch-size", "2"]) == 0  # its own folders: rewritten
+    assert parse_config(repo / "fresh" / "config.pbtxt").max_batch_size == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo.")]  # no staging folder left
