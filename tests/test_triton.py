@@ -6,8 +6,10 @@ the detections `effdet-rt infer` writes for the same photos."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -207,3 +209,95 @@ def test_bad_input_is_one_error_line_and_nothing_is_written(detector, tmp_path, 
     assert run([*common, "--name", "fresh", *labels, "--max-batch-size", "2"]) == 0  # its own folders: rewritten
     assert parse_config(repo / "fresh" / "config.pbtxt").max_batch_size == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo.")]  # no staging folder left
+
+
+# --- a real server ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_checkpoint, bccd_root):
+    """The tiny detector exported with --nms onnx, `effdet-rt infer` on four BCCD photos, and tritonserver serving
+    the repository `effdet-rt triton --runtime python` wrote for the same ONNX."""
+    from tests.support.infer import KEY, bccd_images
+    from tests.support.triton import triton_server
+
+    root = tmp_path_factory.mktemp("triton_served")
+    model = root / "tiny.onnx"
+    assert run(["export", "-m", str(tiny_checkpoint), "-o", str(model), "-k", KEY, "--nms", "onnx"]) == 0
+    images = root / "images"
+    images.mkdir()
+    for path in bccd_images(bccd_root, 4):
+        shutil.copy(path, images / path.name)
+    assert run(["infer", "-m", str(model), "-i", str(images), "-o", str(root / "infer")]) == 0
+    expected: dict[str, list[dict]] = {path.name: [] for path in images.iterdir()}
+    for entry in json.loads((root / "infer" / "detections.json").read_text()):
+        expected[entry["image_id"]].append(entry)
+    repo = root / "repo"
+    assert run(["triton", "-m", str(model), "-o", str(repo), "--name", "cells", "--runtime", "python"]) == 0
+    try:
+        with triton_server(repo, root / "tritonserver.log") as server:
+            yield server, images, expected
+    except RuntimeError as exc:  # the server cannot start on this machine: say why
+        pytest.skip(f"tritonserver did not start here: {exc}")
+
+
+def encoded(path: Path) -> np.ndarray:
+    return np.array([[path.read_bytes()]], dtype=object)
+
+
+def as_records(result, name: str) -> list[dict]:
+    count = int(result.as_numpy("num_detections")[0, 0])
+    boxes, scores = result.as_numpy("detection_boxes")[0], result.as_numpy("detection_scores")[0]
+    classes, labels = result.as_numpy("detection_classes")[0], result.as_numpy("detection_labels")[0]
+    return [{"image_id": name, "category_id": int(classes[i]), "label": labels[i].decode(),
+             "bbox": [float(boxes[i, 0]), float(boxes[i, 1]), float(boxes[i, 2] - boxes[i, 0]),
+                      float(boxes[i, 3] - boxes[i, 1])], "score": float(scores[i])} for i in range(count)]
+
+
+def assert_same_detections(got: list[dict], want: list[dict]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g["category_id"] == w["category_id"] and g["label"] == f"class_{w['category_id']}"
+        assert np.allclose(g["bbox"], w["bbox"], atol=1.0), (g, w)
+        assert g["score"] == pytest.approx(w["score"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_ensemble_over_http_and_grpc_gives_the_detections_of_effdet_rt_infer(served):
+    import tritonclient.grpc as grpc_client
+    import tritonclient.http as http_client
+
+    server, images, expected = served
+    paths = sorted(images.iterdir())
+    assert sum(len(v) for v in expected.values()) > 0
+    grpc = grpc_client.InferenceServerClient(server.grpc_url)
+    for path in paths:
+        request = grpc_client.InferInput("image", [1, 1], "BYTES")
+        request.set_data_from_numpy(encoded(path))
+        assert_same_detections(as_records(grpc.infer("cells", [request]), path.name), expected[path.name])
+    # all four at once over HTTP: the engine step gets them as dynamic batches
+    http = http_client.InferenceServerClient(server.http_url, concurrency=4)
+    pending = []
+    for path in paths:
+        request = http_client.InferInput("image", [1, 1], "BYTES")
+        request.set_data_from_numpy(encoded(path))
+        pending.append((path.name, http.async_infer("cells", [request])))
+    for name, job in pending:
+        assert_same_detections(as_records(job.get_result(), name), expected[name])
+
+
+@pytest.mark.slow
+def test_a_corrupt_image_fails_its_request_and_the_server_keeps_serving(served):
+    import tritonclient.http as http_client
+    from tritonclient.utils import InferenceServerException
+
+    server, images, expected = served
+    client = http_client.InferenceServerClient(server.http_url)
+    broken = http_client.InferInput("image", [1, 1], "BYTES")
+    broken.set_data_from_numpy(np.array([[b"\xff\xd8\xff\xe0 truncated jpeg"]], dtype=object))
+    with pytest.raises(InferenceServerException, match="image 0 of the request: not a readable image.*JPEG or PNG"):
+        client.infer("cells", [broken])
+    path = sorted(images.iterdir())[0]
+    good = http_client.InferInput("image", [1, 1], "BYTES")
+    good.set_data_from_numpy(encoded(path))
+    assert_same_detections(as_records(client.infer("cells", [good]), path.name), expected[path.name])
+    assert client.is_model_ready("cells")

@@ -100,14 +100,15 @@ class Server:
 @contextlib.contextmanager
 def triton_server(repository: Path, log: Path) -> Iterator[Server]:
     """tritonserver on loopback ports serving ``repository``; waits until it is ready (bounded), stops it after."""
+    folder = install_tools()
     import tritonclient.http as http_client
 
-    folder = install_tools()
     binary, env = server_files(folder)
     http, grpc, metrics = free_port(), free_port(), free_port()
     args = [str(binary), f"--model-repository={repository}", "--http-address=127.0.0.1", f"--http-port={http}",
             "--grpc-address=127.0.0.1", f"--grpc-port={grpc}", "--allow-metrics=false", f"--metrics-port={metrics}",
-            f"--backend-directory={binary.parents[1] / 'backends'}", "--exit-on-error=true", "--log-verbose=0", "--pinned-memory-pool-byte-size=0"]
+            f"--backend-directory={binary.parents[1] / 'backends'}", "--exit-on-error=true", "--log-verbose=0", "--pinned-memory-pool-byte-size=0",
+            "--exit-timeout-secs=5"]
     with open(log, "wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     server = Server(process, http, grpc, log)
