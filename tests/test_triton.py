@@ -301,3 +301,104 @@ def test_a_corrupt_image_fails_its_request_and_the_server_keeps_serving(served):
     good.set_data_from_numpy(encoded(path))
     assert_same_detections(as_records(client.infer("cells", [good]), path.name), expected[path.name])
     assert client.is_model_ready("cells")
+
+
+# --- a classifier ----------------------------------------------------------------------------------------------
+
+CLASSES = ["ants", "bees", "wasps"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> Path:
+    """A fresh B0 at 32x32 with an amplified head (so answers differ between images), exported to ONNX, and a few
+    non-square PNGs (eval_image resizes and centre-crops them)."""
+    import tf_keras as keras
+    from PIL import Image
+
+    from effdet_rt.classification.export import classifier_to_onnx
+    from effdet_rt.classification.images import ImageFormat
+    from effdet_rt.classification.model import build_classifier, with_softmax
+    from effdet_rt.classification.spec import load_classification_spec
+    from effdet_rt.export.exporter import write_onnx
+
+    root = tmp_path_factory.mktemp("triton_classifier")
+    spec = load_classification_spec(None, ["model.input_image_size=3,32,32"])
+    keras.utils.set_random_seed(5)
+    model = build_classifier(spec, len(CLASSES))
+    (dense,) = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel * 5000.0, bias])
+    wrapped = type("Wrapped", (), {"model": with_softmax(model), "fmt": ImageFormat.from_spec(spec),
+                                   "classes": CLASSES, "spec": spec})()
+    path = Path(write_onnx(classifier_to_onnx(wrapped, None, 17), root / "classifier.onnx"))
+    rng = np.random.default_rng(5)
+    (root / "images").mkdir()
+    colours = [(230, 20, 20), (20, 230, 20), (20, 20, 230), (128, 128, 128), (250, 250, 250), (5, 5, 5)]
+    for i, colour in enumerate(colours):
+        pixels = np.clip(np.asarray(colour) + rng.normal(0, 10, (40, 52, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+    return path
+
+
+def test_classifier_repository_configs_and_labels(classifier, tmp_path, proto, capsys):
+    repo = tmp_path / "repo"
+    assert run(["triton", "-m", str(classifier), "-o", str(repo), "--name", "insects", "--top-k", "2"]) == 0
+    parsed = configs(repo, "insects")
+    engine = parsed["insects_model"]
+    assert engine.platform == "onnxruntime_onnx"
+    assert config_tensors(proto, engine.input) == onnx_tensors(classifier, "input")
+    assert config_tensors(proto, engine.output) == onnx_tensors(classifier, "output") == [
+        ("probabilities", "TYPE_FP32", [3])]
+    assert engine.output[0].label_filename == "labels.txt"
+    assert (repo / "insects_model" / "labels.txt").read_text() == "ants\nbees\nwasps\n"
+    assert [(t.name, list(t.dims)) for t in parsed["insects"].output] == [
+        ("classes", [2]), ("scores", [2]), ("class_names", [2])]
+    check_ensemble(proto, parsed, "insects")
+    (tmp_path / "names.txt").write_text("ant\nbee\n")
+    one_error_line(["triton", "-m", str(classifier), "-o", str(repo), "--name", "x", "--labels",
+                    str(tmp_path / "names.txt")], capsys, "names.txt", "2 name(s)", "3 classes")
+
+
+@pytest.mark.slow
+def test_classifier_ensemble_gives_the_top_k_of_the_classifier_engine(classifier, tmp_path):
+    from effdet_rt.classification.engines import load_classifier
+    from effdet_rt.classification.images import eval_image
+    from tests.support.triton import triton_server
+
+    repo = tmp_path / "repo"
+    assert run(["triton", "-m", str(classifier), "-o", str(repo), "--name", "insects", "--top-k", "2",
+                "--runtime", "python"]) == 0
+    engine = load_classifier(classifier)
+    paths = sorted((classifier.parent / "images").iterdir())
+    probabilities = engine.predict(np.stack([eval_image(p, engine.fmt) for p in paths]))
+    assert np.ptp(probabilities, axis=0).max() > 0.01  # not one answer whatever the image
+    try:
+        server_context = triton_server(repo, tmp_path / "tritonserver.log")
+        server = server_context.__enter__()
+    except RuntimeError as exc:
+        pytest.skip(f"tritonserver did not start here: {exc}")
+    try:
+        import tritonclient.grpc as grpc_client
+        import tritonclient.http as http_client
+
+        client = grpc_client.InferenceServerClient(server.grpc_url)
+        for path, row in zip(paths, probabilities, strict=True):
+            request = grpc_client.InferInput("image", [1, 1], "BYTES")
+            request.set_data_from_numpy(encoded(path))
+            result = client.infer("insects", [request])
+            top = np.argsort(-row)[:2]
+            assert result.as_numpy("classes")[0].tolist() == top.tolist()
+            np.testing.assert_allclose(result.as_numpy("scores")[0], row[top], atol=1e-5)
+            assert [n.decode() for n in result.as_numpy("class_names")[0]] == [CLASSES[i] for i in top]
+        # Triton's classification extension on the engine, from the labels file beside it
+        http = http_client.InferenceServerClient(server.http_url)
+        images = http_client.InferInput("images", [1, 32, 32, 3], "FP32")
+        images.set_data_from_numpy(eval_image(paths[0], engine.fmt)[None])
+        result = http.infer("insects_model", [images],
+                            outputs=[http_client.InferRequestedOutput("probabilities", class_count=1)])
+        score, index, label = result.as_numpy("probabilities")[0][0].decode().split(":")
+        best = int(probabilities[0].argmax())
+        assert (int(index), label) == (best, CLASSES[best]) and float(score) == pytest.approx(probabilities[0, best],
+                                                                                             abs=1e-5)
+    finally:
+        server_context.__exit__(None, None, None)
