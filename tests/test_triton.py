@@ -402,3 +402,34 @@ def test_classifier_ensemble_gives_the_top_k_of_the_classifier_engine(classifier
                                                                                              abs=1e-5)
     finally:
         server_context.__exit__(None, None, None)
+
+
+def test_deepstream_config_with_triton_writes_the_nvinferserver_config(detector, classifier, tmp_path, capsys):
+    repo, out = tmp_path / "repo", tmp_path / "ds"
+    labels = str(tmp_path / "labels.txt")
+    one_error_line(["deepstream-config", "-m", str(detector), "-o", str(out), "--labels", labels, "--triton",
+                    str(repo)], capsys, f"{repo}: model repository not found", "effdet-rt triton")
+    assert run(["triton", "-m", str(detector), "-o", str(repo), "--name", "cells", "--labels", labels]) == 0
+    other = tmp_path / "other.onnx"
+    shutil.copy(detector, other)
+    one_error_line(["deepstream-config", "-m", str(other), "-o", str(out), "--labels", labels, "--triton",
+                    str(repo)], capsys, "holds no engine written from", "other.onnx")
+    assert not out.exists()  # nothing written when the repository does not serve the model
+    assert run(["deepstream-config", "-m", str(detector), "-o", str(out), "--labels", labels, "--triton",
+                str(repo)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config_infer_primary_effdet.txt",
+                                                     "config_infer_primary_effdet_triton.txt", "labels.txt"]
+    text = (out / "config_infer_primary_effdet_triton.txt").read_text()
+    for line in ('model_name: "cells_model"', "max_batch_size: 8", f'root: "{repo.resolve()}"',
+                 "tensor_order: TENSOR_ORDER_NHWC", "maintain_aspect_ratio: 1", "channel_offsets: [ 0, 0, 0 ]",
+                 'labelfile_path: "labels.txt"', "num_detected_classes: 3",
+                 'custom_parse_bbox_func: "NvDsInferParseCustomEfficientNMS"', "threshold: 0.3",
+                 "process_mode: PROCESS_MODE_FULL_FRAME"):
+        assert f"\n{line.strip()}\n" in "\n" + "\n".join(x.strip() for x in text.splitlines()) + "\n", line
+    # a classifier: the secondary-classifier nvinferserver config on its own engine
+    assert run(["triton", "-m", str(classifier), "-o", str(repo), "--name", "insects"]) == 0
+    assert run(["deepstream-config", "-m", str(classifier), "-o", str(tmp_path / "ds2"), "--triton", str(repo)]) == 0
+    text = (tmp_path / "ds2" / "config_infer_secondary_classifier_triton.txt").read_text()
+    for line in ('model_name: "insects_model"', "process_mode: PROCESS_MODE_CLIP_OBJECTS", "maintain_aspect_ratio: 0",
+                 "classification {"):
+        assert line in text, line

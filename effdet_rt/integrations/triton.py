@@ -417,7 +417,9 @@ def write_repository(request: RepositoryRequest, parts: TaskParts, io: ModelIO |
         for folder, config in configs.items():
             (tmp / folder / "1").mkdir(parents=True)
             (tmp / folder / "config.pbtxt").write_text(pbtxt(config), encoding="utf-8")
-            (tmp / folder / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            role = "ensemble" if folder == name else folder[len(name) + 1:]
+            (tmp / folder / MARKER).write_text(json.dumps({**record, "name": name, "role": role}, indent=2) + "\n",
+                                               encoding="utf-8")
             if config.get("backend") == "python":
                 (tmp / folder / "1" / "model.py").write_text(MODEL_PY, encoding="utf-8")
         engine_dir = tmp / f"{name}_model" / "1"
@@ -526,3 +528,24 @@ def write_detector_repository(request: RepositoryRequest, labels: str | Path | N
     check_request(request)
     io = model_io(request.model)
     return write_repository(request, detector_parts(request.model, io, labels, min_score), io)
+
+
+def served_engine(repository: Path, model: Path) -> tuple[str, int]:
+    """(model name, max batch) of the engine folder `effdet-rt triton` wrote into ``repository`` from ``model``."""
+    if not repository.is_dir():
+        raise UserError(f"{repository}: model repository not found; write it first with `effdet-rt triton -m "
+                        f"{model} -o {repository} --name NAME`")
+    found = []
+    for marker in sorted(repository.glob(f"*/{MARKER}")):
+        try:
+            record = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if record.get("role") == "model" and record.get("source") == str(model.resolve()):
+            found.append((marker.parent.name, int(record["max_batch_size"])))
+    if len(found) != 1:
+        what = "holds no engine" if not found else f"holds {len(found)} engines ({', '.join(f[0] for f in found)})"
+        raise UserError(f"{repository}: {what} written from {model} by `effdet-rt triton`; write one with "
+                        f"`effdet-rt triton -m {model} -o {repository} --name NAME`" + (" into its own repository"
+                                                                                        if found else ""))
+    return found[0]
