@@ -433,3 +433,27 @@ def test_deepstream_config_with_triton_writes_the_nvinferserver_config(detector,
     for line in ('model_name: "insects_model"', "process_mode: PROCESS_MODE_CLIP_OBJECTS", "maintain_aspect_ratio: 0",
                  "classification {"):
         assert line in text, line
+
+
+def test_docs_commands_run_as_typed(detector, classifier, tmp_path, monkeypatch, capsys, proto):
+    """Every `effdet-rt` line of docs/triton.md, run as typed in a folder holding the files it names."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "triton.md").read_text(encoding="utf-8")
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
+             if line.startswith("effdet-rt ")]
+    assert len(lines) == 4
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(detector, work / "model.onnx")
+    shutil.copy(tmp_path / "labels.txt", work / "labels.txt")
+    shutil.copy(classifier, work / "classifier.onnx")
+    monkeypatch.chdir(work)
+    for line in lines:
+        assert run(shlex.split(line)[1:]) == 0, (line, capsys.readouterr().err)
+    assert sorted(p.name for p in (work / "repo").iterdir()) == sorted(
+        f"{name}{suffix}" for name in ("cells", "cells_cpu", "insects")
+        for suffix in ("", "_preprocess", "_model", "_postprocess"))
+    assert parse_config(work / "repo" / "cells_cpu_model" / "config.pbtxt").instance_group[0].count == 2
+    assert (work / "ds" / "config_infer_primary_effdet_triton.txt").is_file()

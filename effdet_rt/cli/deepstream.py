@@ -17,6 +17,8 @@ def deepstream_config(
     threshold: float = option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
     triton: str | None = option(None, "--triton", help="Model repository `effdet-rt triton` wrote from this model: "
                                 "also write the Gst-nvinferserver config (*_triton.txt) serving its engine."),
+    triton_name: str | None = option(None, "--triton-name", help="With --triton: the repository entry (the "
+                                     "--name given to `effdet-rt triton`) when it serves the model more than once."),
 ) -> None:
     """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt; for a classifier ONNX,
     config_infer_secondary_classifier.txt (network-type=1) with the model's classes as labels. With --triton,
@@ -24,15 +26,16 @@ def deepstream_config(
     if triton is not None:
         from effdet_rt.integrations.triton import served_engine
 
-        served_engine(Path(triton), Path(model))  # before anything is written: the repository must serve it
+        served_engine(Path(triton), Path(model), triton_name)  # before anything is written: it must serve the model
     config, labels_path = write_for_task(Path(model), Path(output_dir), labels, num_classes, threshold)
     written = [config, labels_path]
     if triton is not None:
-        written.append(write_triton_for_task(Path(model), Path(triton), Path(output_dir), labels_path, threshold))
+        written.append(write_triton_for_task(Path(model), Path(triton), triton_name, Path(output_dir), labels_path,
+                                             threshold))
     typer.echo(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
 
 
-def write_triton_for_task(model: Path, repository: Path, output_dir: Path, labels_path: Path,
+def write_triton_for_task(model: Path, repository: Path, name: str | None, output_dir: Path, labels_path: Path,
                           threshold: float) -> Path:
     from effdet_rt.classification.deepstream import write_classifier_triton_config
     from effdet_rt.classification.engines import TASK as CLASSIFICATION
@@ -41,9 +44,9 @@ def write_triton_for_task(model: Path, repository: Path, output_dir: Path, label
 
     meta = model_metadata(model)
     if meta.get("task") == CLASSIFICATION:
-        return write_classifier_triton_config(model, repository, output_dir, meta, labels_path.name, threshold)
+        return write_classifier_triton_config(model, repository, name, output_dir, meta, labels_path.name, threshold)
     classes = len(labels_path.read_text(encoding="utf-8").splitlines())
-    return write_detector_triton_config(model, repository, output_dir, labels_path.name, classes, threshold)
+    return write_detector_triton_config(model, repository, name, output_dir, labels_path.name, classes, threshold)
 
 
 def write_for_task(model: Path, output_dir: Path, labels: str | None, num_classes: int | None,

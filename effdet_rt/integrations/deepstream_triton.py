@@ -36,13 +36,14 @@ def nvinferserver_config(repository: Path, model_name: str, max_batch: int, chan
     return pbtxt({"infer_config": infer, "input_control": input_control})
 
 
-def write_detector_triton_config(model: Path, repository: Path, out_dir: Path, labels_file: str, num_classes: int,
+def write_detector_triton_config(model: Path, repository: Path, name: str | None, out_dir: Path, labels_file: str,
+                                 num_classes: int,
                                  threshold: float) -> Path:
     """``config_infer_primary_effdet_triton.txt`` beside the Gst-nvinfer config (same labels file)."""
-    name, max_batch = served_engine(repository, model)
+    engine, max_batch = served_engine(repository, model, name)
     postprocess = {"labelfile_path": labels_file,
                    "detection": {"num_detected_classes": num_classes, "custom_parse_bbox_func": PARSE_FUNCTION,
                                  "simple_cluster": {"threshold": threshold}}}
-    text = nvinferserver_config(repository, name, max_batch, 3, True, postprocess,
+    text = nvinferserver_config(repository, engine, max_batch, 3, True, postprocess,
                                 {"process_mode": Enum("PROCESS_MODE_FULL_FRAME"), "interval": 0}, PARSER_LIBRARY)
     return atomic_write_text(out_dir / TRITON_CONFIG, text)

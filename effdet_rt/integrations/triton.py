@@ -530,8 +530,9 @@ def write_detector_repository(request: RepositoryRequest, labels: str | Path | N
     return write_repository(request, detector_parts(request.model, io, labels, min_score), io)
 
 
-def served_engine(repository: Path, model: Path) -> tuple[str, int]:
-    """(model name, max batch) of the engine folder `effdet-rt triton` wrote into ``repository`` from ``model``."""
+def served_engine(repository: Path, model: Path, name: str | None = None) -> tuple[str, int]:
+    """(model name, max batch) of the engine folder `effdet-rt triton` wrote into ``repository`` from ``model``
+    (that of the repository entry ``name`` when given)."""
     if not repository.is_dir():
         raise UserError(f"{repository}: model repository not found; write it first with `effdet-rt triton -m "
                         f"{model} -o {repository} --name NAME`")
@@ -541,11 +542,14 @@ def served_engine(repository: Path, model: Path) -> tuple[str, int]:
             record = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if record.get("role") == "model" and record.get("source") == str(model.resolve()):
+        if record.get("role") == "model" and record.get("source") == str(model.resolve()) and \
+                name in (None, record.get("name")):
             found.append((marker.parent.name, int(record["max_batch_size"])))
     if len(found) != 1:
-        what = "holds no engine" if not found else f"holds {len(found)} engines ({', '.join(f[0] for f in found)})"
-        raise UserError(f"{repository}: {what} written from {model} by `effdet-rt triton`; write one with "
-                        f"`effdet-rt triton -m {model} -o {repository} --name NAME`" + (" into its own repository"
-                                                                                        if found else ""))
+        if found:
+            raise UserError(f"{repository}: holds {len(found)} engines written from {model} "
+                            f"({', '.join(f[0] for f in found)}); pick one with --triton-name NAME")
+        entry = f" as '{name}'" if name else ""
+        raise UserError(f"{repository}: holds no engine written from {model}{entry} by `effdet-rt triton`; write "
+                        f"one with `effdet-rt triton -m {model} -o {repository} --name NAME`")
     return found[0]
