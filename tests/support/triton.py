@@ -88,6 +88,19 @@ def server_files(folder: Path) -> tuple[Path, dict[str, str]]:
     return server / "bin" / "tritonserver", env
 
 
+class ServerUnavailable(RuntimeError):
+    """The server binary (or the Python stub) cannot run on this machine: a missing system library, not our bug."""
+
+
+MISSING_LIBRARY = ("error while loading shared libraries", "cannot open shared object file")
+
+
+def server_failed(process: subprocess.Popen, server: Server, why: str) -> RuntimeError:
+    tail = server.log_tail()
+    cls = ServerUnavailable if any(text in tail for text in MISSING_LIBRARY) else RuntimeError
+    return cls(f"tritonserver {why}:\n{tail}")
+
+
 class Server:
     def __init__(self, process: subprocess.Popen, http: int, grpc: int, log: Path):
         self.process, self.http_port, self.grpc_port, self.log = process, http, grpc, log
@@ -117,12 +130,12 @@ def triton_server(repository: Path, log: Path) -> Iterator[Server]:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"tritonserver exited with {process.returncode}:\n{server.log_tail()}")
+                raise server_failed(process, server, f"exited with {process.returncode}")
             with contextlib.suppress(Exception):
                 if client.is_server_ready():
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"tritonserver not ready after {READY_TIMEOUT_S:.0f} s:\n{server.log_tail()}")
+                raise server_failed(process, server, f"not ready after {READY_TIMEOUT_S:.0f} s")
             time.sleep(0.5)
         yield server
     finally:
