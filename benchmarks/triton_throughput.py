@@ -122,7 +122,9 @@ def markdown(result: dict) -> str:
               f"{result['images']} BCCD 640x480 JPEGs, best of {result['repeats']}; Triton {result['server']} "
               "(PyPI nvidia-pytriton, CPU), ensemble with --runtime python (engine on our runner in the Python "
               "backend), dynamic batching, one image per gRPC request, client threads on the same machine; "
-              f"`effdet-rt infer` is infer_folder (read, preprocess, run, draw, write). CPU: {result['cpu']}.", ""]
+              f"`effdet-rt infer` is infer_folder (read, preprocess, run, draw, write). CPU: {result['cpu']}; "
+              f"load average (1/5/15 min) at the end: {' / '.join(map(str, result.get('load_average', [])))} "
+              "(other work on the machine shares the cores).", ""]
     return "\n".join(lines)
 
 
@@ -170,7 +172,7 @@ def main() -> None:
             print(row["backend"], "infer", row["infer"], flush=True)
     result = {"input_size": args.input_size, "images": len(paths), "concurrency": concurrency,
               "batch_size": args.batch_size, "repeats": args.repeats, "server": version, "cpu": describe_cpu(),
-              "rows": rows}
+              "load_average": [round(v, 2) for v in os.getloadavg()], "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "triton_throughput.json").write_text(json.dumps(result, indent=1) + "\n")
     (RESULTS / "triton_throughput.md").write_text(markdown(result))
