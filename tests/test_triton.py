@@ -137,6 +137,29 @@ def test_tensorrt_plan_config_from_the_build_record(detector, tmp_path, proto, c
     assert not (tmp_path / "r2").exists()
 
 
+def test_tensorrt_plan_config_from_tensorrt_itself(detector, tmp_path, proto, monkeypatch):
+    """With TensorRT (here the fake one, which runs what it builds), the plan's own bindings and profile."""
+    import sys
+
+    from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
+    from tests.support.fake_tensorrt import fake_cudart, fake_tensorrt, install_fake_cuda
+
+    cuda = install_fake_cuda(monkeypatch, fake_cudart())
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.3.0", input_shape=None, cuda=cuda))
+    plan = build_tensorrt_engine(str(detector), tmp_path / "det.plan", precision="fp32", workspace_gb=1,
+                                 min_batch=1, opt_batch=2, max_batch=4, timing_cache=None, calibration=None,
+                                 calib_cache=None, log=lambda m: None)
+    (tmp_path / "det.plan.json").unlink()  # nothing but the plan: its bindings and profile say it all
+    repo = tmp_path / "repo"
+    assert run(["triton", "-m", str(plan), "-o", str(repo), "--name", "cells", "--labels",
+                str(tmp_path / "labels.txt")]) == 0
+    engine = parse_config(repo / "cells_model" / "config.pbtxt")
+    assert engine.platform == "tensorrt_plan" and engine.max_batch_size == 4
+    assert config_tensors(proto, engine.input) == onnx_tensors(detector, "input")
+    assert config_tensors(proto, engine.output) == onnx_tensors(detector, "output")
+    check_ensemble(proto, configs(repo, "cells"), "cells")
+
+
 def test_openvino_native_config_matches_the_ir(detector, tmp_path, proto):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'effdet-rt[openvino]')")
     from effdet_rt.engines.runtime.openvino_common import import_openvino
