@@ -256,9 +256,17 @@ def served(tmp_path_factory, tiny_checkpoint, bccd_root):
         expected[entry["image_id"]].append(entry)
     repo = root / "repo"
     assert run(["triton", "-m", str(model), "-o", str(repo), "--name", "cells", "--runtime", "python"]) == 0
+    # raw heads (--nms none): NMS on the host, in the post-processing step
+    raw = root / "tiny_raw.onnx"
+    assert run(["export", "-m", str(tiny_checkpoint), "-o", str(raw), "-k", KEY, "--nms", "none"]) == 0
+    assert run(["infer", "-m", str(raw), "-i", str(images), "-o", str(root / "infer_raw")]) == 0
+    expected_raw: dict[str, list[dict]] = {path.name: [] for path in images.iterdir()}
+    for entry in json.loads((root / "infer_raw" / "detections.json").read_text()):
+        expected_raw[entry["image_id"]].append(entry)
+    assert run(["triton", "-m", str(raw), "-o", str(repo), "--name", "cells_raw", "--runtime", "python"]) == 0
     try:
         with triton_server(repo, root / "tritonserver.log") as server:
-            yield server, images, expected
+            yield server, images, {"cells": expected, "cells_raw": expected_raw}
     except ServerUnavailable as exc:  # the binary cannot run on this machine (a model that fails to load fails)
         pytest.skip(f"tritonserver cannot run here: {exc}")
 
@@ -289,7 +297,8 @@ def test_ensemble_over_http_and_grpc_gives_the_detections_of_effdet_rt_infer(ser
     import tritonclient.grpc as grpc_client
     import tritonclient.http as http_client
 
-    server, images, expected = served
+    server, images, by_model = served
+    expected = by_model["cells"]
     paths = sorted(images.iterdir())
     assert sum(len(v) for v in expected.values()) > 0
     grpc = grpc_client.InferenceServerClient(server.grpc_url)
@@ -309,11 +318,26 @@ def test_ensemble_over_http_and_grpc_gives_the_detections_of_effdet_rt_infer(ser
 
 
 @pytest.mark.slow
+def test_raw_heads_model_gets_host_nms_in_post_processing(served):
+    import tritonclient.grpc as grpc_client
+
+    server, images, by_model = served
+    expected = by_model["cells_raw"]
+    assert sum(len(v) for v in expected.values()) > 0
+    client = grpc_client.InferenceServerClient(server.grpc_url)
+    for path in sorted(images.iterdir()):
+        request = grpc_client.InferInput("image", [1, 1], "BYTES")
+        request.set_data_from_numpy(encoded(path))
+        assert_same_detections(as_records(client.infer("cells_raw", [request]), path.name), expected[path.name])
+
+
+@pytest.mark.slow
 def test_a_corrupt_image_fails_its_request_and_the_server_keeps_serving(served):
     import tritonclient.http as http_client
     from tritonclient.utils import InferenceServerException
 
-    server, images, expected = served
+    server, images, by_model = served
+    expected = by_model["cells"]
     client = http_client.InferenceServerClient(server.http_url)
     broken = http_client.InferInput("image", [1, 1], "BYTES")
     broken.set_data_from_numpy(np.array([[b"\xff\xd8\xff\xe0 truncated jpeg"]], dtype=object))
