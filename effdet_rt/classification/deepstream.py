@@ -58,3 +58,22 @@ def write_classifier_deepstream_config(model: Path, out_dir: Path, meta: dict[st
         text = nvinfer_classifier_config(model.resolve(), labels_name, meta, batch, precision, threshold)
         (tmp / config_name).write_text(text, encoding="utf-8")
     return out_dir / config_name, out_dir / labels_name
+
+
+TRITON_CONFIG = "config_infer_secondary_classifier_triton.txt"
+
+
+def write_classifier_triton_config(model: Path, repository: Path, name: str | None, out_dir: Path, meta: dict[str, Any],
+                                   labels_file: str, threshold: float) -> Path:
+    """The Gst-nvinferserver secondary classifier on the engine `effdet-rt triton` wrote into ``repository``."""
+    from effdet_rt.integrations.deepstream_triton import nvinferserver_config
+    from effdet_rt.integrations.triton import Enum, served_engine
+    from effdet_rt.utils.atomic import atomic_write_text
+
+    engine, max_batch = served_engine(repository, model, name)
+    postprocess = {"labelfile_path": labels_file, "classification": {"threshold": threshold}}
+    control = {"process_mode": Enum("PROCESS_MODE_CLIP_OBJECTS"), "operate_on_gie_id": 1, "interval": 0,
+               "async_mode": False}
+    text = nvinferserver_config(repository, engine, max_batch, int(meta["image_format"]["channels"]), False,
+                                postprocess, control)
+    return atomic_write_text(out_dir / TRITON_CONFIG, text)

@@ -15,11 +15,38 @@ def deepstream_config(
     labels: str | None = option(None, "--labels", help="labels.txt (one name per line) or label_map.yaml."),
     num_classes: int | None = option(None, "--num-classes", help="Without --labels: number of classes (default: the ONNX metadata effdet_rt.num_classes)."),
     threshold: float = option(0.3, "--threshold", help="pre-cluster-threshold for all classes."),
+    triton: str | None = option(None, "--triton", help="Model repository `effdet-rt triton` wrote from this model: "
+                                "also write the Gst-nvinferserver config (*_triton.txt) serving its engine."),
+    triton_name: str | None = option(None, "--triton-name", help="With --triton: the repository entry (the "
+                                     "--name given to `effdet-rt triton`) when it serves the model more than once."),
 ) -> None:
     """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt; for a classifier ONNX,
-    config_infer_secondary_classifier.txt (network-type=1) with the model's classes as labels."""
+    config_infer_secondary_classifier.txt (network-type=1) with the model's classes as labels. With --triton,
+    the Gst-nvinferserver config for the same model served from that repository goes beside it."""
+    if triton is not None:
+        from effdet_rt.integrations.triton import served_engine
+
+        served_engine(Path(triton), Path(model), triton_name)  # before anything is written: it must serve the model
     config, labels_path = write_for_task(Path(model), Path(output_dir), labels, num_classes, threshold)
-    typer.echo(f"wrote {config} and {labels_path}")
+    written = [config, labels_path]
+    if triton is not None:
+        written.append(write_triton_for_task(Path(model), Path(triton), triton_name, Path(output_dir), labels_path,
+                                             threshold))
+    typer.echo(f"wrote {', '.join(map(str, written[:-1]))} and {written[-1]}")
+
+
+def write_triton_for_task(model: Path, repository: Path, name: str | None, output_dir: Path, labels_path: Path,
+                          threshold: float) -> Path:
+    from effdet_rt.classification.deepstream import write_classifier_triton_config
+    from effdet_rt.classification.engines import TASK as CLASSIFICATION
+    from effdet_rt.integrations.deepstream import model_metadata
+    from effdet_rt.integrations.deepstream_triton import write_detector_triton_config
+
+    meta = model_metadata(model)
+    if meta.get("task") == CLASSIFICATION:
+        return write_classifier_triton_config(model, repository, name, output_dir, meta, labels_path.name, threshold)
+    classes = len(labels_path.read_text(encoding="utf-8").splitlines())
+    return write_detector_triton_config(model, repository, name, output_dir, labels_path.name, classes, threshold)
 
 
 def write_for_task(model: Path, output_dir: Path, labels: str | None, num_classes: int | None,

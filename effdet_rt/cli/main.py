@@ -36,6 +36,7 @@ COMMAND_MODULES: list[str] = [
     "demo",
     "engine_info",
     "deepstream",
+    "triton",
     "models",
     "weights",
     "classification",
