@@ -167,3 +167,20 @@ def test_classifier_curves_and_scores_data(tmp_path):
     charts.write_class_scores(tmp_path / "cs.png", per_class)
     assert json.loads((tmp_path / "cs.json").read_text()) == {"classes": ["ants", "bees"], "precision": [1.0, 0.8],
                                                               "recall": [0.8, 1.0], "f1": [8 / 9, 8 / 9]}
+
+
+def test_history_of_an_older_checkpoint_charts_its_total_loss(tmp_path):
+    """Checkpoints written before results.png kept only the total loss: the other series come back as NaN."""
+    import math
+
+    from effdet_rt.trainer.loop import History
+
+    history = History.from_metadata({"history_steps": [1, 2, 3], "history_losses": [3.0, 2.5, 2.0]})
+    assert history.losses == [3.0, 2.5, 2.0] and all(math.isnan(v) for v in history.class_losses)
+    history.append(4, 1.5, 1.0, 0.01, 0.08)
+    history.evaluations.append({"epoch": 2, "AP": 0.1, "AP50": 0.3})
+    data = history.chart_data(2, "resumed")
+    assert data["epoch"] == [0.5, 1.0, 1.5, 2.0] and data["evaluation"] == {"epoch": [2], "AP": [0.1], "AP50": [0.3]}
+    charts.write_training_results(tmp_path / "results.png", data)
+    assert json.loads((tmp_path / "results.json").read_text())["class_loss"][3] == 1.0
+    assert History.from_metadata(history.as_metadata()) == history
