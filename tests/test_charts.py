@@ -184,3 +184,21 @@ def test_history_of_an_older_checkpoint_charts_its_total_loss(tmp_path):
     charts.write_training_results(tmp_path / "results.png", data)
     assert json.loads((tmp_path / "results.json").read_text())["class_loss"][3] == 1.0
     assert History.from_metadata(history.as_metadata()) == history
+
+
+def test_resuming_takes_back_the_evaluation_its_checkpoint_was_saved_before(tmp_path):
+    from effdet_rt.trainer.loop import History
+
+    before = History([1, 2, 3, 4], [4.0, 3.0, 2.0, 1.0], [1.0] * 4, [0.1] * 4, [0.01] * 4)
+    chart = {**before.chart_data(2, "run"), "evaluation": {"epoch": [1, 2, 3], "AP": [0.1, 0.2, 0.3],
+                                                           "AP50": [0.3, 0.4, 0.5]}}
+    resumed = History.from_metadata(before.as_metadata())
+    resumed.recover_evaluations(chart, epoch=2)  # epoch 3's evaluation came after the last checkpoint: not taken
+    assert resumed.evaluations == [{"epoch": 1, "AP": 0.1, "AP50": 0.3}, {"epoch": 2, "AP": 0.2, "AP50": 0.4}]
+    other_run = History.from_metadata(before.as_metadata())
+    other_run.recover_evaluations({**chart, "step": [1, 2, 5]}, epoch=2)  # another run's chart
+    half_written = History.from_metadata(before.as_metadata())
+    half_written.recover_evaluations(None, epoch=2)  # read_chart_data gave up on it (with a warning)
+    broken = History.from_metadata(before.as_metadata())
+    broken.recover_evaluations({**chart, "evaluation": {"epoch": [1, 2], "AP": [0.1]}}, epoch=2)
+    assert other_run.evaluations == half_written.evaluations == broken.evaluations == []

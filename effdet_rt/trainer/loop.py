@@ -25,7 +25,7 @@ from effdet_rt.trainer.state import (
     restore_training_checkpoint,
     save_training_checkpoint,
 )
-from effdet_rt.utils.charts import draw_safely, write_loss_curve, write_training_results
+from effdet_rt.utils.charts import draw_safely, read_chart_data, write_loss_curve, write_training_results
 from effdet_rt.utils.status import TrainingProgress
 
 LOG_EVERY_STEPS = 10
@@ -82,6 +82,22 @@ class History:
 
         return cls(steps, series("history_losses"), series("history_class_losses"), series("history_box_losses"),
                    series("history_learning_rates"), list(metadata.get("history_evaluations", [])))
+
+    def recover_evaluations(self, chart: dict[str, Any] | None, epoch: int) -> None:
+        """Take back the evaluations up to ``epoch`` from the results.json this run wrote before it stopped: the
+        checkpoint of an epoch is saved before that epoch's evaluation, so its history misses it. Only a chart of the
+        same steps counts (a results folder may hold another run's)."""
+        if not chart or chart.get("step", [])[:len(self.steps)] != self.steps:
+            return
+        evaluation = chart.get("evaluation") or {}
+        known = {e["epoch"] for e in self.evaluations}
+        try:
+            rows = zip(evaluation.get("epoch", []), evaluation.get("AP", []), evaluation.get("AP50", []), strict=True)
+            found = [{"epoch": int(e), "AP": float(ap), "AP50": float(ap50)} for e, ap, ap50 in rows
+                     if int(e) <= epoch and int(e) not in known]
+        except (TypeError, ValueError):
+            return
+        self.evaluations = sorted([*self.evaluations, *found], key=lambda e: e["epoch"])
 
     def chart_data(self, steps_per_epoch: int, title: str) -> dict[str, Any]:
         """What results.json holds and results.png draws: x in (fractional) epochs."""
@@ -325,6 +341,9 @@ class _Trainer:
         if int(self.parts.optimizer.iterations.numpy()) != step:
             self.parts.optimizer.iterations.assign(step)
         self.history = History.from_metadata(metadata)
+        chart = self.results / "results.json"
+        if chart.exists():
+            self.history.recover_evaluations(read_chart_data(chart, self.echo), int(metadata.get("epoch", 0)))
         self.log.message(f"resuming from {newest.name} (epoch {metadata.get('epoch')}, step {step})")
         return step
 
