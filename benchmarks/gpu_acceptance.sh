@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-benchmarks/results/gpu_acceptance}
 mkdir -p "$OUT"
-$PY -c "from effdet_rt.engines.runtime.trt_common import tensorrt_status as s; ok, t = s(); print(t); raise SystemExit(0 if ok else 3)"
+$PY -c "from effdet_rt.gpu.trt_common import tensorrt_status as s; ok, t = s(); print(t); raise SystemExit(0 if ok else 3)"
 if [[ -z "${ONNX:-}" ]]; then
   : "${CHECKPOINT:?set ONNX=model.onnx or CHECKPOINT=model.edrt (and SPEC=spec.yaml)}"
   ONNX="$OUT/d0.onnx"

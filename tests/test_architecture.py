@@ -11,32 +11,34 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "effdet_rt"
 
-# Lowest first. A module may import modules of its own unit or of any unit below it.
+# Lowest first: one entry per top-level folder of the package (and the root modules). A module may import modules
+# of its own folder or of any folder below it, so the folders form one order and no two of them import each other.
 LAYERS = [
     "effdet_rt",  # the package root: only __version__
     "effdet_rt.errors",
+    "effdet_rt.backends",  # the backend table: plain data the spec validates against
     "effdet_rt.detections",
     "effdet_rt.utils",
     "effdet_rt.checkpoint",
     "effdet_rt.model",
     "effdet_rt.spec",
-    "effdet_rt.checkpoint.formats",
+    "effdet_rt.weights",
     "effdet_rt.data",
     "effdet_rt.evaluation",
     "effdet_rt.onnx",
-    "effdet_rt.engines.runtime",
+    "effdet_rt.gpu",
     "effdet_rt.calib",
-    "effdet_rt.engines.build",
+    "effdet_rt.engines",
     "effdet_rt.export",
     "effdet_rt.infer",
     "effdet_rt.prune",
     "effdet_rt.trainer",
-    "effdet_rt.classification",
     "effdet_rt.integrations",
+    "effdet_rt.classification",
     "effdet_rt.demo",
     "effdet_rt.cli",
 ]
-ALIASES = {"effdet_rt.engines": "effdet_rt.engines.runtime"}  # the package face hands on runtime's load()
+ALIASES: dict[str, str] = {}
 
 
 def module_name(path: Path) -> str:
@@ -80,6 +82,84 @@ def test_every_import_points_down():
     assert upward_imports() == []
 
 
+def module_graph(package: Path) -> dict[str, set[str]]:
+    """Our modules and the modules of ours each one imports (at the top or inside a function)."""
+    modules = {module_name(path): path for path in package.rglob("*.py")}
+    return {name: {target for _, target in our_imports(path) if target in modules and target != name}
+            for name, path in modules.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one node (Tarjan): each is at least one import cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def folder_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_import_cycle_between_files():
+    assert import_cycles(module_graph(PACKAGE)) == []
+
+
+def test_no_import_cycle_between_top_level_folders():
+    folders: dict[str, set[str]] = {}
+    for module, targets in module_graph(PACKAGE).items():
+        folders.setdefault(folder_of(module), set()).update(folder_of(t) for t in targets if folder_of(t) != folder_of(module))
+    assert import_cycles(folders) == []
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_function_import(tmp_path, monkeypatch):
+    fake = tmp_path / "effdet_rt"
+    (fake / "spec").mkdir(parents=True)
+    (fake / "spec" / "loader.py").write_text("def load():\n    from effdet_rt.spec.tf1 import convert\n")
+    (fake / "spec" / "tf1.py").write_text("from effdet_rt.spec.loader import load\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert import_cycles(module_graph(fake)) == [["effdet_rt.spec.loader", "effdet_rt.spec.tf1"]]
+
+
+def test_git_ignores_no_package_file():
+    """A package file that .gitignore matches would be left out of commits (and out of CI's ruff)."""
+    import subprocess
+
+    files = [str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *files], cwd=PACKAGE.parent, capture_output=True,
+                          text=True)
+    assert done.returncode in (0, 1), done.stderr  # 1: nothing ignored; 128: not a git checkout
+    assert done.stdout.split() == []
+
+
 def test_every_module_has_a_layer():
     for path in PACKAGE.rglob("*.py"):
         unit_of(module_name(path))
@@ -99,7 +179,8 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
 def test_docs_draw_the_same_layers():
     lines = (PACKAGE.parent / "docs" / "architecture.md").read_text().splitlines()
     drawn = [line.split()[0].rstrip("/").replace("/", ".") for line in lines if re.match(r"^[a-z]+(/[a-z]+)*/ ", line)]
-    ours = [layer.removeprefix("effdet_rt.") for layer in LAYERS[4:]]  # the folders; the root modules share a line
+    folders = [layer for layer in LAYERS if (PACKAGE.parent / layer.replace(".", "/")).is_dir()][2:]  # past utils/
+    ours = [layer.removeprefix("effdet_rt.") for layer in folders]  # the root modules and utils/ share a line
     assert drawn == ours[::-1], "docs/architecture.md lists the folders top first, in LAYERS order"
 
 

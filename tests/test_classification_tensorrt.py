@@ -84,9 +84,9 @@ def build(exported, plan: Path, *args: str, model: Path | None = None) -> None:
 
 def eval_images(exported) -> tuple[list[Path], np.ndarray]:
     from effdet_rt.classification.dataset import image_files
+    from effdet_rt.classification.engines import classifier_metadata
     from effdet_rt.classification.images import ImageFormat, eval_image
     from effdet_rt.engines.runtime.onnxruntime import read_onnx
-    from effdet_rt.onnx.graph import classifier_metadata
 
     fmt = ImageFormat.from_metadata(classifier_metadata(read_onnx(exported.onnx))["image_format"])
     paths = image_files(exported.images)
@@ -108,8 +108,8 @@ def test_fp16_build_sets_the_flag_and_profile_and_the_json_carries_the_classifie
     assert info["precision"] == "fp16" and info["task"] == "classification" and info["tensorrt"] == "10.3.0"
     assert info["profile"] == {"min": [1, SIZE, SIZE, 3], "opt": [2, SIZE, SIZE, 3], "max": [4, SIZE, SIZE, 3],
                                "dynamic": True}
-    assert info["classifier"] == {**meta, "precision": "fp16"}
-    assert info["classifier"]["classes"] == CLASSES and info["classifier"]["image_format"] == {
+    assert info["metadata"] == {**meta, "precision": "fp16"}
+    assert info["metadata"]["classes"] == CLASSES and info["metadata"]["image_format"] == {
         "input_size": [SIZE, SIZE], "channels": 3, "input_image_depth": 8, "resize_interpolation_method": "BILINEAR",
         "center_crop": True}
 
@@ -135,7 +135,7 @@ def test_int8_calibrates_on_the_calib_images_batches(use_trt, exported, tmp_path
         assert seen.shape == (3, SIZE, SIZE, 3)
         np.testing.assert_array_equal(seen, batch)
     assert 0 < float(trt.calibration_batches[0].mean()) < 255  # real pixels, not zeros
-    assert json.loads((tmp_path / "int8.plan.json").read_text())["classifier"]["precision"] == "int8"
+    assert json.loads((tmp_path / "int8.plan.json").read_text())["metadata"]["precision"] == "int8"
 
 
 def test_int8_without_images_or_cache_names_calib_images(use_trt, exported, tmp_path, capsys):
@@ -231,7 +231,7 @@ def test_trt11_fp16_and_qdq_int8_plans(use_trt, exported, tmp_path, capsys):
     assert [c[1] for c in trt.calls if c[0] == "parse"] == [str(qdq)]
     assert not [c for c in trt.calls if c[0] in ("flag", "calib_batch")]
     info = json.loads((tmp_path / "int8.plan.json").read_text())
-    assert info["classifier"]["classes"] == CLASSES and info["classifier"]["int8_profile"] == "tensorrt"
+    assert info["metadata"]["classes"] == CLASSES and info["metadata"]["int8_profile"] == "tensorrt"
     quantized = load_classifier(int8)
     assert quantized.precision == "int8"
     np.testing.assert_allclose(quantized.predict(images), OnnxClassifier(qdq).predict(images), atol=1e-6, rtol=0)

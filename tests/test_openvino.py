@@ -161,10 +161,12 @@ def test_auto_backend_on_a_cpu():
     from effdet_rt.engines.build.request import choose_cpu_backend
 
     lines: list[str] = []
-    assert choose_cpu_backend(Path("m.xml"), (True, "OpenVINO 2026.4.1"), "no GPU", lines.append) == "openvino"
-    assert choose_cpu_backend(Path("m.onnx"), (True, "OpenVINO 2026.4.1"), "no GPU", lines.append) == "onnxruntime"
-    assert choose_cpu_backend(Path("m.engine"), (False, "not installed"), "no GPU", lines.append) == "onnxruntime"
-    assert choose_cpu_backend(Path("m.xml"), (False, "not installed"), "no GPU", lines.append) == "openvino"
+    ok = {"openvino": (True, "OpenVINO 2026.4.1"), "onnxruntime": (True, "ONNX Runtime is installed")}
+    missing = {"openvino": (False, "not installed"), "onnxruntime": (True, "ONNX Runtime is installed")}
+    assert choose_cpu_backend(Path("m.xml"), ok, "no GPU", lines.append) == "openvino"
+    assert choose_cpu_backend(Path("m.onnx"), ok, "no GPU", lines.append) == "onnxruntime"
+    assert choose_cpu_backend(Path("m.engine"), missing, "no GPU", lines.append) == "onnxruntime"
+    assert choose_cpu_backend(Path("m.xml"), missing, "no GPU", lines.append) == "openvino"
     assert all(line.startswith("backend: ") and "\n" not in line for line in lines)
     assert "fastest installed CPU runtime" in lines[0] and "OpenVINO not used: not installed" in lines[2]
 

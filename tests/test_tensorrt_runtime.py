@@ -51,7 +51,9 @@ def test_status_without_tensorrt(monkeypatch):
 
 
 def test_plan_suffixes_pick_tensorrt_and_missing_file_is_clear(tmp_path):
-    assert base.BACKENDS[".plan"] == base.BACKENDS[".engine"] == "tensorrt"
+    from effdet_rt.backends import backend_for_file
+
+    assert backend_for_file("m.plan").name == backend_for_file("m.ENGINE").name == "tensorrt"
     with pytest.raises(ModelFileError, match="model file not found"):
         base.load(tmp_path / "nope.plan")
 

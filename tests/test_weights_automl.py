@@ -30,7 +30,7 @@ def fixture_dir():
 
 @pytest.fixture(scope="module")
 def automl_weights(fixture_dir):
-    from effdet_rt.checkpoint.formats.automl import load_automl_weights
+    from effdet_rt.weights.automl import load_automl_weights
 
     return load_automl_weights(CKPT)
 
@@ -86,7 +86,7 @@ def test_ema_values_are_the_ones_imported(automl_weights):
 
 
 def test_missing_ema_falls_back_to_raw_and_says_so(fixture_dir, monkeypatch):
-    from effdet_rt.checkpoint.formats import automl
+    from effdet_rt.weights import automl
 
     everything = automl.read_tf_checkpoint(CKPT)
     raw_only = {n: v for n, v in everything.items() if not n.endswith(automl.EMA_SUFFIX)}
@@ -98,7 +98,7 @@ def test_missing_ema_falls_back_to_raw_and_says_so(fixture_dir, monkeypatch):
 
 
 def test_unmapped_tensor_is_an_error_naming_it(automl_weights, fixture_dir):
-    from effdet_rt.checkpoint.formats import automl
+    from effdet_rt.weights import automl
 
     tensors = automl.read_automl_checkpoint(CKPT).tensors
     tensors["efficientnet-b0/head/conv2d/kernel"] = np.zeros((1, 1, 320, 1280), np.float32)
@@ -107,7 +107,7 @@ def test_unmapped_tensor_is_an_error_naming_it(automl_weights, fixture_dir):
 
 
 def test_other_model_size_is_refused_naming_the_size(fixture_dir):
-    from effdet_rt.checkpoint.formats.automl import load_automl_weights
+    from effdet_rt.weights.automl import load_automl_weights
 
     with pytest.raises(CheckpointError, match=r"an efficientdet-d0 checkpoint \(backbone efficientnet-b0.*not efficientdet-d1"):
         load_automl_weights(CKPT, "efficientdet-d1")

@@ -40,8 +40,8 @@ def keras_b0(tmp_path_factory):
 
 def test_detector_backbone_feature_maps_equal_keras(keras_b0):
     from effdet_rt.checkpoint import assign_weights
-    from effdet_rt.checkpoint.formats.keras_h5 import import_keras_h5
     from effdet_rt.model.efficientnet import build_efficientnet_backbone
+    from effdet_rt.weights.keras_h5 import import_keras_h5
 
     path, image, expected = keras_b0
     imported = import_keras_h5(path)
@@ -62,8 +62,8 @@ def test_classifier_with_imagenet_head_equals_keras(keras_b0):
     import tensorflow as tf
 
     from effdet_rt.checkpoint import assign_weights
-    from effdet_rt.checkpoint.formats.keras_h5 import import_keras_h5
     from effdet_rt.model.efficientnet import build_efficientnet_classifier
+    from effdet_rt.weights.keras_h5 import import_keras_h5
 
     path, image, expected = keras_b0
     imported = import_keras_h5(path, "efficientnet-b0")
@@ -77,7 +77,7 @@ def test_classifier_with_imagenet_head_equals_keras(keras_b0):
 def test_other_architecture_h5_is_refused(tmp_path):
     import tf_keras as keras
 
-    from effdet_rt.checkpoint.formats.keras_h5 import import_keras_h5
+    from effdet_rt.weights.keras_h5 import import_keras_h5
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="dense")])
     model.save_weights(tmp_path / "other.h5")
@@ -86,7 +86,7 @@ def test_other_architecture_h5_is_refused(tmp_path):
 
 
 def test_backbone_of_another_detector_is_refused():
-    from effdet_rt.checkpoint.formats.keras_h5 import detector_for_backbone
+    from effdet_rt.weights.keras_h5 import detector_for_backbone
 
     with pytest.raises(CheckpointError, match="holds efficientnet-b1 weights, but efficientdet-d0 uses efficientnet-b0"):
         detector_for_backbone("efficientnet-b1", "efficientdet-d0", "b1.h5")

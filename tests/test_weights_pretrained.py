@@ -21,7 +21,7 @@ def automl_ckpt():
 
 @pytest.fixture(scope="module")
 def renamed(automl_ckpt):
-    from effdet_rt.checkpoint.formats.automl import load_automl_weights
+    from effdet_rt.weights.automl import load_automl_weights
 
     return load_automl_weights(automl_ckpt).weights
 

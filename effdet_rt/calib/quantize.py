@@ -24,14 +24,14 @@ import numpy as np
 from effdet_rt.errors import DataError, ModelFileError
 from effdet_rt.onnx.graph import (
     NORMALIZE_NODE,
-    classifier_metadata,
+    postprocess_node_names,
     read_metadata,
     rewrite_model,
     set_metadata,
-    softmax_node_names,
 )
 from effdet_rt.onnx.names import RAW_OUTPUTS
 from effdet_rt.onnx.ort_layout import sums_as_adds
+from effdet_rt.onnx.tasks import model_task
 from effdet_rt.utils.atomic import atomic_path
 
 PROFILES = ("onnxruntime", "tensorrt")
@@ -55,18 +55,6 @@ class BatchReader:
 
     def rewind(self) -> None:  # onnxruntime may call it; calibration makes one pass
         pass
-
-
-def postprocess_node_names(model) -> list[str]:
-    """Nodes after the network's raw heads (NMS, decoding): kept in float."""
-    heads = set(RAW_OUTPUTS)
-    downstream: set[str] = set()
-    excluded = []
-    for node in model.graph.node:  # nodes are topologically sorted
-        if heads & set(node.input) or downstream & set(node.input):
-            excluded.append(node.name)
-            downstream.update(node.output)
-    return excluded
 
 
 def check_heads_present(model) -> None:
@@ -98,11 +86,10 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
     weight_bits = 8 if for_tensorrt else 7  # TensorRT accumulates in 32 bits: it keeps the full 8-bit weights
 
     source = onnx.load(str(onnx_path))
-    classifier = classifier_metadata(source) is not None
-    if not classifier:
+    task = model_task(source)
+    if task.raw_heads:
         check_heads_present(source)
-    # a classifier keeps its Softmax in float: probabilities stay as fine-grained as FP32's
-    float_nodes = softmax_node_names(source) if classifier else postprocess_node_names(source)
+    float_nodes = (task.float_nodes or postprocess_node_names)(source)
     input_name = source.graph.input[0].name
     reader = BatchReader(input_name, batches)
     with atomic_path(output_path) as tmp, tempfile.TemporaryDirectory(prefix="effdet-quant-") as work:
@@ -115,9 +102,9 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
             str(tmp),
             reader,
             quant_format=QuantFormat.QDQ,
-            # a classifier's swish / squeeze-excite Sigmoid+Mul stay float in both profiles: quantizing them too
-            # flips several times more top-1 answers than quantizing the convolutions alone (docs/classification.md)
-            op_types_to_quantize=list(TENSORRT_OPS) if for_tensorrt or classifier else None,
+            # the task may quantize fewer op types (effdet_rt/onnx/tasks.py says which and why)
+            op_types_to_quantize=list(TENSORRT_OPS) if for_tensorrt else (
+                list(task.quantized_ops) if task.quantized_ops else None),
             per_channel=True,
             activation_type=QuantType.QInt8 if for_tensorrt else QuantType.QUInt8,
             weight_type=QuantType.QInt8,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.engines.runtime.trt_common import DeviceBuffer, check, import_cudart
+from effdet_rt.gpu.trt_common import DeviceBuffer, check, import_cudart
 from effdet_rt.utils.atomic import atomic_write_bytes
 
 

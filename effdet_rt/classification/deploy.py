@@ -18,9 +18,7 @@ import numpy as np
 
 from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.images import ImageFormat, eval_image
-from effdet_rt.engines.runtime.onnxruntime import read_onnx
 from effdet_rt.errors import DataError, UserError
-from effdet_rt.onnx.graph import read_metadata
 
 
 def calibration_batches(folder: str | Path, meta: dict[str, Any], batch_size: int, num_batches: int,
@@ -60,33 +58,3 @@ def calibration_source(images: str | None, meta: dict[str, Any], batch_size: int
     if not Path(images).is_dir():
         raise DataError(f"--calib-images {images}: not a folder of images")
     return lambda: calibration_batches(images, meta, batch_size, num_batches, log)
-
-
-def describe_onnx(path: str | Path) -> dict[str, Any]:
-    """Inputs, outputs, opset and effdet-rt metadata of any ONNX model (detector or classifier)."""
-
-    proto = read_onnx(Path(path))
-
-    def tensors(values, io: str) -> list[dict[str, Any]]:
-        out = []
-        for value in values:
-            t = value.type.tensor_type
-            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-            import onnx
-
-            out.append({"io": io, "name": value.name, "shape": shape,
-                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
-        return out
-
-    meta = read_metadata(proto)
-    return {
-        "file": str(path),
-        "format": "onnx",
-        "task": meta.get("task", "detection"),
-        "opset": [f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import],
-        "precision": meta.get("precision", "fp32"),
-        "tensors": tensors(proto.graph.input, "input") + tensors(proto.graph.output, "output"),
-        "metadata": meta,
-    }
-
-

@@ -16,14 +16,13 @@ import numpy as np
 from effdet_rt.checkpoint import assign_weights, load_checkpoint, resolve_key
 from effdet_rt.classification.images import ImageFormat
 from effdet_rt.classification.schema import ClassificationSpec
-from effdet_rt.engines.runtime.onnxruntime import read_onnx, session_options
 from effdet_rt.errors import CheckpointError, ModelFileError
 from effdet_rt.model.pruned import filter_counts_from_metadata
-from effdet_rt.onnx.graph import CLASSIFICATION_TASK as TASK
-from effdet_rt.onnx.graph import classifier_metadata  # noqa: F401 - re-exported for the classification modules
+from effdet_rt.onnx.graph import read_metadata
 from effdet_rt.spec.validation import validate_spec
 
 OUTPUT_NAME = "probabilities"
+TASK = "classification"  # effdet_rt.task in the metadata of every classifier file (checkpoint, ONNX, plan)
 
 
 class Classifier:
@@ -110,87 +109,85 @@ class KerasClassifier(Classifier):
 
 
 
-class OnnxClassifier(Classifier):
-    backend = "onnxruntime"
+class RunnerClassifier(Classifier):
+    """A classifier on any backend's runner (effdet_rt/backends.py): its probabilities output, its metadata's classes
+    and image format."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-
-        self.path = Path(path)
-        proto = read_onnx(self.path)
-        meta = classifier_metadata(proto)
-        if meta is None:
-            raise ModelFileError(f"{self.path}: not a classifier ONNX (no effdet_rt.task = classification metadata); "
-                                 "export it with `effdet-rt classification export`")
+    def __init__(self, runner: Any):
+        self.runner, self.path, self.backend = runner, runner.path, runner.backend
+        meta = runner.metadata
+        if meta.get("task") != TASK:
+            raise ModelFileError(f"{self.path}: not a classifier ({self.backend} model without effdet_rt.task = "
+                                 f"{TASK} metadata); export it with `effdet-rt classification export`"
+                                 + ("" if self.backend == "onnxruntime" else " and build it with `effdet-rt build`"))
+        if OUTPUT_NAME not in runner.output_names:
+            raise ModelFileError(f"{self.path}: the model has no '{OUTPUT_NAME}' output (outputs: "
+                                 f"{', '.join(runner.output_names)}); rebuild it from the classifier ONNX")
         self.metadata = meta
         self.classes = list(meta["classes"])
         self.fmt = ImageFormat.from_metadata(meta["image_format"])
-        self.precision = meta.get("precision", "fp32")
-        dims = proto.graph.input[0].type.tensor_type.shape.dim
-        self.max_batch = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
-        self.input_name = proto.graph.input[0].name
-        try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), session_options(threads),
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model ({exc})") from exc
+        self.precision = runner.precision
+        self.max_batch = runner.static_batch
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        count = len(batch)
-        if self.max_batch and count < self.max_batch:
-            batch = np.concatenate([batch, np.zeros((self.max_batch - count, *batch.shape[1:]), np.float32)])
-        (probabilities,) = self.session.run([OUTPUT_NAME], {self.input_name: np.ascontiguousarray(batch, np.float32)})
-        return probabilities[:count]
+        return self.runner.run(batch)[OUTPUT_NAME]
 
 
-class TensorRTClassifier(Classifier):
+class OnnxClassifier(RunnerClassifier):
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeRunner
+
+        super().__init__(OnnxRuntimeRunner(path, threads=threads, micro_batch=1 << 30))
+
+
+class TensorRTClassifier(RunnerClassifier):
     """A plan built by `effdet-rt build` from a classifier ONNX; classes and image format come from the JSON the
-    build writes beside the plan, the buffers and execution from the detector's shared `PlanSession`."""
-
-    backend = "tensorrt"
+    build writes beside the plan, the buffers and execution from the shared `PlanSession`."""
 
     def __init__(self, path: str | Path):
-        from effdet_rt.engines.runtime.tensorrt import PlanSession, engine_info_path, plan_classifier_metadata
+        from effdet_rt.engines.runtime.tensorrt import (
+            PlanRunner,
+            engine_info_path,
+            plan_metadata,
+            read_engine_info,
+        )
 
-        self.path = Path(path)
-        meta = plan_classifier_metadata(self.path)
-        if meta is None:
+        path = Path(path)
+        legacy = read_engine_info(path).get("classifier")  # plans built before <plan>.json kept 'metadata'
+        if plan_metadata(path).get("task") != TASK and not isinstance(legacy, dict):
             raise ModelFileError(
-                f"{self.path}: not a classifier plan ({engine_info_path(self.path).name} beside it holds no classifier "
+                f"{path}: not a classifier plan ({engine_info_path(path).name} beside it holds no classifier "
                 "metadata: a detector's plan, or the JSON is missing); build it with `effdet-rt build -m "
                 "classifier.onnx -o classifier.plan --backend tensorrt`")
-        self.metadata = meta
-        self.classes = list(meta["classes"])
-        self.fmt = ImageFormat.from_metadata(meta["image_format"])
-        self.plan = PlanSession(self.path)
-        if OUTPUT_NAME not in self.plan.output_names:
-            raise ModelFileError(f"{self.path}: the plan has no '{OUTPUT_NAME}' output (outputs: "
-                                 f"{', '.join(self.plan.output_names)}); rebuild it from the classifier ONNX")
-        self.precision = self.plan.info.get("precision", meta.get("precision", "unknown"))
+        runner = PlanRunner(path)
+        if isinstance(legacy, dict) and not runner.metadata:
+            runner.metadata = legacy
+        super().__init__(runner)
+        self.plan = self.runner.plan
         self.max_batch = self.plan.max_batch
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        parts = [outputs[OUTPUT_NAME][:count] for count, outputs in self.plan.run(np.asarray(batch, np.float32))]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.classes)), np.float32)
 
     def describe(self) -> str:
         return f"{self.backend} {self.precision} (TensorRT {self.plan.trt.__version__})"
 
 
 def load_classifier(path: str | Path, key: str | None = None, spec_key: str | None = None) -> Classifier:
-    """Open a classifier by file type: .edrt (checkpoint), .onnx (ONNX Runtime) or .plan/.engine (TensorRT)."""
+    """Open a classifier with the backend the table names for its suffix: a .edrt checkpoint runs in TensorFlow,
+    every other file through its backend's runner."""
+    from effdet_rt.backends import backend_for_file, model_file_types
+    from effdet_rt.engines.registry import open_runner
 
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; pass a .edrt checkpoint, an .onnx model or a "
-                             ".plan/.engine TensorRT plan")
-    suffix = path.suffix.lower()
-    if suffix == ".edrt":
+        raise ModelFileError(f"{path}: model file not found; pass a model file: {model_file_types()}")
+    backend = backend_for_file(path)
+    if backend.name == "checkpoint":
         return KerasClassifier(path, resolve_key(key, spec_key or None))
-    if suffix == ".onnx":
-        return OnnxClassifier(path)
-    if suffix in (".plan", ".engine"):
-        return TensorRTClassifier(path)
-    raise ModelFileError(f"{path}: unknown model type '{path.suffix}'; pass a .edrt checkpoint, an .onnx model or a "
-                         ".plan/.engine TensorRT plan")
+    if backend.name == "tensorrt":
+        return TensorRTClassifier(path)  # its own message for a plan without classifier metadata
+    return RunnerClassifier(open_runner(path))
+
+
+def classifier_metadata(model: Any) -> dict[str, Any] | None:
+    """The effdet_rt metadata of a classifier ONNX model (a ModelProto), None for any other model."""
+    meta = read_metadata(model)
+    return meta if meta.get("task") == TASK else None

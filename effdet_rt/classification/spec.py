@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from effdet_rt.classification.schema import ClassificationSpec
-from effdet_rt.spec.loader import parse_yaml, read_spec_text, spec_to_yaml
+from effdet_rt.spec.loader import parse_yaml, spec_to_yaml
 from effdet_rt.spec.overrides import OVERRIDE_SOURCE, apply_option_values, apply_to_data
+from effdet_rt.spec.text import read_spec_text
 from effdet_rt.spec.validation import validate_spec
 
 

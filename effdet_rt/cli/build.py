@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from effdet_rt.backends import backend_help, precision_help
 from effdet_rt.cli.common import field_option, option, overrides_argument, spec_option, task_spec
 from effdet_rt.errors import UserError
 
@@ -15,9 +16,8 @@ def build_command(
     output: Path = field_option("build.engine_file", "-o", "--output", "--output-path",
                                 help="Engine file: .plan/.engine (TensorRT), .onnx (ONNX Runtime) or .xml (OpenVINO, with its .bin)."),
     spec: Path = spec_option,
-    backend: str = field_option("build.backend", "--backend",
-                                help="auto | onnxruntime | tensorrt | openvino (auto: TensorRT when it and a GPU are present, else the fastest installed CPU runtime)."),
-    precision: str = field_option("build.data_type", "--precision", "--data-type", help="fp32 | fp16 | int8."),
+    backend: str = field_option("build.backend", "--backend", help=backend_help()),
+    precision: str = field_option("build.data_type", "--precision", "--data-type", help=precision_help()),
     calib_tfrecords: list[str] = field_option("build.calibration.tfrecords", "--calib-tfrecords",
                                               help="TFRecord glob(s) for INT8 calibration."),
     calib_batches: int = field_option("build.calibration.batches", "--calib-batches",
@@ -55,9 +55,10 @@ def build_command(
 def classifier_calibration(model: Path, images: Path | None, calibration, log):
     """For a classifier ONNX: its calibration batches from a folder of images (--calib-images); None otherwise."""
     from effdet_rt.classification.deploy import calibration_source
-    from effdet_rt.integrations.deepstream import onnx_classifier_metadata
+    from effdet_rt.classification.engines import classifier_metadata
+    from effdet_rt.engines.runtime.onnxruntime import read_onnx
 
-    classifier = onnx_classifier_metadata(model) if model.suffix.lower() == ".onnx" and model.is_file() else None
+    classifier = classifier_metadata(read_onnx(model)) if model.suffix.lower() == ".onnx" and model.is_file() else None
     if classifier is None:
         if images is not None:
             raise UserError("--calib-images is for classifier ONNX models; calibrate a detector with --calib-tfrecords")

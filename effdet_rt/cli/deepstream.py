@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from effdet_rt.cli.common import option
@@ -16,10 +18,21 @@ def deepstream_config(
 ) -> None:
     """Write config_infer_primary_effdet.txt (Gst-nvinfer) and labels.txt; for a classifier ONNX,
     config_infer_secondary_classifier.txt (network-type=1) with the model's classes as labels."""
-    from effdet_rt.integrations.deepstream import write_deepstream_config
-
-    config, labels_path = write_deepstream_config(model, output_dir, labels, num_classes, threshold)
+    config, labels_path = write_for_task(Path(model), Path(output_dir), labels, num_classes, threshold)
     typer.echo(f"wrote {config} and {labels_path}")
+
+
+def write_for_task(model: Path, output_dir: Path, labels: str | None, num_classes: int | None,
+                   threshold: float) -> tuple[Path, Path]:
+    """The config the model's task deploys with: a primary detector, or a secondary classifier."""
+    from effdet_rt.classification.deepstream import write_classifier_deepstream_config
+    from effdet_rt.classification.engines import TASK as CLASSIFICATION
+    from effdet_rt.integrations.deepstream import model_metadata, write_deepstream_config
+
+    meta = model_metadata(model) if model.is_file() else {}
+    if meta.get("task") == CLASSIFICATION:
+        return write_classifier_deepstream_config(model, output_dir, meta, labels, threshold)
+    return write_deepstream_config(model, output_dir, labels, num_classes, threshold)
 
 
 def register(app: typer.Typer) -> None:

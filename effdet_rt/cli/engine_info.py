@@ -34,25 +34,28 @@ def engine_info(
 
 
 def describe(engine: str) -> tuple[dict, list[str]]:
-    """What the file holds, and the lines that head its text form, for a .onnx, an OpenVINO .xml or a plan."""
-    suffix = Path(engine).suffix.lower()
-    if suffix == ".onnx":
-        from effdet_rt.classification.deploy import describe_onnx
+    """What the file holds (from its backend's runtime module, effdet_rt/backends.py), and the lines that head its
+    text form."""
+    from effdet_rt.backends import backend_for_file, model_file_types
+    from effdet_rt.engines.registry import describe_file
 
-        if not Path(engine).is_file():
-            raise ModelFileError(f"{engine}: model file not found; pass a .onnx model or a .plan/.engine file")
-        info = describe_onnx(engine)
-        return info, [f"task: {info['task']}  precision: {info['precision']}  opset: {', '.join(info['opset'])}"]
-    if suffix == ".xml":
-        from effdet_rt.engines.runtime.openvino import describe_ir
+    backend = backend_for_file(engine)
+    if not Path(engine).is_file():
+        raise ModelFileError(f"{engine}: engine file not found; pass a built engine or an exported model "
+                             f"({model_file_types()})")
+    info = describe_file(engine)
+    return info, header_lines(backend.name, info)
 
-        info = describe_ir(engine)
-        return info, [f"OpenVINO: {info['openvino']} (built with {info['built_with']})",
-                      f"precision: {info['precision']} (computes in {info['compute_precision']})"]
-    from effdet_rt.engines.runtime.tensorrt import describe_plan
 
-    info = describe_plan(engine)
-    return info, [f"TensorRT: {info['tensorrt']} (built with {info['built_with']})", f"precision: {info['precision']}"]
+def header_lines(backend: str, info: dict) -> list[str]:
+    if backend == "onnxruntime":
+        return [f"task: {info['task']}  precision: {info['precision']}  opset: {', '.join(info['opset'])}"]
+    if backend == "openvino":
+        return [f"OpenVINO: {info['openvino']} (built with {info['built_with']})",
+                f"precision: {info['precision']} (computes in {info['compute_precision']})"]
+    if backend == "tensorrt":
+        return [f"TensorRT: {info['tensorrt']} (built with {info['built_with']})", f"precision: {info['precision']}"]
+    return [f"{key}: {value}" for key, value in info.items() if key not in ("file", "tensors", "metadata")]
 
 
 def register(app: typer.Typer) -> None:

@@ -33,7 +33,7 @@ def import_command(
 ) -> None:
     """Convert pretrained weights into an encrypted .edrt checkpoint (atomic: nothing half-written)."""
     from effdet_rt.checkpoint import resolve_key
-    from effdet_rt.checkpoint.formats.importer import check_output_path, import_weights, write_imported
+    from effdet_rt.weights.importer import check_output_path, import_weights, write_imported
 
     if num_classes is not None and num_classes < 1:
         raise UserError(f"--num-classes {num_classes} is not allowed: give the number of real classes (>= 1)")

@@ -15,11 +15,12 @@ from typing import Any
 from effdet_rt.data.labels import load_label_map
 from effdet_rt.detections import category_ids, class_indices
 from effdet_rt.engines.runtime.onnxruntime import read_onnx
-from effdet_rt.engines.runtime.tensorrt import describe_plan, engine_info_path, plan_classifier_metadata
+from effdet_rt.engines.runtime.tensorrt import describe, engine_info_path, plan_metadata
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.fp16 import load_onnx
-from effdet_rt.onnx.graph import classifier_metadata
+from effdet_rt.onnx.graph import read_metadata
 from effdet_rt.onnx.names import OUTPUT_NAMES
+from effdet_rt.onnx.tasks import DETECTION, task_of_metadata
 from effdet_rt.utils.atomic import atomic_dir
 
 PARSE_FUNCTION = "NvDsInferParseCustomEfficientNMS"
@@ -52,7 +53,7 @@ def model_input(path: Path) -> tuple[int, int, int, str]:
             high = info["profile"]["max"]
             return high[1], high[2], high[0], info.get("precision", "fp32")
 
-        info = describe_plan(path)
+        info = describe(path)
         high = next(iter(info["profile"].values()))["max"]
         return high[1], high[2], high[0], "fp32"
     raise ModelFileError(f"{path}: expected a .onnx model or a .plan/.engine file")
@@ -118,9 +119,10 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     model = Path(model)
     if not model.is_file():
         raise ModelFileError(f"{model}: model file not found; pass the exported .onnx or a built .plan/.engine")
-    meta = model_classifier_metadata(model)
-    if meta is not None:  # a classifier: a secondary-classifier config instead
-        return write_classifier_deepstream_config(model, Path(out_dir), meta, labels, threshold)
+    task = task_of_metadata(model_metadata(model), str(model))
+    if task is not DETECTION:
+        raise ModelFileError(f"{model}: is a {task.noun}; write its config with `{task.command} deepstream-config`"
+                             if task.command != "effdet-rt" else f"{model}: is not a detector")
     height, width, batch, precision = model_input(model)
     if labels is not None:
         names = read_labels(labels)
@@ -138,65 +140,10 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     return out_dir / config_name, out_dir / labels_name
 
 
-def onnx_classifier_metadata(path: str | Path) -> dict[str, Any] | None:
-    """The metadata of a classifier ONNX file, None when it is another model (a detector)."""
-
-    return classifier_metadata(read_onnx(Path(path)))
-
-
-def model_classifier_metadata(path: Path) -> dict[str, Any] | None:
-    """Classifier metadata of an ONNX file, or of a TensorRT plan (copied into ``<plan>.json`` by the build, else
-    read from the ONNX that JSON names)."""
+def model_metadata(path: Path) -> dict[str, Any]:
+    """The effdet_rt metadata of an ONNX file or of a TensorRT plan (copied into ``<plan>.json`` by the build)."""
     if path.suffix.lower() == ".onnx":
-        return onnx_classifier_metadata(path)
+        return read_metadata(read_onnx(path))
     if path.suffix.lower() in (".plan", ".engine"):
-        return plan_classifier_metadata(path)
-    return None
-
-
-def nvinfer_classifier_config(model: Path, labels_file: str, meta: dict[str, Any], batch: int, precision: str,
-                              threshold: float) -> str:
-    fmt = meta["image_format"]
-    height, width = fmt["input_size"]
-    channels = int(fmt["channels"])
-    model_key = "onnx-file" if model.suffix.lower() == ".onnx" else "model-engine-file"
-    lines = [
-        "[property]",
-        "gpu-id=0",
-        "net-scale-factor=1.0",
-        "offsets=" + ";".join(["0"] * channels),
-        f"model-color-format={0 if channels == 3 else 2}",
-        f"{model_key}={model}",
-        f"labelfile-path={labels_file}",
-        f"infer-dims={channels};{height};{width}",
-        "network-input-order=1",
-        f"batch-size={batch}",
-        f"network-mode={NETWORK_MODES.get(precision, 0)}",
-        "network-type=1",
-        "process-mode=2",
-        "classifier-async-mode=0",
-        f"classifier-threshold={threshold}",
-        "maintain-aspect-ratio=0",
-        "output-blob-names=probabilities",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_classifier_deepstream_config(model: Path, out_dir: Path, meta: dict[str, Any], labels: str | Path | None,
-                                       threshold: float) -> tuple[Path, Path]:
-    """``config_infer_secondary_classifier.txt`` and ``labels.txt`` (class names on one line, ';'-separated, which is
-    how Gst-nvinfer reads a classifier's labels)."""
-
-    _, _, batch, precision = model_input(model)
-    names = read_labels(labels) if labels is not None else list(meta["classes"])
-    if len(names) != len(meta["classes"]):
-        raise ModelFileError(f"{labels}: {len(names)} label(s) but the model has {len(meta['classes'])} classes")
-    config_name, labels_name = "config_infer_secondary_classifier.txt", "labels.txt"
-    with atomic_dir(out_dir) as tmp:
-        (tmp / labels_name).write_text(";".join(names) + "\n", encoding="utf-8")
-        if model.suffix.lower() == ".onnx":  # an ONNX says its own precision (INT8 after a Q/DQ build)
-            precision = meta.get("precision", precision)
-        text = nvinfer_classifier_config(model.resolve(), labels_name, meta, batch, precision, threshold)
-        (tmp / config_name).write_text(text, encoding="utf-8")
-    return out_dir / config_name, out_dir / labels_name
+        return plan_metadata(path)
+    return {}

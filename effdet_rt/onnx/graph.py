@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from effdet_rt.onnx.names import INPUT_NAME
+from effdet_rt.onnx.names import INPUT_NAME, RAW_OUTPUTS
 
 METADATA_PREFIX = "effdet_rt."
 
@@ -261,13 +261,16 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-CLASSIFICATION_TASK = "classification"  # effdet_rt.task of a classifier export; a detector has no task key
-
-
-def classifier_metadata(model: onnx.ModelProto) -> dict[str, Any] | None:
-    """The effdet_rt metadata of a classifier ONNX model, None for any other model (a detector)."""
-    meta = read_metadata(model)
-    return meta if meta.get("task") == CLASSIFICATION_TASK else None
+def postprocess_node_names(model: onnx.ModelProto) -> list[str]:
+    """Nodes after the network's raw heads (NMS, decoding): kept in float."""
+    heads = set(RAW_OUTPUTS)
+    downstream: set[str] = set()
+    excluded = []
+    for node in model.graph.node:  # nodes are topologically sorted
+        if heads & set(node.input) or downstream & set(node.input):
+            excluded.append(node.name)
+            downstream.update(node.output)
+    return excluded
 
 
 def softmax_node_names(model: onnx.ModelProto) -> list[str]:

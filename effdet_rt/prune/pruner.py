@@ -1,14 +1,13 @@
 """Filter pruning of a tf_keras functional network: channel groups, what to keep, and the smaller network.
 
 Every tensor's channel axis belongs to a channel group. A Conv2D / SeparableConv2D starts a new group (its
-filters); a Dense layer starts a new group that is never pruned (it only reads the kept channels, like the
-classifier's logits); layers that keep channels (BatchNorm, activations, pooling, resizing, DepthwiseConv2D, and
+filters); a Dense layer starts a new group that is never pruned (it only reads the kept channels, like a
+logits layer); layers that keep channels (BatchNorm, activations, pooling, resizing, DepthwiseConv2D, and
 the task's own channel-preserving layers passed as ``passthrough``) pass their input's group on; element-wise layers (residual Add, squeeze-excite Multiply, BiFPN fusion) merge the groups of their
 inputs, so groups are joined transitively; a layer used on several inputs (the shared head convs) merges the
 groups of all of them, since one set of weights reads them all. A group is pruned as one: the normalised filter
 norms of every conv that writes it and of every depthwise conv that filters it are merged by the equalisation
-criterion. Groups that reach the model input or a model output (the class and box predictions, a classifier's
-logits), and groups of excluded layers, keep every channel.
+criterion. Groups that reach the model input or a model output (the class and box predictions, logits), and groups of excluded layers, keep every channel.
 """
 
 from __future__ import annotations

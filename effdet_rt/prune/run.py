@@ -1,7 +1,7 @@
 """`effdet-rt prune` as a library call: checkpoint in, smaller encrypted checkpoint + status.json out.
 
-`prune_to_file` is the run both tasks share; `prune_checkpoint` opens a detector for it (the classifier's opener is
-`effdet_rt.classification.prune`)."""
+`prune_to_file` is the run every task shares; `prune_checkpoint` opens a detector for it (another task passes its
+own opener)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from effdet_rt.engines.runtime.checkpoint import spec_from_yaml
 from effdet_rt.errors import CheckpointError, UserError
 from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
 from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
-from effdet_rt.onnx.graph import CLASSIFICATION_TASK
+from effdet_rt.onnx.tasks import DETECTION, task_of_metadata
 from effdet_rt.prune.criteria import PruneSettings
 from effdet_rt.prune.pruner import prune_model
 from effdet_rt.spec.loader import spec_to_yaml
@@ -78,8 +78,9 @@ def load_detector(path: Path, key: str, spec: Any) -> tuple[Any, Any, Any, dict[
     """(checkpoint, its spec, the float network with its weights, the filter counts it was already pruned to)."""
 
     checkpoint = load_checkpoint(path, key)
-    if checkpoint.metadata.get("task") == CLASSIFICATION_TASK:
-        raise UserError(f"{path}: is a classifier checkpoint; prune it with `effdet-rt classification prune`")
+    task = task_of_metadata(checkpoint.metadata, str(path))
+    if task is not DETECTION:
+        raise UserError(f"{path}: is a {task.noun} checkpoint; prune it with `{task.command} prune`")
     model_spec = _detector_spec(checkpoint, path, spec)
     if model_spec.train.qat:
         raise UserError(f"{path}: is a QAT checkpoint (train.qat); prune the float checkpoint it started from, "

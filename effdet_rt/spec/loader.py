@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from effdet_rt.errors import SpecError
 from effdet_rt.spec.overrides import apply_option_values, apply_overrides
 from effdet_rt.spec.schema import ExperimentSpec
+from effdet_rt.spec.text import read_spec_text
 from effdet_rt.spec.validation import validate_spec
 
 YAML_SUFFIXES = {".yaml", ".yml"}
@@ -69,17 +70,6 @@ def spec_to_yaml(spec: BaseModel) -> str:
     return yaml.dump(spec.model_dump(exclude_none=True), Dumper=_SpecDumper, sort_keys=False, default_flow_style=False, width=110)
 
 
-def read_spec_text(path: Path) -> str:
-    if not path.exists():
-        raise SpecError(f"{path}: spec file not found; check the -e/--experiment-spec path")
-    if path.is_dir():
-        raise SpecError(f"{path}: is a folder, not a spec file; pass the .yaml file inside it")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: is not a UTF-8 text file; a spec is YAML (or a TF1 prototxt)") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the spec file ({exc.strerror}); check its permissions") from None
 
 
 def looks_like_tf1(path: Path, text: str) -> bool:

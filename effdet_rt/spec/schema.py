@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from effdet_rt.backends import AUTO, all_precisions, backend_names
 from effdet_rt.errors import SpecError
 from effdet_rt.model.anchors import AnchorConfig, parse_aspect_ratios
 from effdet_rt.model.configs import MODEL_NAMES, DetectorConfig, canonical_name, get_config
@@ -29,6 +30,9 @@ INPUT_MULTIPLE = 32
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+BACKEND_CHOICES = (AUTO, *backend_names(buildable=True))
+PRECISION_CHOICES = all_precisions()
 
 
 class Section(BaseModel):
@@ -251,8 +255,9 @@ class CalibrationConfig(Section):
 
 
 class BuildConfig(Section):
-    backend: Literal["auto", "onnxruntime", "tensorrt", "openvino"] = "auto"
-    data_type: Literal["fp32", "fp16", "int8"] = "fp32"
+    # the choices come from the backend table (effdet_rt/backends.py)
+    backend: Literal[BACKEND_CHOICES] = "auto"  # type: ignore[valid-type]
+    data_type: Literal[PRECISION_CHOICES] = "fp32"  # type: ignore[valid-type]
     workspace_gb: PositiveFloat = 2.0
     min_batch_size: PositiveInt = 1
     opt_batch_size: PositiveInt = 1

@@ -16,8 +16,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from pydantic import ValidationError
 
 from effdet_rt.errors import SpecError
-from effdet_rt.spec.loader import read_spec_text
 from effdet_rt.spec.schema import ExperimentSpec
+from effdet_rt.spec.text import read_spec_text
 from effdet_rt.spec.validation import describe_error, dotted_path
 
 _PACKAGE = "effdet_rt.tf1"

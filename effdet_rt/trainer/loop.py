@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from effdet_rt.checkpoint import assign_weights, load_checkpoint, read_metadata, resolve_key
-from effdet_rt.checkpoint.formats.pretrained import load_pretrained
 from effdet_rt.data.tfrecord import damaged_record_error, resolve_tfrecords
 from effdet_rt.errors import CheckpointError, TrainingInterrupted, UserError
 from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
@@ -27,6 +26,7 @@ from effdet_rt.trainer.state import (
 )
 from effdet_rt.utils.charts import draw_safely, read_chart_data, write_loss_curve, write_training_results
 from effdet_rt.utils.status import TrainingProgress
+from effdet_rt.weights.pretrained import load_pretrained
 
 LOG_EVERY_STEPS = 10
 CLASS_HEAD_PATTERN = "class_net_predict"

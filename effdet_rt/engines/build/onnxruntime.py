@@ -4,25 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from effdet_rt.calib.quantize import quantize_int8
 from effdet_rt.engines.runtime.onnxruntime import read_detector_onnx, read_onnx
 from effdet_rt.errors import UserError
-from effdet_rt.utils.atomic import atomic_path
-from effdet_rt.calib.quantize import quantize_int8
 from effdet_rt.onnx.fp16 import has_qdq_nodes
-from effdet_rt.onnx.graph import classifier_metadata
-from effdet_rt.onnx.graph import classifier_metadata, read_metadata, rewrite_model, set_metadata
-from effdet_rt.onnx.graph import read_metadata, set_metadata
+from effdet_rt.onnx.graph import read_metadata, rewrite_model, set_metadata
 from effdet_rt.onnx.ort_layout import prepare_blocked_layout
+from effdet_rt.onnx.tasks import model_task
+from effdet_rt.utils.atomic import atomic_path
 
 
 def read_buildable_onnx(path: Path):
-    """A classifier ONNX (metadata effdet_rt.task = classification) as it is, else a detector ONNX ORT can run."""
-
+    """An ONNX model ONNX Runtime can build: a detector's must carry its outputs (its task says so)."""
     proto = read_onnx(path)
-    return proto if classifier_metadata(proto) is not None else read_detector_onnx(path)
+    return read_detector_onnx(path) if model_task(proto).raw_heads else proto
 
 
 def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) -> Path:
@@ -37,7 +36,7 @@ def optimize_fp32(onnx_path: Path, output: Path, channel_scales: bool = True) ->
 
     source = read_buildable_onnx(onnx_path)
     model = source
-    if channel_scales and classifier_metadata(source) is None:  # the rewrite is for BiFPN's fusions
+    if channel_scales and model_task(source).ort_channel_scales:
 
         model = rewrite_model(source, lambda graph: any(prepare_blocked_layout(graph).values()))
     with atomic_path(output) as tmp:
@@ -95,10 +94,18 @@ def build_onnxruntime_engine(
         if has_qdq_nodes(read_buildable_onnx(onnx_path)):
             return keep_quantized_model(onnx_path, output, log)
         if calibration is None:
-            raise UserError("int8 needs calibration data: pass --calib-tfrecords GLOB (or build.calibration.tfrecords); "
-                            "for a classifier --calib-images DIR (e.g. its training images)")
+            task = model_task(read_onnx(onnx_path))
+            raise UserError(f"int8 needs calibration data: pass {task.calib_data} (for a {task.noun}: e.g. its "
+                            "training data)")
         return quantize_int8(onnx_path, output, calibration(), log=log, profile=int8_profile)
     raise UserError(
         f"--precision {precision} is not available with ONNX Runtime on CPU: choose fp32 or int8 "
         "(fp16 engines need --backend tensorrt)"
     )
+
+
+def build(model: Path, output: Path, settings: Any, *, calibration: Callable[[], Iterable[np.ndarray]] | None,
+          calib_only: bool, log: Callable[[str], None]) -> Path:
+    """The backend table's entry point (effdet_rt/backends.py): the spec's build section -> this builder."""
+    return build_onnxruntime_engine(model, output, precision=settings.data_type, calibration=calibration,
+                                    int8_profile=settings.int8_profile, log=log)

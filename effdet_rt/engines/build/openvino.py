@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.backends import backend_named
 from effdet_rt.engines.runtime.openvino_common import (
     BIN_DIGEST_KEY,
     file_digest,
@@ -27,7 +28,7 @@ from effdet_rt.engines.runtime.openvino_common import (
 )
 from effdet_rt.errors import ModelFileError, UserError
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = backend_named("openvino").precisions
 HEADS = ("class_logits", "box_codes")
 
 
@@ -187,3 +188,9 @@ def build_openvino_engine(
     save_ir(ov, model, output, metadata, compress_to_fp16=precision == "fp16")
     log(f"OpenVINO {precision.upper()} IR -> {output} + {weights_file(output).name}")
     return output
+
+
+def build(model: Path, output: Path, settings: Any, *, calibration: Callable[[], Iterable[np.ndarray]] | None,
+          calib_only: bool, log: Callable[[str], None]) -> Path:
+    """The backend table's entry point (effdet_rt/backends.py): the spec's build section -> this builder."""
+    return build_openvino_engine(model, output, precision=settings.data_type, calibration=calibration, log=log)

@@ -6,44 +6,51 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.backends import AUTO, backend_named
 from effdet_rt.calib.batches import FIELD, calibration_batches
 from effdet_rt.data.tfrecord import resolve_tfrecords
-from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
-from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
+from effdet_rt.engines.registry import auto_candidates, backend_status, builder_module
 from effdet_rt.engines.runtime.onnxruntime import read_onnx
-from effdet_rt.engines.runtime.openvino_common import openvino_status
-from effdet_rt.engines.runtime.trt_common import tensorrt_status
+from effdet_rt.errors import ModelFileError, UserError
 
 
 def choose_backend(requested: str, log: Callable[[str], None], output: Path | None = None) -> str:
-    if requested != "auto":
-        return requested
-    usable, why = tensorrt_status()
-    if usable:
-        log(f"backend: tensorrt ({why})")
-        return "tensorrt"
-    return choose_cpu_backend(output, openvino_status(), f"TensorRT not used: {why}", log)
+    """`--backend auto`: the first usable GPU backend of the table, else `choose_cpu_backend`."""
+    if requested != AUTO:
+        return backend_named(requested).name
+    candidates = auto_candidates()
+    gpu_reasons = []
+    for backend in (b for b in candidates if b.device == "gpu"):
+        usable, why = backend_status(backend)
+        if usable:
+            log(f"backend: {backend.name} ({why})")
+            return backend.name
+        gpu_reasons.append(f"{backend.title} not used: {why}")
+    statuses = {b.name: backend_status(b) for b in candidates if b.device == "cpu"}
+    return choose_cpu_backend(output, statuses, "; ".join(gpu_reasons) or "no GPU backend", log)
 
 
-def choose_cpu_backend(output: Path | None, openvino: tuple[bool, str], no_gpu: str, log: Callable[[str], None]) -> str:
-    """OpenVINO when it is installed (the faster CPU runtime for our exported graph, see benchmarks/engine_latency.py),
-    else ONNX Runtime; an output named *.onnx or *.xml asks for one of them by its file type."""
-    openvino_usable, openvino_why = openvino
+def choose_cpu_backend(output: Path | None, statuses: dict[str, tuple[bool, str]], no_gpu: str,
+                       log: Callable[[str], None]) -> str:
+    """The CPU backend for ``auto``, from (usable, why) of each candidate in the table's order (fastest first, see
+    benchmarks/engine_latency.py): the one whose file type the output names, else the first usable one."""
+    ranked = [b for b in auto_candidates() if b.name in statuses]
+    usable = [b for b in ranked if statuses[b.name][0]]
     suffix = output.suffix.lower() if output else ""
-    if suffix == ".onnx":
-        hint = "; OpenVINO, the faster CPU runtime, would build an .xml" if openvino_usable else ""
-        log(f"backend: onnxruntime (the output is an .onnx file; {no_gpu}{hint})")
-        return "onnxruntime"
-    if suffix == ".xml" and not openvino_usable:
-        log(f"backend: openvino (the output is an .xml file; {no_gpu})")
-        return "openvino"  # the build then says how to install it
-    if openvino_usable:
-        log(f"backend: openvino ({openvino_why}: the fastest installed CPU runtime for this graph, "
+    named = next((b for b in ranked if b.suffixes[0] == suffix), None)
+    best = usable[0] if usable else ranked[-1]
+    if named is not None and named is not best:
+        faster = [b for b in usable if b.auto_rank < named.auto_rank]
+        hint = f"; {faster[0].title}, the faster CPU runtime, would build an {faster[0].suffixes[0]}" if faster else ""
+        log(f"backend: {named.name} (the output is an {suffix} file; {no_gpu}{hint})")
+        return named.name  # an unusable one: its build says how to install it
+    if best is ranked[0]:
+        log(f"backend: {best.name} ({statuses[best.name][1]}: the fastest installed CPU runtime for this graph, "
             f"see benchmarks/engine_latency.py; {no_gpu})")
-        return "openvino"
-    log(f"backend: onnxruntime ({no_gpu}; OpenVINO not used: {openvino_why})")
-    return "onnxruntime"
+        return best.name
+    skipped = "; ".join(f"{b.title} not used: {statuses[b.name][1]}" for b in ranked if b is not best)
+    log(f"backend: {best.name} ({no_gpu}; {skipped})")
+    return best.name
 
 
 def calibration_source(calibration: Any, input_size: tuple[int, int], log: Callable[[str], None]):
@@ -71,30 +78,17 @@ def build_engine(model: str | Path, build: Any, *, calib_only: bool = False, cal
     """Build ``model`` (an exported ONNX) into ``build.engine_file`` as the spec's build section says.
 
     ``calib_only`` (TensorRT <= 10) writes only the calibration cache. ``calibration`` (a callable giving fresh
-    batches) replaces build.calibration's TFRecords, for models that calibrate on other data (a classifier)."""
+    batches) replaces build.calibration's TFRecords, for tasks that calibrate on other data (onnx/tasks.py: calib_data)."""
     model = Path(model)
     if not model.is_file():
         raise ModelFileError(f"{model}: model file not found; pass the ONNX file written by `effdet-rt export`")
     if not build.engine_file:
         raise UserError("no output file: pass -o engine.plan|engine.onnx (or set build.engine_file)")
     output = Path(build.engine_file)
-    backend = choose_backend(build.backend, log, output)
+    backend = backend_named(choose_backend(build.backend, log, output))
+    if calib_only and backend.name != "tensorrt":
+        raise UserError(f"--calib-only writes a TensorRT <= 10 calibration cache; {backend.title} builds have none: "
+                        "drop --calib-only")
     input_size = onnx_input_size(model)
     calibration = calibration or calibration_source(build.calibration, input_size, log)
-    if backend == "openvino":
-        from effdet_rt.engines.build.openvino import build_openvino_engine
-
-        return build_openvino_engine(model, output, precision=build.data_type, calibration=calibration, log=log)
-    if backend == "onnxruntime":
-
-        return build_onnxruntime_engine(model, output, precision=build.data_type,
-                                        calibration=calibration, int8_profile=build.int8_profile, log=log)
-
-    if output.suffix.lower() not in (".plan", ".engine"):
-        raise UserError(f"{output}: a TensorRT engine is a .plan or .engine file; rename the output")
-    return build_tensorrt_engine(
-        model, output, precision=build.data_type, workspace_gb=build.workspace_gb,
-        min_batch=build.min_batch_size, opt_batch=build.opt_batch_size, max_batch=build.max_batch_size,
-        timing_cache=build.timing_cache or None, calibration=calibration() if calibration else None,
-        calib_cache=build.calibration.cache_file or None, calib_only=calib_only, log=log,
-    )
+    return builder_module(backend).build(model, output, build, calibration=calibration, calib_only=calib_only, log=log)

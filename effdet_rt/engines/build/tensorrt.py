@@ -13,22 +13,24 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.onnx.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx, op_types
-from effdet_rt.onnx.graph import classifier_metadata
-from effdet_rt.engines.runtime.trt_common import (
+from effdet_rt.backends import backend_named
+from effdet_rt.calib.tensorrt import make_calibrator
+from effdet_rt.engines.runtime.tensorrt import engine_info_path
+from effdet_rt.engines.runtime.trt_profile import BatchProfile, batch_profile
+from effdet_rt.errors import ModelFileError, SpecError, UserError
+from effdet_rt.gpu.trt_common import (
     build_path_name,
     import_tensorrt,
     load_plugins,
     major_version,
     make_logger,
 )
-from effdet_rt.engines.runtime.trt_profile import BatchProfile, batch_profile
-from effdet_rt.errors import ModelFileError, SpecError, UserError
-from effdet_rt.engines.runtime.tensorrt import engine_info_path
+from effdet_rt.onnx.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx, op_types
+from effdet_rt.onnx.graph import read_metadata
+from effdet_rt.onnx.tasks import DETECTION, ModelTask, model_task
 from effdet_rt.utils.atomic import atomic_write_bytes, atomic_write_text
-from effdet_rt.calib.tensorrt import make_calibrator
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = backend_named("tensorrt").precisions
 NMS_LAYER_MIN_VERSION = (8, 6)  # the ONNX parser maps NonMaxSuppression onto TensorRT's NMS layer
 # TensorRT's TopK layer keeps at most this many elements (operator docs: k <= 1024 in 8.6, k <= 3840 in 10)
 TOPK_MAX_K_TRT8, TOPK_MAX_K = 1024, 3840
@@ -71,8 +73,8 @@ def check_topk_fits(model: Any, onnx_path: Path, major: int, version: str) -> No
 
 
 def precision_plan(major: int, precision: str, *, qdq: bool, is_fp16_model: bool, calib_only: bool,
-                   has_cache: bool, has_batches: bool, classifier: bool = False) -> PrecisionPlan:
-    """``classifier``: the model is a classifier ONNX, which calibrates on a folder of images (--calib-images)."""
+                   has_cache: bool, has_batches: bool, task: ModelTask = DETECTION) -> PrecisionPlan:
+    """``task``: the model's task, which says how its calibration data is given."""
     if precision not in PRECISIONS:
         raise SpecError(f"build.data_type '{precision}' is not one of {', '.join(PRECISIONS)}")
     if calib_only and (precision != "int8" or qdq or major >= 11):
@@ -83,7 +85,7 @@ def precision_plan(major: int, precision: str, *, qdq: bool, is_fp16_model: bool
         )
     if major >= 11:
         if precision == "int8" and not qdq:
-            data = "--calib-images DIR" if classifier else "--calib-tfrecords GLOB"
+            data = task.calib_data
             raise ModelFileError(
                 "INT8 on TensorRT 11 needs a Q/DQ ONNX (strongly typed networks take INT8 from "
                 "QuantizeLinear/DequantizeLinear nodes); quantize the export with the ONNX Runtime INT8 "
@@ -100,8 +102,7 @@ def precision_plan(major: int, precision: str, *, qdq: bool, is_fp16_model: bool
     if qdq:
         return PrecisionPlan(flags=["INT8", "FP16"], note="explicit quantization from the Q/DQ nodes")
     if not has_cache and not has_batches:
-        data = ("pass --calib-images DIR (a folder of images, e.g. the training images)" if classifier
-                else "set build.calibration.tfrecords (--calib-tfrecords)")
+        data = task.calib_advice
         raise UserError(
             f"INT8 calibration needs data: {data}, or point build.calibration.cache_file (--calib-cache) at an "
             "existing cache"
@@ -218,10 +219,9 @@ def build_tensorrt_engine(
         )
     check_topk_fits(model, onnx_path, major, str(trt.__version__))
     has_cache = bool(calib_cache) and Path(calib_cache).is_file()
-    classifier = classifier_metadata(model)
     plan = precision_plan(
         major, precision, qdq=has_qdq_nodes(model), is_fp16_model=is_fp16_onnx(model), calib_only=calib_only,
-        has_cache=has_cache, has_batches=calibration is not None, classifier=classifier is not None,
+        has_cache=has_cache, has_batches=calibration is not None, task=model_task(model),
     )
     if plan.calibrate and not calib_cache:
         raise SpecError("INT8 calibration needs build.calibration.cache_file (--calib-cache: where the cache is "
@@ -241,8 +241,9 @@ def build_tensorrt_engine(
         "onnx": str(onnx_path), "profile": {"min": list(shapes.min), "opt": list(shapes.opt),
                                             "max": list(shapes.max), "dynamic": shapes.dynamic},
     }
-    if classifier is not None:  # what the classifier runtime reads (classes, image format): no ONNX needed then
-        info.update({"task": classifier["task"], "classifier": {**classifier, "precision": precision}})
+    metadata = read_metadata(model)
+    if metadata:  # what the runtime and deepstream-config read (task, classes, image format...): no ONNX needed then
+        info.update({"task": model_task(model).name, "metadata": {**metadata, "precision": precision}})
     atomic_write_text(engine_info_path(engine_path), json.dumps(info, indent=2) + "\n")
     log(f"wrote {engine_path} ({precision}, batch {shapes.min_batch}..{shapes.max_batch})")
     return engine_path
@@ -279,3 +280,16 @@ def _build(trt, major, onnx_path, plan, workspace_gb, batches, timing_cache, cal
     if timing_cache:
         atomic_write_bytes(timing_cache, bytes(cache.serialize()))
     return serialized, shapes
+
+
+def build(model: Path, output: Path, settings: Any, *, calibration: Callable[[], Iterable[np.ndarray]] | None,
+          calib_only: bool, log: Callable[[str], None]) -> Path:
+    """The backend table's entry point (effdet_rt/backends.py): the spec's build section -> this builder."""
+    if output.suffix.lower() not in (".plan", ".engine"):
+        raise UserError(f"{output}: a TensorRT engine is a .plan or .engine file; rename the output")
+    return build_tensorrt_engine(
+        model, output, precision=settings.data_type, workspace_gb=settings.workspace_gb,
+        min_batch=settings.min_batch_size, opt_batch=settings.opt_batch_size, max_batch=settings.max_batch_size,
+        timing_cache=settings.timing_cache or None, calibration=calibration() if calibration else None,
+        calib_cache=settings.calibration.cache_file or None, calib_only=calib_only, log=log,
+    )

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import abc
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from effdet_rt.backends import backend_for_file, model_file_types
 from effdet_rt.data.preprocess import preprocess_batch
-from effdet_rt.detections import Detections
+from effdet_rt.detections import Detections, category_ids
+from effdet_rt.engines.runtime.host_nms import host_postprocess
+from effdet_rt.engines.runtime.runner import Runner
 from effdet_rt.errors import ModelFileError
-
-# file suffix -> module under effdet_rt.engines.runtime exposing `load_engine(path, key=..., spec=...) -> Engine`
-BACKENDS: dict[str, str] = {
-    ".edrt": "checkpoint",
-    ".onnx": "onnxruntime",
-    ".plan": "tensorrt",
-    ".engine": "tensorrt",
-    ".xml": "openvino",
-}
+from effdet_rt.model.anchors import AnchorConfig, generate_anchors
+from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.onnx.names import (
+    BOX_CODES,
+    CLASS_LOGITS,
+    DETECTION_BOXES,
+    DETECTION_CLASSES,
+    DETECTION_SCORES,
+    NUM_DETECTIONS,
+    OUTPUT_NAMES,
+    RAW_OUTPUTS,
+)
+from effdet_rt.onnx.tasks import DETECTION, task_of_metadata
 
 
 class Engine(abc.ABC):
@@ -51,13 +57,77 @@ class Engine(abc.ABC):
         return {"backend": self.backend, "precision": self.precision, "input_size": list(self.input_size)}
 
 
+class RunnerEngine(Engine):
+    """A detector on any backend's runner: outputs with NMS inside decoded as they are, raw heads through host NMS.
+
+    Every exported-model backend (ONNX Runtime, OpenVINO, TensorRT) is this class over its own runner."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.path = runner.path
+        self.metadata = runner.metadata
+        self.input_size = tuple(runner.input_size)
+        self.static_batch = runner.static_batch
+        self.precision = runner.precision
+        names = set(runner.output_names)
+        if set(OUTPUT_NAMES) <= names:
+            self.mode = "nms"
+        elif set(RAW_OUTPUTS) <= names:
+            self.mode = "raw"
+            self.anchors, self.nms_config = host_nms_setup(self.metadata, self.path)
+        else:
+            task = task_of_metadata(self.metadata, str(self.path))
+            hint = (f"it is a {task.noun}: run it with `{task.command} evaluate|inference`" if task is not DETECTION
+                    else "export it with `effdet-rt export`")
+            raise ModelFileError(f"{self.path}: outputs {sorted(names)} are not an effdet-rt detector's; expected "
+                                 f"{list(OUTPUT_NAMES)} or {list(RAW_OUTPUTS)} ({hint})")
+
+    def run(self, batch: np.ndarray) -> Detections:
+        outputs = self.runner.run(batch)
+        if self.mode == "raw":
+            return host_postprocess(outputs[CLASS_LOGITS], outputs[BOX_CODES], self.anchors, self.nms_config)
+        return detections_from_outputs(outputs, len(batch))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "model": str(self.path), "nms": self.mode, "batch": self.static_batch or "dynamic"}
+
+
+def host_nms_setup(metadata: dict[str, Any], path: Path) -> tuple[np.ndarray, NmsConfig]:
+    """Anchors and NMS settings for a raw-heads model, from the metadata its export wrote."""
+    if "anchors" not in metadata:
+        raise ModelFileError(f"{path}: raw-heads model without anchor metadata; re-export it with effdet-rt")
+    a = metadata["anchors"]
+    config = AnchorConfig(a["min_level"], a["max_level"], a["num_scales"], tuple(tuple(r) for r in a["aspect_ratios"]),
+                          a["anchor_scale"])
+    nms = NmsConfig(score_threshold=metadata.get("score_threshold", 0.001),
+                    iou_threshold=metadata.get("iou_threshold", 0.5),
+                    max_detections=metadata.get("max_detections", 100))
+    return generate_anchors(tuple(metadata["input_size"]), config), nms
+
+
+def detections_from_outputs(outputs: dict[str, np.ndarray], count: int) -> Detections:
+    """The first ``count`` images of NMS outputs -> Detections (0-based class indices -> category ids).
+
+    Slots past each image's num_detections are zeroed so nothing invalid leaks out.
+    """
+    boxes = np.asarray(outputs[DETECTION_BOXES], np.float32)[:count].copy()
+    scores = np.asarray(outputs[DETECTION_SCORES], np.float32)[:count].copy()
+    classes = category_ids(np.asarray(outputs[DETECTION_CLASSES])[:count].astype(np.int32))
+    slots = scores.shape[1]
+    num_outputs = np.asarray(outputs[NUM_DETECTIONS])
+    num = np.clip(num_outputs.reshape(len(num_outputs), -1)[:count, 0].astype(np.int32), 0, slots)
+    valid = np.arange(slots)[None, :] < num[:, None]
+    boxes[~valid] = 0.0
+    scores[~valid] = 0.0
+    classes[~valid] = 0
+    return Detections(boxes, scores, classes, num)
+
+
 def load(path: str | Path, key: str | None = None, spec: Any = None) -> Engine:
-    """Open a model file with the backend its suffix names (.edrt, .onnx, .plan/.engine, OpenVINO .xml)."""
+    """Open a detector model file with the backend the table names for its suffix (effdet_rt/backends.py)."""
+    from effdet_rt.engines.registry import runtime_module
+
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; pass a .edrt checkpoint, .onnx model, .plan/.engine file or OpenVINO .xml")
-    module = BACKENDS.get(path.suffix.lower())
-    if module is None:
-        known = ", ".join(sorted(BACKENDS)) or "none yet"
-        raise ModelFileError(f"{path}: unknown model type '{path.suffix}'; supported: {known}")
-    return importlib.import_module(f"effdet_rt.engines.runtime.{module}").load_engine(path, key=key, spec=spec)
+        raise ModelFileError(f"{path}: model file not found; pass a model file: {model_file_types()}")
+    return runtime_module(backend_for_file(path)).load_engine(path, key=key, spec=spec)

@@ -8,14 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.detections import Detections, category_ids
-from effdet_rt.engines.runtime.base import Engine
-from effdet_rt.engines.runtime.host_nms import host_postprocess
+from effdet_rt.engines.runtime.base import RunnerEngine
+from effdet_rt.engines.runtime.runner import Runner
 from effdet_rt.errors import ModelFileError
-from effdet_rt.model.anchors import AnchorConfig, generate_anchors
-from effdet_rt.model.postprocess import NmsConfig
 from effdet_rt.onnx.graph import read_metadata
 from effdet_rt.onnx.names import OUTPUT_NAMES, RAW_OUTPUTS
+from effdet_rt.onnx.tasks import task_of_metadata
 
 
 def read_onnx(path: Path):
@@ -55,11 +53,6 @@ def session_options(threads: int | None = None):
     return options
 
 
-def _anchor_config(meta: dict[str, Any]) -> AnchorConfig:
-    a = meta["anchors"]
-    return AnchorConfig(a["min_level"], a["max_level"], a["num_scales"], tuple(tuple(r) for r in a["aspect_ratios"]), a["anchor_scale"])
-
-
 # A dynamic-batch model runs a big batch as several smaller session runs. On a CPU a big batch buys no parallelism
 # ONNX Runtime does not already get inside each convolution, and once its activations fall out of cache each image
 # costs more. The budget is in activation bytes rather than images because INT8 activations are 4x smaller, so
@@ -73,26 +66,18 @@ def cpu_micro_batch(input_size: tuple[int, int], precision: str) -> int:
     return max(1, MICRO_BATCH_ACTIVATION_BYTES // (input_size[0] * input_size[1] * activation_bytes))
 
 
-class OnnxRuntimeEngine(Engine):
+class OnnxRuntimeRunner(Runner):
+    """Any effdet-rt ONNX model, whatever its task, on the CPU; a dynamic-batch model runs big
+    batches in micro-batches (see cpu_micro_batch)."""
+
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, threads: int | None = None, micro_batch: int | None = None):
+    def __init__(self, path: str | Path, proto: Any = None, threads: int | None = None, micro_batch: int | None = None):
         import onnxruntime as ort
 
-
         self.path = Path(path)
-        proto = read_detector_onnx(self.path)
+        proto = proto if proto is not None else read_onnx(self.path)
         self.metadata = read_metadata(proto)
-        self.mode = "nms" if tuple(o.name for o in proto.graph.output) == OUTPUT_NAMES else "raw"
-        if self.mode == "raw":
-            if "anchors" not in self.metadata:
-                raise ModelFileError(f"{self.path}: raw-heads model without anchor metadata; re-export it with effdet-rt")
-            self.anchors = generate_anchors(tuple(self.metadata["input_size"]), _anchor_config(self.metadata))
-            self.nms_config = NmsConfig(
-                score_threshold=self.metadata.get("score_threshold", 0.001),
-                iou_threshold=self.metadata.get("iou_threshold", 0.5),
-                max_detections=self.metadata.get("max_detections", 100),
-            )
         inputs = proto.graph.input
         if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:
             raise ModelFileError(f"{self.path}: expected one NHWC image input named 'images'")
@@ -100,7 +85,7 @@ class OnnxRuntimeEngine(Engine):
         self.input_name = inputs[0].name
         self.input_size = (int(dims[1].dim_value), int(dims[2].dim_value))
         self.static_batch = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
-        self.max_batch_size = self.static_batch
+        self.output_names = tuple(o.name for o in proto.graph.output)
         self.precision = self.metadata.get("precision", "fp32")
         self.micro_batch = max(1, micro_batch or cpu_micro_batch(self.input_size, self.precision))
         try:
@@ -108,28 +93,60 @@ class OnnxRuntimeEngine(Engine):
         except Exception as exc:
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model ({exc})") from exc
 
-    def run(self, batch: np.ndarray) -> Detections:
+    def run_exact(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if self.static_batch or len(batch) <= self.micro_batch:
-            return self._run_once(batch)
+            return self._session_run(batch)
         step = self.micro_batch
-        return Detections.concat([self._run_once(batch[i:i + step]) for i in range(0, len(batch), step)])
+        parts = [self._session_run(batch[i:i + step]) for i in range(0, len(batch), step)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
 
-    def _run_once(self, batch: np.ndarray) -> Detections:
-        count = len(batch)
-        if self.static_batch and count < self.static_batch:
-            pad = np.zeros((self.static_batch - count, *batch.shape[1:]), np.float32)
-            batch = np.concatenate([batch, pad])
-        outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
-        if self.mode == "raw":
+    def _session_run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.session.run(None, {self.input_name: batch}), strict=True))
 
-            return host_postprocess(outputs[0][:count], outputs[1][:count], self.anchors, self.nms_config)
-        num, boxes, scores, classes = outputs
-        return Detections(boxes[:count], scores[:count], category_ids(classes[:count]), num[:count, 0])
+
+def open_runner(path: str | Path) -> OnnxRuntimeRunner:
+    return OnnxRuntimeRunner(path)
+
+
+class OnnxRuntimeEngine(RunnerEngine):
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None, micro_batch: int | None = None):
+        path = Path(path)
+        super().__init__(OnnxRuntimeRunner(path, read_detector_onnx(path), threads, micro_batch))
+        self.micro_batch = self.runner.micro_batch
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": str(self.path), "nms": self.mode, "batch": self.static_batch or "dynamic",
-                "micro_batch": None if self.static_batch else self.micro_batch}
+        return {**super().describe(), "micro_batch": None if self.static_batch else self.micro_batch}
 
 
 def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> OnnxRuntimeEngine:
     return OnnxRuntimeEngine(path)
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """Inputs, outputs, opset, task and effdet-rt metadata of any ONNX model."""
+
+    proto = read_onnx(Path(path))
+
+    def tensors(values, io: str) -> list[dict[str, Any]]:
+        out = []
+        for value in values:
+            t = value.type.tensor_type
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+            import onnx
+
+            out.append({"io": io, "name": value.name, "shape": shape,
+                        "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+        return out
+
+    meta = read_metadata(proto)
+    return {
+        "file": str(path),
+        "format": "onnx",
+        "task": task_of_metadata(meta, str(path)).name,
+        "opset": [f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import],
+        "precision": meta.get("precision", "fp32"),
+        "tensors": tensors(proto.graph.input, "input") + tensors(proto.graph.output, "output"),
+        "metadata": meta,
+    }

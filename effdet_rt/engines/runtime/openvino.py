@@ -8,19 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.detections import Detections, category_ids
-from effdet_rt.engines.runtime.base import Engine
+from effdet_rt.engines.runtime.base import RunnerEngine
 from effdet_rt.engines.runtime.openvino_common import (
     check_ir_pair,
     import_openvino,
     read_rt_metadata,
     weights_file,
 )
+from effdet_rt.engines.runtime.runner import Runner
 from effdet_rt.errors import ModelFileError
-from effdet_rt.model.postprocess import NmsConfig
-from effdet_rt.onnx.names import OUTPUT_NAMES
-
-RAW_OUTPUTS = ("class_logits", "box_codes")
+from effdet_rt.onnx.names import OUTPUT_NAMES, RAW_OUTPUTS
 
 
 def compute_precision(ov: Any, core: Any, precision: str) -> Any:
@@ -37,16 +34,14 @@ def compute_precision(ov: Any, core: Any, precision: str) -> Any:
     return ov.Type.bf16 if "BF16" in capabilities else ov.Type.f32
 
 
-def output_index(model: Any, names: tuple[str, ...]) -> list[int] | None:
-    """Positions of the outputs named `names` (in that order), or None when the model lacks one of them."""
-    found = {}
-    for index, port in enumerate(model.outputs):
-        for name in port.get_names() & set(names):
-            found[name] = index
-    return [found[n] for n in names] if len(found) == len(names) else None
+def port_name(port: Any) -> str:
+    """An output's name: the effdet-rt tensor name when the port carries one of them, else its first name."""
+    names = port.get_names()
+    known = [n for n in (*OUTPUT_NAMES, *RAW_OUTPUTS) if n in names]
+    return known[0] if known else sorted(names)[0]
 
 
-class OpenVinoEngine(Engine):
+class OpenVinoRunner(Runner):
     backend = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None):
@@ -63,29 +58,12 @@ class OpenVinoEngine(Engine):
                                  f"({detail}); rebuild it with `effdet-rt build --backend openvino`") from exc
         self.metadata = read_rt_metadata(model)
         check_ir_pair(self.path, self.metadata)
-        self.mode, self.outputs = "nms", output_index(model, OUTPUT_NAMES)
-        if self.outputs is None:
-            self.mode, self.outputs = "raw", output_index(model, RAW_OUTPUTS)
-        if self.outputs is None:
-            raise ModelFileError(f"{self.path}: outputs are not an effdet-rt detector's; expected {list(OUTPUT_NAMES)} "
-                                 f"or {list(RAW_OUTPUTS)}")
         shape = model.inputs[0].get_partial_shape()
         if len(model.inputs) != 1 or shape.rank.get_length() != 4 or shape[1].is_dynamic or shape[2].is_dynamic:
             raise ModelFileError(f"{self.path}: expected one NHWC image input of fixed height and width")
         self.input_size = (shape[1].get_length(), shape[2].get_length())
         self.static_batch = None if shape[0].is_dynamic else shape[0].get_length()
-        self.max_batch_size = self.static_batch
         self.precision = self.metadata.get("precision", "fp32")
-        if self.mode == "raw":
-            from effdet_rt.engines.runtime.onnxruntime import _anchor_config
-            from effdet_rt.model.anchors import generate_anchors
-
-            self.anchors = generate_anchors(tuple(self.metadata["input_size"]), _anchor_config(self.metadata))
-            self.nms_config = NmsConfig(
-                score_threshold=self.metadata.get("score_threshold", 0.001),
-                iou_threshold=self.metadata.get("iou_threshold", 0.5),
-                max_detections=self.metadata.get("max_detections", 100),
-            )
         self.compute_type = compute_precision(ov, core, self.precision)
         config = {
             "INFERENCE_PRECISION_HINT": self.compute_type,
@@ -96,25 +74,28 @@ class OpenVinoEngine(Engine):
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:
             raise ModelFileError(f"{self.path}: OpenVINO cannot compile this model ({exc})") from exc
+        self.output_names = tuple(port_name(port) for port in model.outputs)
         self.request = self.compiled.create_infer_request()
 
-    def run(self, batch: np.ndarray) -> Detections:
-        count = len(batch)
-        if self.static_batch and count < self.static_batch:
-            pad = np.zeros((self.static_batch - count, *batch.shape[1:]), np.float32)
-            batch = np.concatenate([batch, pad])
-        results = self.request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        outputs = [results[self.compiled.outputs[i]] for i in self.outputs]
-        if self.mode == "raw":
-            from effdet_rt.engines.runtime.host_nms import host_postprocess
+    def run_exact(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        results = self.request.infer({0: batch})
+        return {name: np.array(results[port]) for name, port in zip(self.output_names, self.compiled.outputs,
+                                                                      strict=True)}
 
-            return host_postprocess(outputs[0][:count], outputs[1][:count], self.anchors, self.nms_config)
-        num, boxes, scores, classes = (np.array(o[:count]) for o in outputs)
-        return Detections(boxes, scores, category_ids(classes), num[:, 0])
+
+def open_runner(path: str | Path) -> OpenVinoRunner:
+    return OpenVinoRunner(path)
+
+
+class OpenVinoEngine(RunnerEngine):
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        super().__init__(OpenVinoRunner(path, threads))
+        self.compiled, self.compute_type = self.runner.compiled, self.runner.compute_type
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": str(self.path), "nms": self.mode, "batch": self.static_batch or "dynamic",
-                "compute_precision": self.compute_type.get_type_name(),
+        return {**super().describe(), "compute_precision": self.compute_type.get_type_name(),
                 "openvino_built_with": self.metadata.get("openvino_version")}
 
 
@@ -122,13 +103,13 @@ def load_engine(path: str | Path, key: str | None = None, spec: Any = None) -> O
     return OpenVinoEngine(path)
 
 
-def describe_ir(path: str | Path) -> dict[str, Any]:
+def describe(path: str | Path) -> dict[str, Any]:
     """What `engine-info` prints for an OpenVINO IR: its inputs/outputs, precision and OpenVINO versions."""
     ov = import_openvino()
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: OpenVINO model not found; build one with `effdet-rt build --backend openvino`")
-    engine = OpenVinoEngine(path)
+    engine = OpenVinoRunner(path)
     ports = [("input", p) for p in engine.compiled.inputs] + [("output", p) for p in engine.compiled.outputs]
     return {
         "file": str(path),

@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.detections import Detections, category_ids
-from effdet_rt.engines.runtime.base import Engine
-from effdet_rt.engines.runtime.trt_common import (
+from effdet_rt.engines.runtime.base import Engine, RunnerEngine, detections_from_outputs  # noqa: F401 - re-exported
+from effdet_rt.engines.runtime.runner import Runner
+from effdet_rt.engines.runtime.trt_profile import batch_chunks
+from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.gpu.trt_common import (
     DeviceBuffer,
     PinnedArray,
     check,
@@ -27,18 +29,11 @@ from effdet_rt.engines.runtime.trt_common import (
     make_logger,
     tensorrt_status,
 )
-from effdet_rt.engines.runtime.trt_profile import batch_chunks
-from effdet_rt.errors import ModelFileError, UserError
-from effdet_rt.onnx.names import (
-    DETECTION_BOXES,
-    DETECTION_CLASSES,
-    DETECTION_SCORES,
-    NUM_DETECTIONS,
-    OUTPUT_NAMES,
-)
+from effdet_rt.onnx.names import OUTPUT_NAMES
+from effdet_rt.onnx.tasks import DETECTION, ModelTask, task_of_metadata
 
-__all__ = ["PlanSession", "TensorRTEngine", "describe_plan", "engine_info_path", "load_engine", "plan_classifier_metadata",
-           "tensorrt_status"]
+__all__ = ["PlanRunner", "PlanSession", "TensorRTEngine", "describe", "engine_info_path", "load_engine", "open_runner",
+           "plan_metadata", "tensorrt_status"]
 
 
 def engine_info_path(engine_path: str | Path) -> Path:
@@ -55,23 +50,6 @@ class TensorSpec:
     dtype: np.dtype
 
 
-def detections_from_outputs(outputs: dict[str, np.ndarray], count: int) -> Detections:
-    """The first ``count`` images of raw NMS outputs -> Detections (0-based class indices -> category ids).
-
-    Slots past each image's num_detections are zeroed so nothing invalid leaks out.
-    """
-    boxes = np.asarray(outputs[DETECTION_BOXES], np.float32)[:count].copy()
-    scores = np.asarray(outputs[DETECTION_SCORES], np.float32)[:count].copy()
-    classes = category_ids(np.asarray(outputs[DETECTION_CLASSES])[:count].astype(np.int32))
-    slots = scores.shape[1]
-    num = np.clip(np.asarray(outputs[NUM_DETECTIONS]).reshape(-1)[:count].astype(np.int32), 0, slots)
-    valid = np.arange(slots)[None, :] < num[:, None]
-    boxes[~valid] = 0.0
-    scores[~valid] = 0.0
-    classes[~valid] = 0
-    return Detections(boxes, scores, classes, num)
-
-
 def read_engine_info(engine_path: str | Path) -> dict[str, Any]:
     path = engine_info_path(engine_path)
     try:
@@ -80,21 +58,21 @@ def read_engine_info(engine_path: str | Path) -> dict[str, Any]:
         return {}
 
 
-def plan_classifier_metadata(engine_path: str | Path) -> dict[str, Any] | None:
-    """A classifier plan's effdet_rt metadata (classes, image format), None for a detector's plan.
+def plan_metadata(engine_path: str | Path) -> dict[str, Any]:
+    """The effdet_rt metadata of the ONNX a plan was built from ({} for a detector's plan built without it).
 
     `effdet-rt build` copies it into the JSON beside the plan, so the plan runs without its ONNX; for a plan built
     before that copy existed, the metadata of the ONNX the JSON names is read instead."""
     info = read_engine_info(engine_path)
-    if isinstance(info.get("classifier"), dict):
-        return info["classifier"]
+    if isinstance(info.get("metadata"), dict):
+        return info["metadata"]
     source = info.get("onnx")
     if source and Path(source).is_file():
         from effdet_rt.engines.runtime.onnxruntime import read_onnx
-        from effdet_rt.onnx.graph import classifier_metadata
+        from effdet_rt.onnx.graph import read_metadata
 
-        return classifier_metadata(read_onnx(Path(source)))
-    return None
+        return read_metadata(read_onnx(Path(source)))
+    return {}
 
 
 def deserialize(trt: Any, path: Path) -> Any:
@@ -136,7 +114,7 @@ def _require(path: Path) -> Path:
     return path
 
 
-def describe_plan(path: str | Path) -> dict[str, Any]:
+def describe(path: str | Path) -> dict[str, Any]:
     """Bindings, shapes, dtypes, profile, precision and TensorRT version of a plan file."""
     path = _require(Path(path))
     trt = import_tensorrt()
@@ -153,8 +131,13 @@ def describe_plan(path: str | Path) -> dict[str, Any]:
         "tensors": [{"name": t.name, "io": "input" if t.is_input else "output", "shape": list(t.shape),
                      "dtype": t.dtype.name} for t in tensors],
         "profile": profiles,
-        **({"task": "classification"} if "classifier" in info else {}),
+        **task_entry(task_of_metadata(plan_metadata(path), str(path))),
     }
+
+
+def task_entry(task: ModelTask) -> dict[str, str]:
+    """engine-info names the task of every plan but a detector's (as it always has)."""
+    return {} if task is DETECTION else {"task": task.name}
 
 
 def output_allocator_class(base: type) -> type:
@@ -184,8 +167,8 @@ def output_allocator_class(base: type) -> type:
 
 class PlanSession:
     """A plan with one input, ready to run: execution context, pinned host and device buffers for the profile's
-    largest batch, a CUDA stream. The detector's TensorRTEngine and the classifier's TensorRTClassifier both run
-    their plans through it, so the buffer and execution code exists once."""
+    largest batch, a CUDA stream. Every task's plans run through it (PlanRunner), so the buffer and execution code
+    exists once."""
 
     def __init__(self, path: str | Path):
         self.path = _require(Path(path))
@@ -272,28 +255,48 @@ class PlanSession:
         return {name: np.array(value) for name, value in outputs.items()}
 
 
-class TensorRTEngine(Engine):
+class PlanRunner(Runner):
+    """A plan's runner: the profile's batch limits are kept by PlanSession, which splits and pads on its own."""
+
     backend = "tensorrt"
 
     def __init__(self, path: str | Path):
         self.plan = PlanSession(path)
         self.path, self.trt = self.plan.path, self.plan.trt
-        missing = sorted(set(OUTPUT_NAMES) - set(self.plan.output_names))
-        if missing:
-            hint = ("it is a classifier's plan: run it with `effdet-rt classification evaluate|inference`"
-                    if "classifier" in self.plan.info else "export with --nms efficient or --nms onnx")
-            raise ModelFileError(f"{self.path}: expected outputs {', '.join(OUTPUT_NAMES)} "
-                                 f"(missing: {', '.join(missing)}); {hint}")
-        self.min_batch, self.max_batch_size = self.plan.min_batch, self.plan.max_batch
+        self.metadata = plan_metadata(self.path)
         self.input_size = tuple(self.plan.input_shape[1:3])
-        self.precision = self.plan.info.get("precision", "unknown")
+        self.output_names = tuple(self.plan.output_names)
+        self.precision = self.plan.info.get("precision", self.metadata.get("precision", "unknown"))
 
-    def run(self, batch: np.ndarray) -> Detections:
-        return Detections.concat([detections_from_outputs(outputs, count)
-                                  for count, outputs in self.plan.run(np.asarray(batch, np.float32))])
+    def run_exact(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        parts = [{name: value[:count] for name, value in outputs.items()} for count, outputs in self.plan.run(batch)]
+        if not parts:
+            return {name: np.zeros((0,), np.float32) for name in self.output_names}
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def open_runner(path: str | Path) -> PlanRunner:
+    return PlanRunner(path)
+
+
+class TensorRTEngine(RunnerEngine):
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path):
+        runner = PlanRunner(path)
+        missing = sorted(set(OUTPUT_NAMES) - set(runner.output_names))
+        if missing:
+            task = task_of_metadata(runner.metadata, str(runner.path))
+            hint = (f"it is a {task.noun}'s plan: run it with `{task.command} evaluate|inference`"
+                    if task is not DETECTION else "export with --nms efficient or --nms onnx")
+            raise ModelFileError(f"{runner.path}: expected outputs {', '.join(OUTPUT_NAMES)} "
+                                 f"(missing: {', '.join(missing)}); {hint}")
+        super().__init__(runner)
+        self.plan, self.trt = runner.plan, runner.trt
+        self.min_batch, self.max_batch_size = self.plan.min_batch, self.plan.max_batch
 
     def describe(self) -> dict[str, Any]:
-        info = super().describe()
+        info = Engine.describe(self)
         info.update({"file": str(self.path), "tensorrt": str(self.trt.__version__),
                      "batch": [self.min_batch, self.max_batch_size]})
         return info

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.checkpoint.archive import CHECKPOINT_SUFFIX, load_checkpoint
-from effdet_rt.checkpoint.formats.automl import load_automl_weights
-from effdet_rt.checkpoint.formats.importer import detect_format
-from effdet_rt.checkpoint.formats.keras_h5 import import_keras_h5
-from effdet_rt.checkpoint.formats.torch_lite import import_torch_lite
 from effdet_rt.checkpoint.weights import LoadReport, assign_weights, named_variables
 from effdet_rt.errors import CheckpointError
+from effdet_rt.weights.automl import load_automl_weights
+from effdet_rt.weights.importer import detect_format
+from effdet_rt.weights.keras_h5 import import_keras_h5
+from effdet_rt.weights.torch_lite import import_torch_lite
 
 CLASS_HEAD_PATTERN = "class_net_predict|^logits/"
 BACKBONE_NAME = re.compile(r"^(stem_|stage\d+_)")

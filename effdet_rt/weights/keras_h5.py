@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from effdet_rt.checkpoint.formats.importer import ImportedWeights
 from effdet_rt.checkpoint.weights import assign_weights, model_weights
 from effdet_rt.errors import CheckpointError
 from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig, get_backbone_config, get_config
+from effdet_rt.weights.imported import ImportedWeights
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
