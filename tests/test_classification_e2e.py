@@ -88,7 +88,11 @@ def test_overfitting_eight_images_reaches_full_accuracy(overfit):
     assert last["accuracy"] == 1.0 and last["val_accuracy"] == 1.0  # train batches and inference mode
     assert any((results / "tensorboard").glob("events.out.tfevents.*"))
     with Image.open(results / "training_curves.png") as curves:
-        assert curves.size == (1280, 800)
+        assert curves.size == (1100, 450)
+    curves = json.loads((results / "training_curves.json").read_text())
+    assert curves["epochs"] == list(range(1, OVERFIT_EPOCHS + 1))
+    for name in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert curves[name] == [e["kpi"][name] for e in epochs], name
 
 
 def test_evaluate_the_checkpoint_on_its_training_images(overfit, capsys):
@@ -103,7 +107,15 @@ def test_evaluate_the_checkpoint_on_its_training_images(overfit, capsys):
     assert metrics["confusion_matrix"] == [[4, 0], [0, 4]]
     assert metrics["per_class"]["ants"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 4}
     with Image.open(out / "confusion_matrix.png") as png:
-        assert png.width > 100
+        assert png.size == (900, 400)
+    drawn = json.loads((out / "confusion_matrix.json").read_text())
+    assert drawn == {"classes": ["ants", "bees"], "counts": metrics["confusion_matrix"],
+                     "normalised": [[1.0, 0.0], [0.0, 1.0]]}
+    scores = json.loads((out / "class_scores.json").read_text())
+    assert scores["classes"] == ["ants", "bees"]
+    assert scores["f1"] == [metrics["per_class"][c]["f1"] for c in ("ants", "bees")] == [1.0, 1.0]
+    with Image.open(out / "class_scores.png") as png:
+        assert png.size == (600, 500)
 
 
 def test_resume_equals_a_straight_run(eight, tmp_path):

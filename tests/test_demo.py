@@ -2,8 +2,11 @@
 
 import importlib.util
 import json
+import re
+import shlex
 
 import pytest
+from PIL import Image
 
 from effdet_rt.cli.main import run
 
@@ -64,7 +67,8 @@ def test_pretrained_spec_fine_tunes_lite0_from_the_imagenet_package(tmp_path):
     assert spec.train.lr_schedule.learning_rate == 0.04 and spec.train.num_examples_per_epoch == 96
 
 
-def test_demo_on_synthetic_data(tmp_path, capsys):
+def test_demo_on_synthetic_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EFFDET_KEY", raising=False)
     out = tmp_path / "demo"
     assert run(["demo", "-o", str(out), "--minutes", "0.05", "--image-size", "128", "--batch-size", "8",
                 "--scratch"]) == 0
@@ -88,3 +92,71 @@ def test_demo_on_synthetic_data(tmp_path, capsys):
         assert len(list((out / f"infer_{engine}" / "images_annotated").glob("*.jpg"))) == 8
     status = [json.loads(line) for line in (out / "status.json").read_text().splitlines()]
     assert status[0]["status"] == "STARTED" and status[-1]["status"] == "SUCCESS"
+    # training ran under a 3 s budget: its progress counts time against the budget, not toward train.num_epochs
+    epochs = [s for s in map(json.loads, (out / "train" / "status.json").read_text().splitlines())
+              if s["message"].startswith("epoch ")]
+    assert epochs and all(s["time_budget_s"] == 3.0 and "max_iter" not in s for s in epochs)
+    assert re.fullmatch(r"epoch 1 done; \d+:\d\d of the 0:03 time budget, 1 epoch\(s\) done \(step 12\)",
+                        epochs[0]["message"]), epochs[0]["message"]
+    assert result["epochs"] == len(epochs) and result["minutes"] == 0.05
+    assert f"{len(epochs)} epochs in 0.05 min" in (out / "demo_results.md").read_text()
+    # the chart beside the table, drawn from demo_results.json
+    with Image.open(out / "demo_results.png") as chart:
+        assert chart.format == "PNG" and chart.size[1] == 450
+    assert "demo_results.png" in printed
+    check_rerun_spec_and_commands(out, printed, result, capsys)
+
+
+def check_rerun_spec_and_commands(out, printed, result, capsys):
+    """spec.yaml holds the spec the demo ran (no key), and the three printed commands run as printed."""
+    from effdet_rt.spec import load_spec
+
+    text = (out / "spec.yaml").read_text()
+    assert "EFFDET_KEY=effdet-rt-demo" in text.splitlines()[0]
+    spec = load_spec(out / "spec.yaml")
+    assert spec.encryption_key == "" and "effdet-rt-demo" not in text.split("\n", 2)[2]
+    checkpoint = out / "train" / f"efficientdet-d0_{result['epochs']:03d}.edrt"
+    assert spec.evaluate.checkpoint == spec.export.checkpoint == str(checkpoint)
+    assert (spec.model.name, spec.model.input_size, spec.dataset.num_classes) == ("efficientdet-d0", (128, 128), 4)
+    commands = [line.strip() for line in printed.splitlines() if line.strip().startswith(("EFFDET_KEY=", "effdet-rt "))]
+    assert commands == [f"EFFDET_KEY=effdet-rt-demo effdet-rt evaluate -e {out}/spec.yaml",
+                        f"EFFDET_KEY=effdet-rt-demo effdet-rt export -e {out}/spec.yaml",
+                        f"effdet-rt build -e {out}/spec.yaml -m {out}/model.onnx --backend onnxruntime --precision int8 "
+                        f"-o {out}/model_ort_int8.onnx"]
+    before = {name: (out / name).stat().st_mtime_ns for name in ("model.onnx", "model_ort_int8.onnx")}
+    for command in commands:
+        words = shlex.split(command)
+        env = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            assert run(words[len(env) + 1:]) == 0, command
+    capsys.readouterr()
+    evaluated = json.loads((out / "evaluate" / "eval_results.json").read_text())
+    checkpoint_row = next(r for r in result["rows"] if r["backend"] == "checkpoint")
+    assert abs(evaluated["AP"] - checkpoint_row["mAP"]) <= 0.01
+    assert (out / "evaluate" / "pr_curve.png").is_file() and (out / "evaluate" / "ap_per_class.json").is_file()
+    for name, mtime in before.items():
+        assert (out / name).stat().st_mtime_ns > mtime, name  # written again by export and build
+
+
+def test_demo_key_comes_from_the_environment_and_is_never_shown(tmp_path, monkeypatch):
+    from effdet_rt.demo import run as demo_run
+
+    monkeypatch.delenv("EFFDET_KEY", raising=False)
+    assert demo_run.demo_key() == ("effdet-rt-demo", False)
+    monkeypatch.setenv("EFFDET_KEY", "s3cret")
+    assert demo_run.demo_key() == ("s3cret", True)
+    commands = demo_run.rerun_commands(tmp_path / "out dir", key_from_env=True)
+    assert commands[0] == f"effdet-rt evaluate -e '{tmp_path}/out dir/spec.yaml'"
+    assert not any("s3cret" in c or "EFFDET_KEY=" in c for c in commands)
+
+
+def test_demo_chart_skips_a_half_written_results_json(tmp_path):
+    from effdet_rt.demo.run import draw_demo_chart
+
+    (tmp_path / "demo_results.json").write_text('{"rows": [{"backend": "onnxruntime", "mAP": 0.4')
+    lines = []
+    assert draw_demo_chart(tmp_path, lines.append) is None
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "its chart is skipped" in lines[0]
+    assert not (tmp_path / "demo_results.png").exists()

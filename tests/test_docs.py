@@ -63,3 +63,15 @@ def test_readme_keeps_the_two_commands_and_stays_short():
     assert "<!-- demo-command -->\n```bash\npython3 -m venv .venv && .venv/bin/pip install -q -e '.[torch-weights]' torch==2.13.0 && " in readme
     assert "<!-- test-command -->\n```bash\npython3 -m venv .venv && .venv/bin/pip install -q -e '.[dev,torch-weights]' torch==2.13.0 && " in readme
     assert len(readme.splitlines()) <= 160
+
+
+def test_readme_demo_figures_are_recorded_runs():
+    """Every mAP / AP50 and latency in README's demo section is a figure of a run kept in benchmarks/results."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Demo output"):readme.index("## Your own data")]
+    history = (REPO / "benchmarks" / "results" / "HISTORY.md").read_text(encoding="utf-8")
+    figures = re.findall(r"\b0\.\d{3}\b|\b\d+\.\d ms\b", section)
+    assert len(figures) >= 12
+    missing = [f for f in figures if f not in history]
+    assert missing == [], f"README figures not in HISTORY.md: {missing}"
+    assert "| epochs |" in section and "machine" in section

@@ -18,6 +18,7 @@ from effdet_rt.evaluation.coco import (
     detections_to_coco_results,
     evaluate_coco,
     run_coco_evaluation,
+    write_class_ap_chart,
     write_pr_curve,
 )
 
@@ -133,16 +134,38 @@ def test_detections_to_coco_results_converts_corners_to_width_height():
     assert evaluate_coco(GROUND_TRUTH, results)["AP"] == pytest.approx(629 / 1010, abs=1e-12)
 
 
-def test_pr_curve_png(tmp_path):
+def test_pr_curve_png_and_its_data_match_the_hand_worked_metrics(tmp_path):
     evaluation = run_coco_evaluation(GROUND_TRUTH, DETECTIONS, per_class=True)
     path = write_pr_curve(evaluation, tmp_path / "pr.png")
     with Image.open(path) as image:
-        assert image.format == "PNG" and image.size == (720, 520)
-        pixels = np.asarray(image.convert("RGB"))
-    # the IoU=0.50 mean curve is precision 1 across all recall: a coloured line along the top of the plot
-    top_row = pixels[36 - 1 : 36 + 2, 100:400]
-    assert (np.abs(top_row.astype(int) - 255).sum(axis=-1) > 60).any(axis=0).all()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pr.png"]
+        assert image.format == "PNG" and image.size == (900, 650)
+        colours = {tuple(c) for c in np.asarray(image.convert("RGB")).reshape(-1, 3)[::7]}
+    assert len(colours) > 50  # anti-aliased lines, text and grid: not a blank canvas
+    data = json.loads((tmp_path / "pr.json").read_text())
+    assert data["recall"] == pytest.approx(np.linspace(0, 1, 101).tolist())
+    cell = data["classes"]["cell"]
+    # every match holds at IoU 0.50: precision 1 at every recall point, AP50 1; AP is the hand-worked 629/1010
+    assert cell["precision"] == [1.0] * 101 and cell["AP50"] == 1.0 and cell["category_id"] == 1
+    assert cell["AP"] == pytest.approx(629 / 1010, abs=1e-12) == evaluation.metrics["AP/cell"]
+    # at IoU 0.75: 1 up to recall 1/3 (34 points), 2/3 up to 2/3 (33 points), then nothing
+    assert data["means"]["IoU 0.75"] == pytest.approx([1.0] * 34 + [2 / 3] * 33 + [0.0] * 34)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pr.json", "pr.png"]
+
+
+def test_class_ap_chart_data_equals_the_per_class_metrics(tmp_path):
+    two_classes = {**GROUND_TRUTH, "categories": [{"id": 1, "name": "cell"}, {"id": 2, "name": "platelet"}],
+                   "annotations": [*GROUND_TRUTH["annotations"], {"id": 4, "image_id": 2, "category_id": 2,
+                                   "bbox": [200, 200, 50, 50], "area": 2500, "iscrowd": 0}]}
+    evaluation = run_coco_evaluation(two_classes, DETECTIONS, per_class=True)
+    path = write_class_ap_chart(evaluation, tmp_path / "ap.png")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (600, 500)
+    data = json.loads((tmp_path / "ap.json").read_text())
+    assert data["classes"] == ["cell", "platelet"]
+    assert data["AP"] == [evaluation.metrics["AP/cell"], evaluation.metrics["AP/platelet"]] == pytest.approx(
+        [629 / 1010, 0.0])
+    # COCO's AP50 is the mean of the classes' AP50
+    assert data["AP50"] == [1.0, 0.0] and sum(data["AP50"]) / 2 == pytest.approx(evaluation.metrics["AP50"])
 
 
 @pytest.mark.parametrize(
@@ -191,7 +214,9 @@ def test_cli_prints_the_table_and_writes_outputs(files, tmp_path, capsys):
     assert "AP50" in stdout and "1.0000" in stdout and f"{629 / 1010:.4f}" in stdout and "AP/RBC" in stdout
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved["AP"] == pytest.approx(629 / 1010, abs=1e-12) and saved["AP/RBC"] == saved["AP"]
-    assert sorted(p.name for p in out.iterdir()) == ["eval_results.json", "pr_curve.png", "status.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["ap_per_class.json", "ap_per_class.png", "eval_results.json",
+                                                     "pr_curve.json", "pr_curve.png", "status.json"]
+    assert json.loads((out / "pr_curve.json").read_text())["classes"]["RBC"]["AP"] == saved["AP/RBC"]
     status = json.loads((out / "status.json").read_text().splitlines()[-1])
     assert status["status"] == "SUCCESS" and status["kpi"]["AP50"] == 1.0
 

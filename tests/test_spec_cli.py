@@ -68,3 +68,26 @@ def test_convert_bad_input_writes_nothing(capsys, tmp_path):
     assert err.startswith(f"error: {bad}: not a valid TF1 EfficientDet spec (line 1, column 37: ")
     assert err.count("\n") == 1 and "Value out of range: -1" in err
     assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_show_takes_the_task_from_the_spec_sections(capsys, tmp_path):
+    from effdet_rt.classification.spec import classification_spec_to_yaml, load_classification_spec
+
+    classification = REPO / "specs" / "hymenoptera_b0.yaml"
+    assert run(["spec", "show", "-e", str(classification), "train.num_epochs=3"]) == 0
+    out = capsys.readouterr().out
+    assert out == classification_spec_to_yaml(load_classification_spec(classification, ["train.num_epochs=3"]))
+    assert yaml.safe_load(out)["train"]["num_epochs"] == 3 and "dataset" not in yaml.safe_load(out)
+    # a detector spec, a TF1 prototxt (always a detector's) and no spec at all stay detection
+    assert run(["spec", "show", "-e", str(REPO / "specs" / "coco_d0.yaml")]) == 0
+    assert "dataset" in yaml.safe_load(capsys.readouterr().out)
+    assert run(["spec", "show", "-e", str(TF1_SAMPLE)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["train"]["batch_size"] == 16
+    # an explicit --task that contradicts the sections is still one error line naming the right command
+    assert run(["spec", "show", "-e", str(classification), "--task", "detection"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this is a classification spec" in err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: [unclosed\n")
+    assert run(["spec", "show", "-e", str(broken)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {broken}")

@@ -107,7 +107,8 @@ def test_two_workers_give_the_weights_of_one_process_with_the_same_global_batch(
 
     # only the chief wrote into the shared results dir, and nothing was left behind by worker 1
     written = sorted(p.name for p in shared.iterdir())
-    assert written == ["efficientdet-d0_001.edrt", "loss_curve.png", "status.json", "tensorboard"]
+    assert written == ["efficientdet-d0_001.edrt", "loss_curve.json", "loss_curve.png", "results.json", "results.png",
+                       "status.json", "tensorboard"]
     status = [json.loads(line) for line in (shared / "status.json").read_text().splitlines()]
     assert [s["message"] for s in status].count("epoch 1/1 done") == 1
     assert len(list((shared / "tensorboard").glob("events.out.tfevents.*"))) == 1

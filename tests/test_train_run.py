@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from effdet_rt.checkpoint import load_checkpoint
 from effdet_rt.cli.main import run
 from effdet_rt.errors import UserError
 from effdet_rt.spec.loader import load_spec
+from effdet_rt.trainer.lr_schedule import learning_rate_at, schedule_steps
 from tests.support.data import convert_bccd_val, steps_run_eagerly, write_first_records
 
 pytestmark = pytest.mark.slow  # builds, trains or exports models (or runs 1,000-example properties)
@@ -90,6 +92,23 @@ def test_resume_gives_the_same_weights_and_loss_falls(bccd_records, tmp_path):
     assert status[-1]["status"] == "SUCCESS"
     png = (tmp_path / "straight" / "loss_curve.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # results.png draws results.json, whose numbers are the checkpoint's history (resumed run: the same steps)
+    for run_dir, checkpoint in (("straight", a), ("resumed", b)):
+        results = json.loads((tmp_path / run_dir / "results.json").read_text())
+        assert results["step"] == checkpoint.metadata["history_steps"] == [1, 2, 3, 4, 5, 6]
+        assert results["epoch"] == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+        assert results["total_loss"] == checkpoint.metadata["history_losses"]
+        assert results["class_loss"] == checkpoint.metadata["history_class_losses"]
+        # total = class + 50 x box + weight decay, which is positive and barely moves in 6 small steps
+        decay = np.subtract(results["total_loss"], np.add(results["class_loss"], np.multiply(50.0, results["box_loss"])))
+        assert (decay > 0).all() and np.ptp(decay) < 0.01 * decay.mean()
+        assert results["learning_rate"] == pytest.approx([learning_rate_at(schedule_steps(
+            spec.train.lr_schedule, 2, 3), s - 1) for s in range(1, 7)])
+        with Image.open(tmp_path / run_dir / "results.png") as image:
+            assert image.format == "PNG" and image.size == (1500, 750)
+    epoch_status = [s for s in status if s["message"].startswith("epoch ")]
+    assert [(s["cur_iter"], s["max_iter"]) for s in epoch_status] == [(2, 6), (4, 6), (6, 6)]
+    assert epoch_status[-1]["eta_s"] == 0.0 and epoch_status[0]["eta_s"] >= 0 and "time_budget_s" not in epoch_status[0]
     assert list((tmp_path / "straight" / "tensorboard").glob("events.out.tfevents.*"))
     assert not list((tmp_path / "straight").glob(".*.tmp"))
 
@@ -117,6 +136,7 @@ configure_logical_cpus(2)
 import tensorflow as tf
 tf.config.run_functions_eagerly(True)
 from effdet_rt.spec.loader import load_spec
+from effdet_rt.trainer.lr_schedule import learning_rate_at, schedule_steps
 from effdet_rt.checkpoint import read_metadata
 from effdet_rt.trainer.loop import train
 out = {}

@@ -23,9 +23,8 @@ from effdet_rt.classification.dataset import (
 from effdet_rt.classification.engines import Classifier, load_classifier
 from effdet_rt.classification.report import (
     classification_metrics,
-    draw_confusion_matrix,
     format_report,
-    write_png,
+    write_report_charts,
 )
 from effdet_rt.data.preprocess import IMAGE_SUFFIXES
 from effdet_rt.errors import DataError, UserError
@@ -71,7 +70,8 @@ def evaluate_classifier(spec: Any, *, model_path: str | Path | None, key: str | 
                         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Top-1 / top-k accuracy, per-class precision / recall / F1 and the confusion matrix on evaluate.dataset_path.
 
-    Writes ``eval_results.json``, ``confusion_matrix.png`` and status.json lines into ``results_dir``.
+    Writes ``eval_results.json``, ``confusion_matrix.png``, ``class_scores.png`` (each chart with its JSON data) and
+    status.json lines into ``results_dir``.
     """
 
     classifier = load_classifier(resolve_model(model_path, spec.evaluate.model_path, "evaluate.model_path"), key,
@@ -95,7 +95,7 @@ def evaluate_classifier(spec: Any, *, model_path: str | Path | None, key: str | 
     if predictions.skipped:
         log(f"skipped {len(predictions.skipped)} unreadable image(s) (listed in eval_results.json)")
     atomic_write_text(results / "eval_results.json", json.dumps(metrics, indent=2) + "\n")
-    write_png(results / "confusion_matrix.png", draw_confusion_matrix(metrics["confusion_matrix"], classifier.classes))
+    write_report_charts(results, metrics, log=log)
     k = metrics["top_k"]
     status.write("SUCCESS", "evaluation done", kpi={"top_1_accuracy": metrics["top_1_accuracy"],
                                                     f"top_{k}_accuracy": metrics[f"top_{k}_accuracy"]})

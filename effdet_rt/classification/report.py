@@ -1,37 +1,36 @@
-"""Classification metrics (scikit-learn) and the PNGs: training curves and the confusion matrix (Pillow)."""
+"""Classification metrics (scikit-learn) and their charts: training curves, confusion matrix, per-class scores."""
 
 from __future__ import annotations
 
-import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from effdet_rt.trainer.loss_curve import HEIGHT, WIDTH, draw_loss_curve
-from effdet_rt.utils.atomic import atomic_write_bytes
-
-CURVE_PANELS = (("loss", "training loss"), ("val_loss", "validation loss"), ("accuracy", "training accuracy"),
-                ("val_accuracy", "validation accuracy"))
-
-
-def write_png(path: str | os.PathLike, image: Image.Image) -> Path:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return atomic_write_bytes(path, buffer.getvalue())
+from effdet_rt.utils.charts import (
+    draw_safely,
+    write_class_scores,
+    write_classifier_curves,
+    write_confusion_matrix,
+)
 
 
 def write_training_curves(path: str | os.PathLike, epochs: Sequence[int], values: dict[str, Sequence[float]]) -> Path:
-    """Loss and accuracy per epoch, train and validation, as a 2x2 grid of the detector's curve panels."""
-    canvas = Image.new("RGB", (2 * WIDTH, 2 * HEIGHT), "white")
-    for slot, (name, title) in enumerate(CURVE_PANELS):
-        series = list(values.get(name, []))
-        panel = draw_loss_curve(list(epochs)[-len(series):] if series else [], series, f"{title} per epoch")
-        canvas.paste(panel, ((slot % 2) * WIDTH, (slot // 2) * HEIGHT))
-    return write_png(path, canvas)
+    """Loss and accuracy per epoch, training and validation (training_curves.png and its JSON data)."""
+    return write_classifier_curves(path, epochs, values)
+
+
+def write_report_charts(results_dir: str | os.PathLike, metrics: dict[str, Any],
+                        log: Callable[[str], None] = print) -> list[Path]:
+    """confusion_matrix.png (counts and normalised) and class_scores.png (precision / recall / F1 per class), each
+    with its JSON data; a chart that cannot be drawn is a warning."""
+    results = Path(results_dir)
+    charts = [draw_safely(write_confusion_matrix, results / "confusion_matrix.png", metrics["confusion_matrix"],
+                          metrics["classes"], log=log),
+              draw_safely(write_class_scores, results / "class_scores.png", metrics["per_class"], log=log)]
+    return [c for c in charts if c is not None]
 
 
 def top_k_accuracy(labels: np.ndarray, probabilities: np.ndarray, k: int) -> float:
@@ -69,28 +68,6 @@ def classification_metrics(labels: Sequence[int], probabilities: np.ndarray, cla
         "classes": list(classes),
         "confusion_matrix": matrix.astype(int).tolist(),
     }
-
-
-def draw_confusion_matrix(matrix: Sequence[Sequence[int]], classes: Sequence[str], cell: int = 48) -> Image.Image:
-    """Rows = true class, columns = predicted; each cell shaded by its share of the row, with its count."""
-    counts = np.asarray(matrix, dtype=np.int64)
-    n = len(classes)
-    margin = 16 + 7 * max((len(c) for c in classes), default=4)
-    image = Image.new("RGB", (margin + n * cell + 10, margin + n * cell + 30), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((margin, 4), "confusion matrix (rows: true, columns: predicted)", fill="black")
-    rows = counts.sum(axis=1, keepdims=True).clip(min=1)
-    for i in range(n):
-        draw.text((4, margin + i * cell + cell // 2 - 5), classes[i], fill="black")
-        draw.text((margin + i * cell + 2, margin - 14), classes[i][: cell // 7], fill="black")
-        for j in range(n):
-            share = counts[i, j] / rows[i, 0]
-            shade = int(255 - 200 * share)
-            box = [margin + j * cell, margin + i * cell, margin + (j + 1) * cell - 1, margin + (i + 1) * cell - 1]
-            draw.rectangle(box, fill=(shade, shade, 255), outline="black")
-            draw.text((box[0] + 4, box[1] + cell // 2 - 5), str(int(counts[i, j])),
-                      fill="white" if share > 0.6 else "black")
-    return image
 
 
 def format_report(metrics: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,8 @@ from effdet_rt.trainer.state import (
     newest_checkpoint,
 )
 from effdet_rt.utils.atomic import atomic_write_text
-from effdet_rt.utils.status import progress_bar
+from effdet_rt.utils.charts import draw_safely
+from effdet_rt.utils.status import TrainingProgress
 
 TASK = "classification"
 PRETRAINED_SKIP = r"^logits/"
@@ -136,6 +136,7 @@ class _Run:
         from effdet_rt.trainer.callbacks import TrainingLog
 
         self.spec, self.results, self.key, self.echo = spec, results, key, log
+        self.progress: TrainingProgress | None = None
         self.data = load_datasets(spec, log)
         self.classes = self.data.train.classes
         report_skipped(results, self.data, log)
@@ -252,11 +253,11 @@ class _Run:
         train_step, self.eval_step = self.step_functions()
         batches = training_batches(self.data.train, self.data.fmt, spec.augment, plan, first, spec.train.num_epochs,
                                    spec.train.n_workers)
-        started = time.monotonic()
         step = (first - 1) * plan.steps_per_epoch
         try:
-            with progress_bar() as progress:
-                task = progress.add_task("train", total=self.total_steps, completed=step, info="")
+            with TrainingProgress(self.total_steps, plan.steps_per_epoch, spec.train.num_epochs, step,
+                                  max_seconds) as progress:
+                self.progress = progress
                 for epoch in range(first, spec.train.num_epochs + 1):
                     losses, data_losses, hits = [], [], 0.0
                     for _ in range(plan.steps_per_epoch):
@@ -268,10 +269,10 @@ class _Run:
                         losses.append(loss)
                         data_losses.append(float(data_loss))
                         hits += float(correct)
-                        progress.update(task, completed=step, info=f"epoch {epoch} loss {loss:.4f}")
+                        progress.update(step, f"loss {loss:.4f}")
                     values = {"loss": sum(losses) / len(losses), "data_loss": sum(data_losses) / len(data_losses),
                               "accuracy": hits / (len(losses) * plan.batch_size)}
-                    out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
+                    out_of_time = progress.out_of_time()
                     self.end_epoch(epoch, step, values, force_save=out_of_time)
                     if out_of_time and epoch < spec.train.num_epochs:
                         self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
@@ -313,14 +314,19 @@ class _Run:
         lr = float(self.optimizer.learning_rate(self.optimizer.iterations)) if callable(self.optimizer.learning_rate) \
             else float(self.optimizer.learning_rate)
         self.log.scalars(step, {"train/learning_rate": lr})
-        self.log.epoch_end(epoch, spec.train.num_epochs, step, values)
+        progress = self.progress
+        budgeted = progress is not None and progress.budget is not None
+        self.log.epoch_end(epoch, spec.train.num_epochs, step, values,
+                           message=f"epoch {epoch} done; {progress.describe()}" if budgeted else None,
+                           fields=progress.fields() if progress else None)
         self.echo(f"epoch {epoch}/{spec.train.num_epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
         self.write_curves()
         if epoch % spec.train.checkpoint_interval == 0 or epoch == spec.train.num_epochs or force_save:
             self.save(epoch, step)
 
     def write_curves(self) -> None:
-        write_training_curves(self.results / "training_curves.png", self.history.epochs, self.history.values)
+        draw_safely(write_training_curves, self.results / "training_curves.png", self.history.epochs,
+                    self.history.values, log=self.echo)
 
     def save(self, epoch: int, step: int) -> Path:
         metadata = {

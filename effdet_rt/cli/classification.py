@@ -73,7 +73,7 @@ def evaluate_command(
     spec = _spec(experiment_spec, overrides)
     out = _results(results_dir, spec, "evaluate")
     evaluate_classifier(spec, model_path=model, key=key, results_dir=out, log=typer.echo)
-    typer.echo(f"wrote {out / 'eval_results.json'} and {out / 'confusion_matrix.png'}")
+    typer.echo(f"wrote {out / 'eval_results.json'}, {out / 'confusion_matrix.png'} and {out / 'class_scores.png'}")
 
 
 @classification_app.command("inference")

@@ -25,7 +25,15 @@ def demo_command(
 ) -> None:
     """Convert data, train a small EfficientDet (Lite0 from ImageNet weights, or D0 from scratch), evaluate, export to ONNX, build ONNX Runtime (and, when installed, OpenVINO) FP32 and INT8
     engines, run inference and evaluation on each, and print one table (backend, precision, mAP, AP50, latency)."""
-    from effdet_rt.demo.run import DemoSettings, demo_model, format_table, run_demo
+    from effdet_rt.demo.run import (
+        CHART_FILE,
+        DemoSettings,
+        demo_key,
+        demo_model,
+        format_table,
+        rerun_commands,
+        run_demo,
+    )
 
     if minutes <= 0:
         raise UserError(f"--minutes {minutes} is not allowed: give a positive time budget")
@@ -37,7 +45,11 @@ def demo_command(
         raise UserError(f"--batch-size {batch_size} is not allowed: must be a positive integer")
     rows = run_demo(DemoSettings(data, output, minutes, image_size, batch_size, model), log=typer.echo)
     typer.echo("\n" + format_table(rows))
-    typer.echo(f"\nresults: {output / 'demo_results.md'}, annotated images: {output}/infer_*/images_annotated/")
+    typer.echo(f"\nresults: {output / 'demo_results.md'} (chart: {output / CHART_FILE}), annotated images: "
+               f"{output}/infer_*/images_annotated/")
+    typer.echo(f"\nthe spec it ran: {output / 'spec.yaml'}; rerun a step with it:")
+    for command in rerun_commands(output, demo_key()[1]):
+        typer.echo(f"  {command}")
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,7 @@ def evaluate(
                                help="Model file (.edrt, .onnx, .plan, OpenVINO .xml) to run on dataset.val_tfrecords."),
     key: str = key_option,
     results_dir: Path = field_option("evaluate.results_dir", "-r", "--results-dir", "-o", "--output-dir",
-                                     help="Where eval_results.json and pr_curve.png go (unset: results_dir)."),
+                                     help="Where eval_results.json and the charts (pr_curve.png, ap_per_class.png) go (unset: results_dir)."),
     annotations: Path = field_option("dataset.val_json_file", "-a", "--annotations-file",
                                      help="COCO ground-truth json of the validation TFRecords."),
     label_map: Path = field_option("evaluate.label_map", "--label-map",
@@ -61,7 +61,7 @@ def evaluate_detections(
     annotations: Path = option(..., "-a", "--annotations-file", "--annotations",
                                help="COCO ground-truth json the results refer to."),
     output_dir: Path = option(None, "-o", "--output-dir", "-r", "--results-dir",
-                              help="Write eval_results.json and pr_curve.png here."),
+                              help="Write eval_results.json and the charts (pr_curve.png, ap_per_class.png) here."),
     label_map: Path = option(None, "--label-map", help="label_map.yaml ({1: RBC, ...}) or labels.txt naming the "
                              "per-class AP rows (default: the annotations' category names)."),
     max_detections: int = option(100, "--max-detections", help="Detections per image COCO counts (maxDets)."),

@@ -8,10 +8,11 @@ import typer
 from effdet_rt.cli.common import option
 from effdet_rt.errors import UserError
 
-FLOPS_HELP = (
-    "Also count multiply-adds at batch 1 (automl's FLOPs: tfprof float_ops / 2). Computed exactly but cheaply: "
-    "each network is traced at the two smallest allowed input sizes and the count extended linearly in H*W "
-    "to the native size (the tracing is most of the command's time; --no-flops skips it)."
+FLOPS_HELP = "Also show multiply-adds at batch 1 (automl's FLOPs: tfprof float_ops / 2)."
+BUILD_HELP = (
+    "Build every network and count it (minutes for all models) instead of reading the counts from "
+    "effdet_rt/model/cost_table.py, which tests check against built networks. With --flops each network is traced "
+    "at the two smallest allowed input sizes and the count extended linearly in H*W to the native size."
 )
 
 
@@ -21,7 +22,24 @@ def _selected_models(names: list[str] | None) -> list[str]:
     return [get_config(n).name for n in names] if names else list(MODEL_NAMES)
 
 
-def _rows(names: list[str], num_classes: int, with_flops: bool) -> list[tuple[str, ...]]:
+def _tabled_rows(names: list[str], num_classes: int, with_flops: bool) -> list[tuple[str, ...]]:
+    from effdet_rt.model.configs import get_config
+    from effdet_rt.model.cost_table import tabled_cost
+
+    rows = []
+    for name in names:
+        cost = tabled_cost(name, num_classes)
+        flops = f"{cost.multiply_adds / 1e9:.3f}" if with_flops else "-"
+        rows.append(_row(get_config(name), cost.trainable_params, flops))
+    return rows
+
+
+def _row(cfg, params: int, flops: str) -> tuple[str, ...]:
+    return (cfg.name, f"{cfg.image_size}x{cfg.image_size}", cfg.backbone, f"{cfg.fpn_num_filters} x {cfg.fpn_cell_repeats}",
+            f"P{cfg.min_level}-P{cfg.max_level}", f"{params:,}", flops)
+
+
+def _built_rows(names: list[str], num_classes: int, with_flops: bool) -> list[tuple[str, ...]]:
     import tf_keras as keras
 
     from effdet_rt.model.configs import get_config
@@ -41,17 +59,7 @@ def _rows(names: list[str], num_classes: int, with_flops: bool) -> list[tuple[st
             model = build_efficientdet(name, num_classes, (side, side))
             params, flops = sum(int(w.shape.num_elements()) for w in model.trainable_weights), "-"
         keras.backend.clear_session()
-        rows.append(
-            (
-                cfg.name,
-                f"{cfg.image_size}x{cfg.image_size}",
-                cfg.backbone,
-                f"{cfg.fpn_num_filters} x {cfg.fpn_cell_repeats}",
-                f"P{cfg.min_level}-P{cfg.max_level}",
-                f"{params:,}",
-                flops,
-            )
-        )
+        rows.append(_row(cfg, params, flops))
     return rows
 
 
@@ -63,6 +71,7 @@ def register(app: typer.Typer) -> None:
             None, "-m", "--model", help="Only these models (repeat the option); default: all of D0..D7x and Lite0..Lite4 / Lite3x."
         ),
         flops: bool = option(True, "--flops/--no-flops", help=FLOPS_HELP),
+        build: bool = option(False, "--build", help=BUILD_HELP),
     ) -> None:
         """List EfficientDet D0..D7x and Lite0..Lite4 / Lite3x: input size, backbone, BiFPN, trainable parameters and GFLOPs."""
         if num_classes < 1:
@@ -74,6 +83,7 @@ def register(app: typer.Typer) -> None:
         table = Table(title=f"EfficientDet models ({num_classes} classes)")
         for column in ("model", "input", "backbone", "BiFPN ch x cells", "levels", "trainable params", "GFLOPs"):
             table.add_column(column, justify="right" if column in ("trainable params", "GFLOPs") else "left")
-        for row in _rows(names, num_classes, flops):
+        rows = (_built_rows if build else _tabled_rows)(names, num_classes, flops)
+        for row in rows:
             table.add_row(*row)
         Console(width=120).print(table)

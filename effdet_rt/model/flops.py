@@ -18,6 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from effdet_rt.model.configs import get_config
+from effdet_rt.model.cost_table import CostTerms
 
 
 def _frozen(concrete) -> tf.compat.v1.GraphDef:
@@ -67,13 +68,20 @@ def detector_cost(name: str, num_classes: int = 90, input_size: tuple[int, int] 
         model = efficientdet_network(cfg, num_classes, size, cfg.num_anchors, cfg.min_level, cfg.max_level)
         params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         return ModelCost(cfg.name, size, params, count_multiply_adds(model))
+    terms = traced_cost_terms(cfg.name, num_classes)
+    return ModelCost(cfg.name, size, terms.trainable_params, terms.multiply_adds(size))
+
+
+def traced_cost_terms(name: str, num_classes: int = 90) -> CostTerms:
+    from effdet_rt.model.efficientdet import efficientdet_network
+
+    cfg = get_config(name)
+    small = 2**cfg.max_level
     model = efficientdet_network(cfg, num_classes, (None, None), cfg.num_anchors, cfg.min_level, cfg.max_level)
     forward = tf.function(lambda images: model(images, training=False))
     costs = [_traced_multiply_adds(forward, (side, side, 3)) for side in (small, 2 * small)]
-    per_pixel = (costs[1] - costs[0]) / (3 * small * small)
-    fixed = costs[0] - per_pixel * small * small
     params = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    return ModelCost(cfg.name, size, params, int(round(per_pixel * size[0] * size[1] + fixed)))
+    return CostTerms(params, small, costs[0], costs[1])
 
 
 def detector_multiply_adds(name: str, num_classes: int = 90, input_size: tuple[int, int] | None = None) -> int:

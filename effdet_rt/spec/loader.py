@@ -87,11 +87,25 @@ def _load_file(path: Path) -> tuple[ExperimentSpec, list[str]]:
 
         return convert_tf1_text(text, str(path))
     data = parse_yaml(text, str(path))
-    if "dataset" not in data and {"data", "augment"} & set(data):
+    if is_classification_data(data):
         raise SpecError(f"{path}: this is a classification spec (data:, augment: sections); run it with "
                         "`effdet-rt classification train|evaluate|inference|export -e ...` (a detector spec names "
                         "its data section dataset:)")
     return validate_spec(data, str(path)), []
+
+
+def is_classification_data(data: Mapping[str, Any]) -> bool:
+    """A classification spec's sections (data:, augment:) and no detector dataset: section."""
+    return "dataset" not in data and bool({"data", "augment"} & set(data))
+
+
+def spec_file_task(path: str | Path) -> str:
+    """"classification" or "detection", as the spec file's sections say (a TF1 prototxt is a detector's)."""
+    source = Path(path)
+    text = read_spec_text(source)
+    if looks_like_tf1(source, text):
+        return "detection"
+    return "classification" if is_classification_data(parse_yaml(text, str(source))) else "detection"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

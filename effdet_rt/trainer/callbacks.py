@@ -61,10 +61,12 @@ class TrainingLog:
             for name, value in values.items():
                 write_scalar(name, value, step)
 
-    def epoch_end(self, epoch: int, num_epochs: int, step: int, values: dict[str, float]) -> None:
+    def epoch_end(self, epoch: int, num_epochs: int, step: int, values: dict[str, float], *,
+                  message: str | None = None, fields: dict[str, Any] | None = None) -> None:
+        """``message``/``fields``: the progress as the bar shows it (utils.status.TrainingProgress)."""
         self.scalars(step, {f"epoch/{k}": v for k, v in values.items()})
-        self.status.write("RUNNING", f"epoch {epoch}/{num_epochs} done", kpi=values, epoch=epoch,
-                          max_epoch=num_epochs, cur_iter=step)
+        self.status.write("RUNNING", message or f"epoch {epoch}/{num_epochs} done", kpi=values,
+                          **{"epoch": epoch, "max_epoch": num_epochs, "cur_iter": step, **(fields or {})})
         self.writer.flush()
 
     def evaluation(self, epoch: int, step: int, metrics: dict[str, float]) -> None:

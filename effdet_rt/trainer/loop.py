@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,6 @@ from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
 from effdet_rt.model.pruned import FILTERS_KEY
 from effdet_rt.spec.loader import spec_to_yaml
 from effdet_rt.trainer.initial_weights import load_initial_weights, pruned_filter_counts
-from effdet_rt.trainer.loss_curve import write_loss_curve
 from effdet_rt.trainer.lr_schedule import build_schedule, learning_rate_at, schedule_steps
 from effdet_rt.trainer.precise_bn import recompute_batch_norm_statistics
 from effdet_rt.trainer.results_dir import (
@@ -34,7 +32,8 @@ from effdet_rt.trainer.state import (
     restore_training_checkpoint,
     save_training_checkpoint,
 )
-from effdet_rt.utils.status import progress_bar
+from effdet_rt.utils.charts import draw_safely, read_chart_data, write_loss_curve, write_training_results
+from effdet_rt.utils.status import TrainingProgress
 
 LOG_EVERY_STEPS = 10
 CLASS_HEAD_PATTERN = "class_net_predict"
@@ -42,17 +41,74 @@ CLASS_HEAD_PATTERN = "class_net_predict"
 
 @dataclass
 class History:
-    """Loss per step for the loss curve; thinned to every other point past MAX_POINTS so it stays small."""
+    """Losses and learning rate per step and the validation AP per evaluated epoch, for results.png; the per-step
+    series are thinned to every other point past MAX_POINTS so checkpoints stay small."""
 
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    class_losses: list[float] = field(default_factory=list)
+    box_losses: list[float] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)
+    evaluations: list[dict[str, float]] = field(default_factory=list)  # {"epoch", "AP", "AP50"}
     MAX_POINTS = 4000
+    SERIES = ("steps", "losses", "class_losses", "box_losses", "learning_rates")
 
-    def append(self, step: int, loss: float) -> None:
-        self.steps.append(step)
-        self.losses.append(loss)
+    def append(self, step: int, loss: float, class_loss: float = math.nan, box_loss: float = math.nan,
+               learning_rate: float = math.nan) -> None:
+        for name, value in zip(self.SERIES, (step, loss, class_loss, box_loss, learning_rate), strict=True):
+            getattr(self, name).append(value)
         if len(self.steps) > self.MAX_POINTS:
-            self.steps, self.losses = self.steps[::2], self.losses[::2]
+            for name in self.SERIES:
+                setattr(self, name, getattr(self, name)[::2])
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"history_steps": self.steps, "history_losses": self.losses,
+                "history_class_losses": self.class_losses, "history_box_losses": self.box_losses,
+                "history_learning_rates": self.learning_rates, "history_evaluations": self.evaluations}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> History:
+        """A checkpoint's history; those written before the class/box/learning-rate series get NaN for them."""
+        steps = [int(s) for s in metadata.get("history_steps", [])]
+
+        def series(key: str) -> list[float]:
+            values = [float(v) for v in metadata.get(key, [])]
+            return values if len(values) == len(steps) else [math.nan] * len(steps)
+
+        return cls(steps, series("history_losses"), series("history_class_losses"), series("history_box_losses"),
+                   series("history_learning_rates"), list(metadata.get("history_evaluations", [])))
+
+    def recover_evaluations(self, chart: dict[str, Any] | None, epoch: int) -> None:
+        """Take back the evaluations up to ``epoch`` from the results.json this run wrote before it stopped: the
+        checkpoint of an epoch is saved before that epoch's evaluation, so its history misses it. Only a chart of the
+        same steps counts (a results folder may hold another run's)."""
+        if not chart or chart.get("step", [])[:len(self.steps)] != self.steps:
+            return
+        evaluation = chart.get("evaluation") or {}
+        known = {e["epoch"] for e in self.evaluations}
+        try:
+            rows = zip(evaluation.get("epoch", []), evaluation.get("AP", []), evaluation.get("AP50", []), strict=True)
+            found = [{"epoch": int(e), "AP": float(ap), "AP50": float(ap50)} for e, ap, ap50 in rows
+                     if int(e) <= epoch and int(e) not in known]
+        except (TypeError, ValueError):
+            return
+        self.evaluations = sorted([*self.evaluations, *found], key=lambda e: e["epoch"])
+
+    def chart_data(self, steps_per_epoch: int, title: str) -> dict[str, Any]:
+        """What results.json holds and results.png draws: x in (fractional) epochs."""
+        evaluations = self.evaluations
+        return {
+            "title": title,
+            "steps_per_epoch": steps_per_epoch,
+            "step": self.steps,
+            "epoch": [round(s / steps_per_epoch, 4) for s in self.steps],
+            "class_loss": self.class_losses,
+            "box_loss": self.box_losses,
+            "total_loss": self.losses,
+            "learning_rate": self.learning_rates,
+            "evaluation": {"epoch": [e["epoch"] for e in evaluations], "AP": [e["AP"] for e in evaluations],
+                           "AP50": [e["AP50"] for e in evaluations]},
+        }
 
 
 def train(
@@ -137,6 +193,7 @@ class _Trainer:
         self.log = TrainingLog(results if self.writes else None, log)
         self.amp = use_mixed_precision(spec, log)
         self.history = History()
+        self.progress: TrainingProgress | None = None
         self.last_checkpoint: Path | None = None
         self.tf = tf
 
@@ -183,8 +240,10 @@ class _Trainer:
         step = int(metadata.get("step", 0))
         if int(self.parts.optimizer.iterations.numpy()) != step:
             self.parts.optimizer.iterations.assign(step)
-        self.history.steps = list(metadata.get("history_steps", []))
-        self.history.losses = list(metadata.get("history_losses", []))
+        self.history = History.from_metadata(metadata)
+        chart = self.results / "results.json"
+        if chart.exists():
+            self.history.recover_evaluations(read_chart_data(chart, self.echo), int(metadata.get("epoch", 0)))
         self.log.message(f"resuming from {newest.name} (epoch {metadata.get('epoch')}, step {step})")
         return step
 
@@ -301,15 +360,14 @@ class _Trainer:
         )
         train_step = self.step_function()
         batches = iter(self.dataset(step))
-        started = time.monotonic()
         try:
-            with progress_bar() as progress:
-                task = progress.add_task("train", total=plan.total_steps, completed=step, info="")
+            with TrainingProgress(plan.total_steps, plan.steps_per_epoch, plan.num_epochs, step, max_seconds) as progress:
+                self.progress = progress
                 while step < plan.total_steps:
                     epoch = step // plan.steps_per_epoch + 1
-                    epoch_losses = self.run_epoch(train_step, batches, step, epoch, progress, task)
+                    epoch_losses = self.run_epoch(train_step, batches, step, epoch, progress)
                     step = epoch * plan.steps_per_epoch
-                    out_of_time = max_seconds is not None and time.monotonic() - started >= max_seconds
+                    out_of_time = progress.out_of_time()
                     self.end_epoch(epoch, step, epoch_losses, force_save=out_of_time)
                     if out_of_time and step < plan.total_steps:
                         self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
@@ -335,7 +393,7 @@ class _Trainer:
         assert self.last_checkpoint is not None
         return self.last_checkpoint
 
-    def run_epoch(self, train_step, batches, step: int, epoch: int, progress, task) -> list[float]:
+    def run_epoch(self, train_step, batches, step: int, epoch: int, progress: TrainingProgress) -> list[float]:
         plan, losses = self.plan, []
         end = epoch * plan.steps_per_epoch
         first = True
@@ -355,26 +413,41 @@ class _Trainer:
                     "lower train.lr_schedule.learning_rate or check the data"
                 )
             losses.append(total)
-            self.history.append(step, total)
+            lr = learning_rate_at(self.schedule, step - 1)
+            self.history.append(step, total, float(values["class_loss"]), float(values["box_loss"]), lr)
             if step % LOG_EVERY_STEPS == 0 or step == end:
-
-                lr = learning_rate_at(self.schedule, step - 1)
                 self.log.scalars(step, {**{f"train/{k}": float(v) for k, v in values.items()}, "train/learning_rate": lr})
-            progress.update(task, completed=step, info=f"epoch {epoch} loss {total:.4f}")
+            progress.update(step, f"loss {total:.4f}")
         return losses
 
     def end_epoch(self, epoch: int, step: int, losses: list[float], force_save: bool) -> None:
         spec, plan = self.spec, self.plan
         mean_loss = sum(losses) / max(1, len(losses))
-        self.log.epoch_end(epoch, plan.num_epochs, step, {"loss": mean_loss})
-        if self.writes:
-            write_loss_curve(self.results / "loss_curve.png", self.history.steps, self.history.losses)
+        progress = self.progress
+        self.log.epoch_end(epoch, plan.num_epochs, step, {"loss": mean_loss}, message=self.epoch_message(epoch),
+                           fields=progress.fields() if progress else None)
         at_interval = epoch % spec.train.checkpoint_interval == 0
         if at_interval or epoch == plan.num_epochs or force_save:
             self.save(epoch, step)
         if at_interval and epoch >= spec.evaluate.start_eval_epoch:
             # every worker of a cluster evaluates too (BatchNorm reads need them all), but only the chief logs it
             self.evaluate(epoch, step)
+        self.write_charts()
+
+    def epoch_message(self, epoch: int) -> str:
+        progress = self.progress
+        if progress is None or progress.budget is None:
+            return f"epoch {epoch}/{self.plan.num_epochs} done"
+        return f"epoch {epoch} done; {progress.describe()}"
+
+    def write_charts(self) -> None:
+        """loss_curve.png and results.png (+ their JSON data) in the results dir; a failure is a warning only."""
+        if not self.writes:
+            return
+        history = self.history
+        data = history.chart_data(self.plan.steps_per_epoch, f"{self.setup.name} {self.results.name}")
+        draw_safely(write_loss_curve, self.results / "loss_curve.png", history.steps, history.losses, log=self.echo)
+        draw_safely(write_training_results, self.results / "results.png", data, log=self.echo)
 
     def save(self, epoch: int, step: int) -> Path:
         """Write the checkpoint into the results dir; the other workers of a cluster write theirs to a temporary
@@ -404,8 +477,7 @@ class _Trainer:
             "input_size": list(self.setup.input_size),
             "steps_per_epoch": self.plan.steps_per_epoch,
             "global_batch_size": self.plan.global_batch,
-            "history_steps": self.history.steps,
-            "history_losses": self.history.losses,
+            **self.history.as_metadata(),
         }
         if self.filter_counts:
 
@@ -440,4 +512,6 @@ class _Trainer:
         if metrics is None:
             return
         self.log.evaluation(epoch, step, metrics)
+        self.history.evaluations.append({"epoch": epoch, "AP": float(metrics.get("AP", math.nan)),
+                                         "AP50": float(metrics.get("AP50", math.nan))})
         self.echo(f"epoch {epoch}: AP {metrics.get('AP', float('nan')):.4f} AP50 {metrics.get('AP50', float('nan')):.4f}")
