@@ -57,6 +57,27 @@ class BatchReader:
         pass
 
 
+def static_batch(model) -> int | None:
+    """The model input's fixed batch size, or None when it is dynamic."""
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+def rebatched(batches: Iterable[np.ndarray], size: int, log=print) -> Iterator[np.ndarray]:
+    """The same images in batches of ``size`` (a fixed-batch export takes no other); a last partial batch is
+    dropped, as calibration batches are (MinMax ranges do not depend on how images are grouped)."""
+    pending = np.zeros((0,), np.float32)
+    seen = 0
+    for batch in batches:
+        pending = batch if not len(pending) else np.concatenate([pending, batch])
+        seen += len(batch)
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if len(pending):
+        log(f"calibration: the model's batch is fixed at {size}: the last {len(pending)} of {seen} images are left out")
+
+
 def postprocess_node_names(model) -> list[str]:
     """Nodes after the network's raw heads (NMS, decoding): kept in float."""
     heads = set(RAW_OUTPUTS)
@@ -104,7 +125,8 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
     # a classifier keeps its Softmax in float: probabilities stay as fine-grained as FP32's
     float_nodes = softmax_node_names(source) if classifier else postprocess_node_names(source)
     input_name = source.graph.input[0].name
-    reader = BatchReader(input_name, batches)
+    fixed = static_batch(source)
+    reader = BatchReader(input_name, rebatched(batches, fixed, log) if fixed else batches)
     with atomic_path(output_path) as tmp, tempfile.TemporaryDirectory(prefix="effdet-quant-") as work:
         prepared = Path(work) / "prepared.onnx"
         to_prepare = Path(onnx_path) if for_tensorrt else with_sums_as_adds(source, Path(work) / "adds.onnx")

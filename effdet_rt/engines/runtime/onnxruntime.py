@@ -92,6 +92,7 @@ class OnnxRuntimeEngine(Engine):
                 score_threshold=self.metadata.get("score_threshold", 0.001),
                 iou_threshold=self.metadata.get("iou_threshold", 0.5),
                 max_detections=self.metadata.get("max_detections", 100),
+                pre_nms_top_k=self.metadata.get("pre_nms_top_k", 5000),
             )
         inputs = proto.graph.input
         if len(inputs) != 1 or len(inputs[0].type.tensor_type.shape.dim) != 4:

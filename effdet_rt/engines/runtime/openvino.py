@@ -85,6 +85,7 @@ class OpenVinoEngine(Engine):
                 score_threshold=self.metadata.get("score_threshold", 0.001),
                 iou_threshold=self.metadata.get("iou_threshold", 0.5),
                 max_detections=self.metadata.get("max_detections", 100),
+                pre_nms_top_k=self.metadata.get("pre_nms_top_k", 5000),
             )
         self.compute_type = compute_precision(ov, core, self.precision)
         config = {
