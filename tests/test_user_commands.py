@@ -185,3 +185,50 @@ def test_nms_fields_reach_the_checkpoint_backend_inference_and_the_export(tiny_m
     tight = KerasEngine(tiny_model, setup, config).run(images).num_detections
     loose = KerasEngine(tiny_model, setup, inferring).run(images).num_detections
     assert (loose >= tight).all() and loose.sum() > tight.sum()
+
+
+@pytest.fixture(scope="module")
+def exported(workspace, tiny_checkpoint):
+    """model.onnx (`--nms onnx`, dynamic batch) of the tiny checkpoint, in the workspace."""
+    path = workspace / "exported.onnx"
+    assert run(["export", "-m", str(tiny_checkpoint), "-k", KEY, "-o", str(path), "--nms", "onnx"]) == 0
+    return path
+
+
+@pytest.mark.slow
+def test_prune_doc_step4_int8_build_calibrates_on_the_training_set_of_a_default_spec(workspace, exported,
+                                                                                      monkeypatch, capsys):
+    """docs/prune.md step 4 names no --calib-tfrecords: a spec from `spec default` with its dataset fields filled
+    in (README step 2) calibrates on dataset.train_tfrecords."""
+    monkeypatch.chdir(workspace)
+    capsys.readouterr()
+    assert run(["spec", "default"]) == 0
+    default = yaml.safe_load(capsys.readouterr().out)
+    default["dataset"]["train_tfrecords"] = ["val-*.tfrecord"]
+    (workspace / "default_spec.yaml").write_text(yaml.safe_dump(default))
+    (workspace / "pruned.onnx").write_bytes(exported.read_bytes())
+    assert run(["build", "-e", "default_spec.yaml", "-m", "pruned.onnx", "-o", "pruned_int8.onnx", "--backend",
+                "onnxruntime", "--precision", "int8"]) == 0
+    assert "using dataset.train_tfrecords" in capsys.readouterr().out
+    meta = _metadata(workspace / "pruned_int8.onnx")
+    assert meta["precision"] == "int8" and meta["calibration_batches"] == 1  # 8 images, batch 8
+
+
+def test_dataset_convert_writes_status_only_into_the_results_dir(bccd_root, tmp_path):
+    out, results = tmp_path / "records", tmp_path / "R"
+    assert run(["dataset_convert", "--voc", str(bccd_root), "--split", "val", "-o", str(out), "--results_dir",
+                str(results), "-s", "1"]) == 0
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("status.json")] == ["R/status.json"]
+    assert json.loads((results / "status.json").read_text().splitlines()[-1])["kpi"]["images"] == 87
+
+
+@pytest.mark.slow
+def test_nncf_draws_no_progress_bar_under_effdet_no_progress(workspace, exported, monkeypatch, capsys):
+    pytest.importorskip("nncf")
+    monkeypatch.setenv("EFFDET_NO_PROGRESS", "1")
+    capsys.readouterr()
+    assert run(["build", "-m", str(exported), "-o", str(workspace / "ov_int8.xml"), "--backend", "openvino",
+                "--precision", "int8", "--calib-tfrecords", str(workspace / "val-*.tfrecord")]) == 0
+    printed = capsys.readouterr()
+    assert "OpenVINO INT8 IR" in printed.out
+    assert "Statistics collection" not in printed.out + printed.err
