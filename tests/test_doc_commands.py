@@ -29,3 +29,130 @@ def test_a_renamed_option_fails_the_parse_check():
 
     with pytest.raises(UsageError, match="--no-such-option"):
         parse_check(("export", "-e", "spec.yaml", "--no-such-option", "1"))
+
+
+# ---- running them (slow) ---------------------------------------------------------------------------------------
+
+NOT_RUN = {
+    "README.md:16": "the demo trains for 10 minutes; tests/test_demo.py runs the same command with a shorter --minutes",
+    "docs/cli.md:68": "a worker of a two-host TF_CONFIG cluster; tests/test_train_multiworker.py runs two local workers",
+    "docs/cli.md:71": "the second worker of the same cluster",
+}
+# docs/classification.md: its overview synopsis and its prune/retrain recipe train and evaluate an EfficientNet-B0
+# on hymenoptera at 224 (minutes on two cores each); tests/test_classification_e2e.py and
+# tests/test_classification_prune.py run the same commands on a tiny spec. Its `spec default` line runs here.
+NOT_RUN_PAGES = {"docs/classification.md": "spec default --task classification"}
+NO_TENSORRT = "TensorRT is not installed"
+EXPECTED_ERRORS = {  # commands that need TensorRT and a GPU: their documented one-line error here
+    "README.md:79": NO_TENSORRT,
+    "README.md:85": "model.plan: model file not found",  # the plan README:79 builds on a GPU
+    "docs/tensorrt.md:19": NO_TENSORRT,
+    "docs/tensorrt.md:20": NO_TENSORRT,
+    "docs/tensorrt.md:22": "model_int8.plan: engine file not found",
+    "docs/tensorrt.md:59": NO_TENSORRT,
+    "docs/tensorrt.md:103": "model_int8.plan: model file not found",
+}
+RUN_PAGES = ["README.md", "docs/export.md", "docs/prune.md", "docs/tensorrt.md", "docs/int8-cpu.md",
+             "docs/openvino.md", "docs/classification.md"]
+
+
+def test_every_command_is_run_or_listed_with_a_reason():
+    for command in COMMANDS:
+        runs = command.page in RUN_PAGES and command.id not in NOT_RUN and (
+            command.page not in NOT_RUN_PAGES or NOT_RUN_PAGES[command.page] in command.text)
+        assert runs or command.id in NOT_RUN or command.page in NOT_RUN_PAGES, command.id
+    assert set(EXPECTED_ERRORS) <= {c.id for c in COMMANDS}  # a moved line must be moved here too
+
+
+@pytest.fixture(scope="module")
+def doc_base(tmp_path_factory, bccd_root):
+    """What the pages take as given: mydata/ (a VOC folder, its COCO jsons and image folders), data/tfrecords
+    (+ data/train-*.tfrecord), and a tiny D0 checkpoint whose BatchNorm statistics come from BCCD images (so
+    `export --verify` holds on real images as it does on a trained model)."""
+    import shutil
+
+    import numpy as np
+
+    from effdet_rt.cli.main import run
+    from effdet_rt.data.preprocess import preprocess_image, read_image
+    from tests.support.doc_commands import mini_voc
+    from tests.support.infer import bccd_images, build_tiny_model, save_tiny_checkpoint
+
+    base = tmp_path_factory.mktemp("doc_base")
+    voc = mini_voc(bccd_root, base / "mydata" / "VOC")
+    for split in ("train", "val"):
+        assert run(["dataset", "import-voc", str(voc), "--split", split, "-o", str(base / "mydata" / f"{split}.json")]) == 0
+        (base / "mydata" / f"{split}_images").symlink_to(voc / "JPEGImages")
+        assert run(["dataset-convert", "--voc", str(voc), "--split", split, "-o", str(base / "data" / "tfrecords"),
+                    "-s", "1"]) == 0
+    for shard in (base / "data" / "tfrecords").glob("train-*"):
+        shutil.copy(shard, base / "data" / shard.name)
+    images = np.stack([preprocess_image(read_image(p), (128, 128))[0] for p in bccd_images(bccd_root, 8)])
+    model = build_tiny_model(calibration=images.astype(np.float32))
+    save_tiny_checkpoint(model, base)
+    return base
+
+
+def _spec_yaml(base_yaml: str, tfrecords: str, val_json: str) -> str:
+    import yaml
+
+    from tests.support.doc_commands import merged, tiny_spec_edits
+    from tests.support.infer import KEY
+
+    return yaml.safe_dump(merged(yaml.safe_load(base_yaml), tiny_spec_edits(tfrecords, val_json, KEY)))
+
+
+def _run_documented(command, workspace, capsys):
+    from effdet_rt.cli.main import run
+    from tests.support.data import steps_run_eagerly
+
+    capsys.readouterr()
+    if command.argv[0] == "train":  # a few steps: tracing the step costs more than running it
+        with steps_run_eagerly():
+            code = run(list(command.argv))
+    else:
+        code = run(list(command.argv))
+    return code, capsys.readouterr()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_documented_commands_run_as_typed(page, doc_base, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from effdet_rt.cli.main import run
+    from tests.support.doc_commands import stand_ins
+    from tests.support.infer import KEY
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(doc_base, workspace, symlinks=True)
+    monkeypatch.chdir(workspace)
+    checkpoint = workspace / "tiny.edrt"
+    capsys.readouterr()
+    assert run(["spec", "default"]) == 0
+    (workspace / "spec.yaml").write_text(_spec_yaml(capsys.readouterr().out, "data/tfrecords",
+                                                    "data/tfrecords/val.json"))
+
+    def export(path):
+        assert run(["export", "-e", "spec.yaml", "-m", str(checkpoint), "-o", str(path), "--nms", "onnx"]) == 0
+
+    commands = [c for c in documented_commands(KEY) if c.page == page and c.id not in NOT_RUN
+                and (page not in NOT_RUN_PAGES or NOT_RUN_PAGES[page] in c.text)]
+    assert commands
+    for command in commands:
+        stand_ins(command, workspace, checkpoint, export)
+        code, printed = _run_documented(command, workspace, capsys)
+        where = f"{command.id}: {command.text}\n{printed.err[-2000:]}"
+        if command.id in EXPECTED_ERRORS:
+            lines = printed.err.strip().splitlines()
+            assert code == 2 and len(lines) == 1 and EXPECTED_ERRORS[command.id] in lines[0], where
+            continue
+        assert code == 0, where
+        if command.stdout:
+            (workspace / command.stdout).write_text(printed.out)
+            if command.stdout == "spec.yaml":  # README step 2: "edit the fields listed below"
+                (workspace / "spec.yaml").write_text(_spec_yaml(printed.out, "mydata/tfrecords", "mydata/val.json"))
+            assert (workspace / command.stdout).stat().st_size > 100, where
+        if "-o" in command.argv:
+            output = workspace / command.argv[command.argv.index("-o") + 1]
+            assert output.exists(), where

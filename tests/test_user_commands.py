@@ -232,3 +232,58 @@ def test_nncf_draws_no_progress_bar_under_effdet_no_progress(workspace, exported
     printed = capsys.readouterr()
     assert "OpenVINO INT8 IR" in printed.out
     assert "Statistics collection" not in printed.out + printed.err
+
+
+@pytest.mark.slow
+def test_tensorrt11_int8_recipe_calibrates_the_network_and_reattaches_efficient_nms(workspace, tiny_checkpoint,
+                                                                                    monkeypatch):
+    """docs/tensorrt.md's TensorRT 11 recipe: the Q/DQ model is made from the `--nms efficient` export (ONNX Runtime
+    calibrates its network part), ends in the same EfficientNMS_TRT node, and TensorRT 11 builds it as Q/DQ."""
+    import sys
+
+    import onnxruntime as ort
+
+    from effdet_rt.engines.build.tensorrt import build_tensorrt_engine
+    from effdet_rt.export.written_heads import written_heads
+    from tests.support.fake_tensorrt import fake_tensorrt
+
+    monkeypatch.chdir(workspace)
+    assert run(["export", "-e", "spec.yaml", "-m", str(tiny_checkpoint), "-o", "model_trt.onnx", "--nms",
+                "efficient"]) == 0
+    assert run(["build", "-e", "spec.yaml", "-m", "model_trt.onnx", "-o", "model_qdq.onnx", "--backend",
+                "onnxruntime", "--precision", "int8", "--int8-profile", "tensorrt", "--calib-tfrecords",
+                "val-*.tfrecord"]) == 0
+    source, qdq = onnx.load("model_trt.onnx"), onnx.load("model_qdq.onnx")
+    onnx.checker.check_model(qdq)
+    assert [o.name for o in qdq.graph.output] == [o.name for o in source.graph.output]
+    nms = [n for n in qdq.graph.node if n.op_type == "EfficientNMS_TRT"]
+    (original,) = [n for n in source.graph.node if n.op_type == "EfficientNMS_TRT"]
+    assert len(nms) == 1 and nms[0].attribute == original.attribute and nms[0].input == original.input
+    ops = [n.op_type for n in qdq.graph.node]
+    assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 50
+    meta = _metadata(workspace / "model_qdq.onnx")
+    assert meta["nms"] == "efficient" and meta["int8_profile"] == "tensorrt" and meta["precision"] == "int8"
+
+    # its network is quantized exactly as the `--nms onnx` export's (same checkpoint, same calibration images)
+    assert run(["export", "-e", "spec.yaml", "-m", str(tiny_checkpoint), "-o", "model_std.onnx", "--nms",
+                "onnx"]) == 0
+    assert run(["build", "-e", "spec.yaml", "-m", "model_std.onnx", "-o", "model_std_qdq.onnx", "--backend",
+                "onnxruntime", "--precision", "int8", "--int8-profile", "tensorrt", "--calib-tfrecords",
+                "val-*.tfrecord"]) == 0
+    images = np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+
+    def heads(proto):
+        session = ort.InferenceSession(written_heads(proto).SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(["class_logits", "box_codes"], {"images": images})
+
+    for ours, standard in zip(heads(qdq), heads(onnx.load("model_std_qdq.onnx")), strict=True):
+        np.testing.assert_array_equal(ours, standard)
+
+    trt = fake_tensorrt("11.0.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    build_tensorrt_engine("model_qdq.onnx", "model_int8.plan", precision="int8", workspace_gb=2, min_batch=1,
+                          opt_batch=1, max_batch=2, timing_cache=None, calibration=None, calib_cache=None,
+                          log=lambda m: None)
+    assert [c[1] for c in trt.calls if c[0] == "parse"] == ["model_qdq.onnx"]
+    assert not [c for c in trt.calls if c[0] in ("flag", "calib_batch")]  # explicit quantization: no calibrator
+    assert (workspace / "model_int8.plan").exists()

@@ -19,9 +19,10 @@ MIN_MATCH_RATE = 0.99
 COMPARE_MIN_SCORE = 0.05
 TIE_MARGIN = 1e-4
 # A weak model may score nothing >= COMPARE_MIN_SCORE: each image's best COMPARE_TOP_K detections are compared too
-# (down to a gap in the reference's scores wider than 2 x TIE_MARGIN), with both sides' NMS run at VERIFY_MIN_SCORE.
+# (down to a relative gap in the reference's scores wider than 2 x TIE_MARGIN), with both sides' NMS keeping every
+# score (VERIFY_MIN_SCORE), however small: an untrained or collapsed model still has a best ten.
 COMPARE_TOP_K = 10
-VERIFY_MIN_SCORE = 0.001
+VERIFY_MIN_SCORE = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,11 @@ class VerifyReport:
 
 def top_k_floor(scores: np.ndarray, k: int = COMPARE_TOP_K) -> float:
     """A score floor keeping about the best ``k`` of one image's descending ``scores``: the middle of the lowest gap
-    wider than 2 x TIE_MARGIN among them, so float rounding cannot move a detection across it (inf: none)."""
+    wider than 2 x TIE_MARGIN of the score above it, so float rounding cannot move a detection across it (inf:
+    none)."""
     for j in range(min(k, len(scores)) - 1, -1, -1):
         below = scores[j + 1] if j + 1 < len(scores) else -1.0
-        if scores[j] - below > 2 * TIE_MARGIN:
+        if scores[j] - below > 2 * TIE_MARGIN * scores[j]:
             return float(scores[j] + below) / 2
     return float("inf")
 

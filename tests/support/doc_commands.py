@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.support.paths import REPO
 
@@ -28,11 +29,11 @@ class DocCommand:
     env: dict[str, str] = field(default_factory=dict)
     stdout: str | None = None  # `> file`
     variant: int = 0  # a synopsis: 0 without its optional groups, 1 with them
+    variants: int = 1
 
     @property
     def id(self) -> str:
-        return f"{self.page}:{self.line}" + (f"/{'bare' if self.variant == 0 else 'full'}"
-                                             if self.text.count("[") else "")
+        return f"{self.page}:{self.line}" + (f"/{('bare', 'full')[self.variant]}" if self.variants > 1 else "")
 
 
 def _blocks(text: str):
@@ -104,7 +105,7 @@ def documented_commands(key: str = "KEY") -> list[DocCommand]:
                     if ">" in words:
                         at = words.index(">")
                         words, stdout = words[:at], words[at + 1]
-                    found.append(DocCommand(name, line, text, tuple(words), env, stdout, index))
+                    found.append(DocCommand(name, line, text, tuple(words), env, stdout, index, len(variants)))
     return found
 
 
@@ -124,3 +125,64 @@ def parse_check(argv: tuple[str, ...]) -> str:
         path.append(name)
         ctx = command.make_context(name, rest, parent=ctx)
     return " ".join(path)
+
+
+# ---- running them: a workspace standing for the user's files -------------------------------------------------
+
+MINI_VOC_IMAGES = {"train": 8, "val": 4}  # 8: docs/int8-cpu.md calibrates in batches of 8  # BCCD images per split in mydata/VOC
+
+
+def mini_voc(bccd_root: Path, root: Path) -> Path:
+    """A Pascal VOC folder holding the first BCCD images of each split (links, not copies)."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for split, count in MINI_VOC_IMAGES.items():
+        names = (bccd_root / "ImageSets" / "Main" / f"{split}.txt").read_text().split()[:count]
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(names) + "\n")
+        for name in names:
+            for sub, suffix in (("Annotations", ".xml"), ("JPEGImages", ".jpg")):
+                target = root / sub / f"{name}{suffix}"
+                if not target.exists():
+                    target.symlink_to(bccd_root / sub / f"{name}{suffix}")
+    return root
+
+
+def tiny_spec_edits(tfrecords: str, val_json: str, key: str) -> dict:
+    """README step 2's edits (the fields its table lists), for the tests' tiny D0 and a few images."""
+    return {
+        "dataset": {"num_classes": 4, "train_tfrecords": [f"{tfrecords}/train-*"],
+                    "val_tfrecords": [f"{tfrecords}/val-*"], "val_json_file": val_json},
+        "model": {"name": "efficientdet-d0", "input_width": 128, "input_height": 128},
+        "train": {"num_examples_per_epoch": 4, "num_epochs": 1, "batch_size": 2, "checkpoint_interval": 1,
+                  "image_preview": False, "lr_schedule": {"learning_rate": 0.01, "warmup_epoch": 0}},
+        "evaluate": {"num_samples": 4, "batch_size": 4, "label_map": f"{tfrecords}/label_map.yaml"},
+        "inference": {"label_map": f"{tfrecords}/label_map.yaml"},
+        "encryption_key": key,
+        "results_dir": "results",
+    }
+
+
+def merged(base: dict, edits: dict) -> dict:
+    out = dict(base)
+    for name, value in edits.items():
+        out[name] = merged(base.get(name, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+CHECKPOINT = re.compile(r"^(results|retrained)/efficientdet-d0_\d+\.edrt$")
+
+
+def stand_ins(command: DocCommand, workspace: Path, checkpoint: Path, export) -> None:
+    """Before a command runs, the files its page takes as given: a trained checkpoint a page names
+    (`results/efficientdet-d0_050.edrt`: the newest one a command of the page wrote in that folder, else the tests'
+    tiny checkpoint) and an exported `model.onnx` on pages that start from one (``export(path)`` writes it)."""
+    import shutil
+
+    for word in command.argv:
+        path = workspace / word
+        if CHECKPOINT.match(word) and not path.exists():
+            written = sorted(path.parent.glob("efficientdet-d0_*.edrt"))
+            path.parent.mkdir(exist_ok=True)
+            shutil.copy(written[-1] if written else checkpoint, path)
+        if word == "model.onnx" and command.argv[0] != "export" and not path.exists():
+            export(path)
