@@ -80,7 +80,8 @@ def test_every_declared_tf1_field_is_mapped_or_reported(tmp_path):
         lines.append(f"{section} {{ {body} }}")
     path = tmp_path / "all.txt"
     path.write_text("\n".join(lines).replace('aspect_ratios: "efficientdet-d1"', 'aspect_ratios: "[(1.0, 1.0)]"'))
-    path.write_text(path.read_text().replace('freeze_blocks: "efficientdet-d1"', 'freeze_blocks: "[0, 1]"'))
+    path.write_text(path.read_text().replace('freeze_blocks: "efficientdet-d1"', 'freeze_blocks: "[0, 1]"')
+                    .replace("lr_warmup_epoch: 0.5", "lr_warmup_epoch: 1"))  # whole epochs in TF2
     _spec, unmapped = convert_tf1(path)
     declared = [f"training_config.{n}" for n, _ in TF1_MESSAGES["TrainingConfig"]] + [
         f"model_config.{n}" for n, _ in TF1_MESSAGES["ModelConfig"]

@@ -57,6 +57,27 @@ class BatchReader:
         pass
 
 
+def static_batch(model) -> int | None:
+    """The model input's fixed batch size, or None when it is dynamic."""
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    return int(dim.dim_value) if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+def rebatched(batches: Iterable[np.ndarray], size: int, log=print) -> Iterator[np.ndarray]:
+    """The same images in batches of ``size`` (a fixed-batch export takes no other); a last partial batch is
+    dropped, as calibration batches are (MinMax ranges do not depend on how images are grouped)."""
+    pending = np.zeros((0,), np.float32)
+    seen = 0
+    for batch in batches:
+        pending = batch if not len(pending) else np.concatenate([pending, batch])
+        seen += len(batch)
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if len(pending):
+        log(f"calibration: the model's batch is fixed at {size}: the last {len(pending)} of {seen} images are left out")
+
+
 def check_heads_present(model) -> None:
     names = {o for n in model.graph.node for o in n.output} | {o.name for o in model.graph.output}
     if not set(RAW_OUTPUTS) <= names:
@@ -73,6 +94,41 @@ def with_sums_as_adds(model, path: Path) -> Path:
     return path
 
 
+EFFICIENT_NMS = "EfficientNMS_TRT"
+
+
+def uses_efficient_nms(model) -> bool:
+    return any(node.op_type == EFFICIENT_NMS for node in model.graph.node)
+
+
+def network_part(source_path: Path, model, path: Path) -> Path:
+    """The network of an `--nms efficient` export, input to raw heads, saved to ``path``: ONNX Runtime (the
+    calibrator) cannot run the EfficientNMS_TRT node after them."""
+    import onnx
+
+    onnx.utils.extract_model(str(source_path), str(path), [model.graph.input[0].name], list(RAW_OUTPUTS))
+    return path
+
+
+def with_nms_of(quantized, source):
+    """``quantized`` (the Q/DQ network, raw heads out) with ``source``'s post-processing re-attached: its nodes
+    after the heads (EfficientNMS_TRT and what feeds it), their constants, outputs and opset domains."""
+    tail_names = set(postprocess_node_names(source))
+    tail = [node for node in source.graph.node if node.name in tail_names]
+    known = {i.name for i in quantized.graph.initializer} | {o for n in quantized.graph.node for o in n.output}
+    known |= {n for node in tail for n in node.output}
+    needed = {name for node in tail for name in node.input if name and name not in known}
+    producers = [node for node in source.graph.node if set(node.output) & needed and node.name not in tail_names]
+    needed |= {name for node in producers for name in node.input}
+    quantized.graph.node.extend([*producers, *tail])
+    quantized.graph.initializer.extend(i for i in source.graph.initializer if i.name in needed)
+    del quantized.graph.output[:]
+    quantized.graph.output.extend(source.graph.output)
+    domains = {o.domain for o in quantized.opset_import}
+    quantized.opset_import.extend(o for o in source.opset_import if o.domain not in domains)
+    return quantized
+
+
 def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Iterable[np.ndarray], log=print,
                   profile: str = "onnxruntime") -> Path:
     import onnx
@@ -83,18 +139,26 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
     if profile not in PROFILES:
         raise ValueError(f"unknown INT8 profile {profile!r}")
     for_tensorrt = profile == "tensorrt"
+    source = onnx.load(str(onnx_path))
+    efficient = uses_efficient_nms(source)
+    if efficient and not for_tensorrt:
+        raise ModelFileError(f"{onnx_path}: this model uses TensorRT's EfficientNMS_TRT plugin, which ONNX Runtime "
+                             "cannot run; quantize it for TensorRT 11 with --int8-profile tensorrt, or export with "
+                             "--nms onnx for an ONNX Runtime INT8 engine")
     weight_bits = 8 if for_tensorrt else 7  # TensorRT accumulates in 32 bits: it keeps the full 8-bit weights
 
-    source = onnx.load(str(onnx_path))
     task = model_task(source)
     if task.raw_heads:
         check_heads_present(source)
     float_nodes = (task.float_nodes or postprocess_node_names)(source)
     input_name = source.graph.input[0].name
-    reader = BatchReader(input_name, batches)
+    fixed = static_batch(source)
+    reader = BatchReader(input_name, rebatched(batches, fixed, log) if fixed else batches)
     with atomic_path(output_path) as tmp, tempfile.TemporaryDirectory(prefix="effdet-quant-") as work:
         prepared = Path(work) / "prepared.onnx"
         to_prepare = Path(onnx_path) if for_tensorrt else with_sums_as_adds(source, Path(work) / "adds.onnx")
+        if efficient:  # calibrate the network; EfficientNMS_TRT is attached to the Q/DQ graph afterwards
+            to_prepare = network_part(Path(onnx_path), source, Path(work) / "network.onnx")
         # fold BatchNorm into Conv and fuse what ONNX Runtime fuses, so Q/DQ pairs sit on the convs that run
         quant_pre_process(str(to_prepare), str(prepared), skip_symbolic_shape=True)
         quantize_static(
@@ -116,6 +180,8 @@ def quantize_int8(onnx_path: str | Path, output_path: str | Path, batches: Itera
         if reader.count == 0:
             raise DataError("no calibration batches: the calibration TFRecords hold fewer images than one batch")
         quantized = onnx.load(str(tmp))
+        if efficient:
+            quantized = with_nms_of(quantized, source)
         meta = read_metadata(source)
         meta.update({"precision": "int8", "calibration_batches": reader.count, "int8_profile": profile,
                      "int8_weight_bits": weight_bits})

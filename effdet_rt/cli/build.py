@@ -19,7 +19,8 @@ def build_command(
     backend: str = field_option("build.backend", "--backend", help=backend_help()),
     precision: str = field_option("build.data_type", "--precision", "--data-type", help=precision_help()),
     calib_tfrecords: list[str] = field_option("build.calibration.tfrecords", "--calib-tfrecords",
-                                              help="TFRecord glob(s) for INT8 calibration."),
+                                              help="TFRecord glob(s) for INT8 calibration (unset: the spec's "
+                                                   "dataset.train_tfrecords)."),
     calib_batches: int = field_option("build.calibration.batches", "--calib-batches",
                                       help="Number of calibration batches."),
     calib_batch_size: int = field_option("build.calibration.batch_size", "--calib-batch-size",
@@ -48,8 +49,19 @@ def build_command(
     from effdet_rt.engines.build.request import build_engine
 
     settings = task_spec(build_command, locals())
-    build_engine(model, settings.build, calib_only=calib_only, calibration=classifier_calibration(model, calib_images,
-                 settings.build.calibration, typer.echo), log=typer.echo)
+    classifier = classifier_calibration(model, calib_images, settings.build.calibration, typer.echo)
+    if classifier is None:
+        calibrate_on_training_set(settings, typer.echo)
+    build_engine(model, settings.build, calib_only=calib_only, calibration=classifier, log=typer.echo)
+
+
+def calibrate_on_training_set(settings, log) -> None:
+    """A detector's INT8 build without build.calibration.tfrecords calibrates on dataset.train_tfrecords (what
+    the training images are, as TAO calibrates on the training images)."""
+    calibration = settings.build.calibration
+    if settings.build.data_type == "int8" and not calibration.tfrecords and settings.dataset.train_tfrecords:
+        calibration.tfrecords = list(settings.dataset.train_tfrecords)
+        log("calibration: no --calib-tfrecords / build.calibration.tfrecords; using dataset.train_tfrecords")
 
 
 def classifier_calibration(model: Path, images: Path | None, calibration, log):

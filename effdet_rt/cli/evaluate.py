@@ -49,7 +49,7 @@ def evaluate(
         raise UserError("evaluate needs -m/--model (or evaluate.checkpoint in the spec) to run on "
                         "dataset.val_tfrecords; to score a results json, use `effdet-rt evaluate-detections`")
     model_path = Path(settings.evaluate.checkpoint)
-    evaluation = evaluate_model_file(model_path, settings, key=key)
+    evaluation = evaluate_model_file(model_path, settings, key=key, warn=lambda line: typer.echo(line, err=True))
     Console().print(format_metrics_table(evaluation.metrics, title=f"COCO evaluation of {model_path.name}"))
     for path in save_evaluation(Path(settings.evaluate.results_dir or settings.results_dir), evaluation):
         typer.echo(f"wrote {path}")

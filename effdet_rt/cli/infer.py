@@ -55,7 +55,13 @@ def infer(
     """
     use_gpu(gpu_index)
     from effdet_rt.engines import load
-    from effdet_rt.infer.folder import InferOptions, image_ids_from_annotations, infer_folder, list_images
+    from effdet_rt.infer.folder import (
+        InferOptions,
+        image_ids_from_annotations,
+        infer_folder,
+        list_images,
+        with_inference_nms,
+    )
     from effdet_rt.utils.status import StatusLogger, progress_bar
 
     settings = task_spec(infer, locals())
@@ -68,7 +74,7 @@ def infer(
     options = InferOptions.from_spec(conf, label_dir)
     images = list_images(conf.image_dir)
     image_ids = image_ids_from_annotations(annotations, images) if annotations else None
-    engine = load(conf.checkpoint, key=key, spec=settings)
+    engine = load(conf.checkpoint, key=key, spec=with_inference_nms(settings))
     status = StatusLogger(output)
     status.write("STARTED", f"inference on {len(images)} image(s) from {conf.image_dir}")
     with progress_bar() as progress:

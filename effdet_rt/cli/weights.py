@@ -42,9 +42,21 @@ def import_command(
     imported = import_weights(source, model, num_classes)
     for notice in imported.notices:
         typer.echo(f"notice: {notice}")
-    path = write_imported(imported, output, passphrase, source)
+    path = write_imported(imported, output, passphrase, source, _task_fields(imported))
     classes = f", {imported.num_classes} classes" if imported.num_classes else " (backbone only)"
     typer.echo(f"wrote {path}: {imported.model_name}{classes}, {len(imported.weights)} weights from {imported.kind}")
+
+
+def _task_fields(imported):
+    """A whole classifier gets the spec, classes and image format the classification commands read."""
+    if imported.extra_metadata.get("task") != "classification":
+        return None
+    from effdet_rt.classification.imported import imported_classifier
+
+    weights, spec_yaml, metadata = imported_classifier(imported.model_name, imported.num_classes,
+                                                       imported.input_size, imported.weights)
+    imported.weights = weights
+    return spec_yaml, metadata
 
 
 def register(app: typer.Typer) -> None:

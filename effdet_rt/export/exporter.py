@@ -52,6 +52,10 @@ def check_options(options: ExportOptions) -> None:
             "NMS settings not allowed: need 0 <= --min-score < 1, 0 < --iou <= 1 and --max-detections >= 1 "
             f"(got {s.score_threshold}, {s.iou_threshold}, {s.max_detections})"
         )
+    if options.nms == "efficient" and s.pre_nms_top_k != NmsConfig().pre_nms_top_k:
+        raise UserError(f"export.pre_nms_top_k {s.pre_nms_top_k} is not allowed with --nms efficient: EfficientNMS_TRT "
+                        "has no pre-NMS top-k setting; use --nms onnx or none, or leave it at "
+                        f"{NmsConfig().pre_nms_top_k}")
 
 
 def model_metadata(setup: DetectorSetup, options: ExportOptions, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -18,6 +18,11 @@ MIN_MATCH_RATE = 0.99
 # whose order float rounding decides (a weak or untrained model has thousands of them); they are not compared.
 COMPARE_MIN_SCORE = 0.05
 TIE_MARGIN = 1e-4
+# A weak model may score nothing >= COMPARE_MIN_SCORE: each image's best COMPARE_TOP_K detections are compared too
+# (down to a relative gap in the reference's scores wider than 2 x TIE_MARGIN), with both sides' NMS keeping every
+# score (VERIFY_MIN_SCORE), however small: an untrained or collapsed model still has a best ten.
+COMPARE_TOP_K = 10
+VERIFY_MIN_SCORE = 0.0
 
 
 @dataclass(frozen=True)
@@ -34,22 +39,36 @@ class VerifyReport:
     layout_kernels_diff: float | None = None
 
     def passed(self) -> bool:
-        return self.max_abs_diff <= MAX_HEAD_DIFF and self.match.rate >= MIN_MATCH_RATE
+        compared = self.match.reference + self.match.candidate > 0
+        return self.max_abs_diff <= MAX_HEAD_DIFF and compared and self.match.rate >= MIN_MATCH_RATE
 
     def summary(self) -> str:
         layout = "" if self.layout_kernels_diff is None else f", {self.layout_kernels_diff:.2e} with ORT's CPU layout kernels"
         return (
             f"verify on {self.images} images: raw heads max |TF - ONNX| = {self.max_abs_diff:.2e} (limit {MAX_HEAD_DIFF:.0e}){layout}; "
             f"detections matched {self.match.matched}/{max(self.match.reference, self.match.candidate)} "
-            f"= {self.match.rate:.1%} (same class, IoU >= 0.99, scores >= {COMPARE_MIN_SCORE} clear of the top-k cut; "
-            f"limit {MIN_MATCH_RATE:.0%})"
+            f"= {self.match.rate:.1%} (same class, IoU >= 0.99, scores >= {COMPARE_MIN_SCORE} or each image's best "
+            f"{COMPARE_TOP_K}, clear of the top-k cut; limit {MIN_MATCH_RATE:.0%})"
+            + ("" if self.match.reference + self.match.candidate else "; no detections to compare: the check fails")
         )
+
+
+def top_k_floor(scores: np.ndarray, k: int = COMPARE_TOP_K) -> float:
+    """A score floor keeping about the best ``k`` of one image's descending ``scores``: the middle of the lowest gap
+    wider than 2 x TIE_MARGIN of the score above it, so float rounding cannot move a detection across it (inf:
+    none)."""
+    for j in range(min(k, len(scores)) - 1, -1, -1):
+        below = scores[j + 1] if j + 1 < len(scores) else -1.0
+        if scores[j] - below > 2 * TIE_MARGIN * scores[j]:
+            return float(scores[j] + below) / 2
+    return float("inf")
 
 
 def comparable(reference: Detections, candidate: Detections, cap: int) -> tuple[Detections, Detections]:
     """Both sides restricted, per image, to scores the ranking decides (see COMPARE_MIN_SCORE)."""
     floors = np.full(len(reference), COMPARE_MIN_SCORE, np.float32)
     for i in range(len(reference)):
+        floors[i] = min(floors[i], top_k_floor(reference.scores[i, :int(reference.num_detections[i])]))
         if reference.num_detections[i] >= cap:
             floors[i] = max(floors[i], reference.scores[i, cap - 1] + TIE_MARGIN)
     return reference.filtered(floors), candidate.filtered(floors)

@@ -13,7 +13,7 @@ from effdet_rt.engines.runtime.checkpoint import KerasEngine, load_engine
 from effdet_rt.engines.runtime.onnxruntime import describe
 from effdet_rt.errors import UserError
 from effdet_rt.export.exporter import ExportOptions, attach_nms, check_options, convert_raw_heads, write_onnx
-from effdet_rt.export.verify_run import settle_verification, verify_export
+from effdet_rt.export.verify_run import VERIFY_MIN_SCORE, settle_verification, verify_export
 from effdet_rt.export.written_heads import written_heads
 from effdet_rt.model.postprocess import NmsConfig
 
@@ -28,8 +28,19 @@ def export_options_from_spec(export: Any) -> ExportOptions:
             score_threshold=float(export.min_score_thresh),
             iou_threshold=float(export.iou_thresh),
             max_detections=int(export.max_detections),
+            pre_nms_top_k=int(export.pre_nms_top_k),
         ),
     )
+
+
+def baked_nms_line(nms: NmsConfig, evaluation_floor: float) -> str:
+    """What the exported model's NMS keeps (in its metadata too), and how to export for evaluation."""
+    line = (f"NMS baked in: scores >= {nms.score_threshold:g} (export.min_score_thresh), IoU {nms.iou_threshold:g}, "
+            f"at most {nms.max_detections} per image")
+    if nms.score_threshold > evaluation_floor:
+        line += (f"; `evaluate` scores from {evaluation_floor:g} (evaluate.min_score_thresh), so export with "
+                 f"--min-score {evaluation_floor:g} for an engine whose mAP equals the checkpoint's")
+    return line
 
 
 def verification_batch(spec: Any, input_size: tuple[int, int], count: int = 4) -> np.ndarray:
@@ -62,6 +73,7 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
     setup = engine.setup
     log(f"exporting {setup.name} {setup.input_size[1]}x{setup.input_size[0]}, {setup.num_classes} classes, "
         f"nms={export_options.nms}, batch={export_options.batch_size or 'dynamic'}, opset {export_options.opset}")
+    log(baked_nms_line(export_options.nms_settings, float(spec.evaluate.min_score_thresh)))
     raw = convert_raw_heads(engine.model, setup, export_options.batch_size, export_options.opset)
     meta = {"source_checkpoint": checkpoint.name}
     proto = attach_nms(raw, setup, export_options, meta)
@@ -69,8 +81,13 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
         from dataclasses import replace
 
 
-        reference = KerasEngine(engine.model, setup, export_options.nms_settings)
-        onnx_nms = proto if export_options.nms == "onnx" else attach_nms(raw, setup, replace(export_options, nms="onnx"))
+        # both sides' NMS run down to VERIFY_MIN_SCORE, so a model whose scores stay under the export's threshold
+        # still has detections to compare; the written graph differs from that twin only in its threshold constant
+        settings = export_options.nms_settings
+        low = replace(settings, score_threshold=min(settings.score_threshold, VERIFY_MIN_SCORE))
+        reference = KerasEngine(engine.model, setup, low)
+        onnx_nms = proto if export_options.nms == "onnx" and low == settings else \
+            attach_nms(raw, setup, replace(export_options, nms="onnx", nms_settings=low))
         batch = verification_batch(spec, setup.input_size, count=export_options.batch_size or 4)
 
         report = verify_export(reference, written_heads(proto), onnx_nms, batch)

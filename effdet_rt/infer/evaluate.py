@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from effdet_rt.data.labels import load_label_map
@@ -53,6 +54,36 @@ def detect_all(engine: Engine, sources: Iterator[Source], batch_size: int) -> li
     return results
 
 
+def scored_from(results: Sequence[ImageResult], floor: float) -> list[ImageResult]:
+    """Each result without its detections scoring below ``floor`` (evaluate.min_score_thresh): every backend is
+    scored from the same floor, whatever its own NMS threshold was."""
+    kept = []
+    for r in results:
+        keep = r.scores >= floor
+        kept.append(dataclasses.replace(r, boxes=r.boxes[keep], scores=r.scores[keep], classes=r.classes[keep]))
+    return kept
+
+
+def baked_score_threshold(engine: Engine) -> float | None:
+    """The NMS score threshold an exported model carries in its metadata (export.min_score_thresh); None for a
+    checkpoint, whose NMS follows the spec, or an engine that records none."""
+    metadata = getattr(engine, "metadata", None) or {}
+    value = metadata.get("score_threshold")
+    return float(value) if value is not None else None
+
+
+def score_floor_warning(engine: Engine, floor: float) -> str | None:
+    """A warning when the engine's baked-in NMS drops detections that evaluation would score (its mAP then comes
+    out lower than the checkpoint's)."""
+    baked = baked_score_threshold(engine)
+    if baked is None or baked <= floor:
+        return None
+    return (f"warning: this model's NMS keeps only scores >= {baked:g} (baked in at export: "
+            f"export.min_score_thresh / --min-score), while evaluation scores detections from "
+            f"evaluate.min_score_thresh = {floor:g}; its mAP is lower than the checkpoint's. For the checkpoint's "
+            f"mAP, export with --min-score {floor:g}")
+
+
 def results_to_coco(results: Sequence[ImageResult]) -> list[dict[str, Any]]:
     """COCO results entries for per-image results (their keys are the image ids)."""
 
@@ -73,10 +104,12 @@ def run_engine_evaluation(
     max_detections: int = 100,
     label_map: dict[int, str] | None = None,
     per_class: bool = False,
+    min_score: float = 0.0,
 ) -> CocoEvaluation:
-    """Run ``engine`` on the first ``num_samples`` validation records (all when None) and score them."""
+    """Run ``engine`` on the first ``num_samples`` validation records (all when None) and score their detections
+    scoring >= ``min_score``."""
 
-    results = detect_all(engine, tfrecord_sources(val_tfrecords, num_samples), batch_size)
+    results = scored_from(detect_all(engine, tfrecord_sources(val_tfrecords, num_samples), batch_size), min_score)
     if not results:
         raise DataError(f"{', '.join(map(str, val_tfrecords))}: no validation records found")
     return run_coco_evaluation(val_json_file, results_to_coco(results), max_detections=max_detections,
@@ -98,9 +131,10 @@ def evaluate_engine(
                                  batch_size=batch_size, max_detections=max_detections, label_map=label_map).metrics
 
 
-def evaluate_model_file(model: str | os.PathLike, spec: Any, *, key: str | None = None) -> CocoEvaluation:
+def evaluate_model_file(model: str | os.PathLike, spec: Any, *, key: str | None = None,
+                        warn: Callable[[str], None] = print) -> CocoEvaluation:
     """`evaluate`: load any model file and score it on dataset.val_tfrecords against dataset.val_json_file,
-    as evaluate.num_samples, batch_size, max_detections_per_image and label_map say."""
+    as evaluate.num_samples, batch_size, max_detections_per_image, min_score_thresh and label_map say."""
     from pathlib import Path
 
 
@@ -113,6 +147,9 @@ def evaluate_model_file(model: str | os.PathLike, spec: Any, *, key: str | None 
     resolve_tfrecords(dataset.val_tfrecords, VAL_FIELD)  # a glob matching nothing fails here, before the model loads
     names = load_label_map(settings.label_map) if settings.label_map else None
     engine = load(model, key=key, spec=spec)
+    warning = score_floor_warning(engine, settings.min_score_thresh)
+    if warning:
+        warn(warning)
     return run_engine_evaluation(engine, dataset.val_tfrecords, val_json, num_samples=settings.num_samples,
                                  batch_size=settings.batch_size, max_detections=settings.max_detections_per_image,
-                                 label_map=names, per_class=True)
+                                 label_map=names, per_class=True, min_score=settings.min_score_thresh)

@@ -55,6 +55,15 @@ class InferOptions:
         )
 
 
+def with_inference_nms(spec: Any) -> Any:
+    """``spec`` whose evaluate NMS settings (which the checkpoint backend reads) are inference.iou_thresh and
+    inference.pre_nms_top_k, so `infer` on a checkpoint runs the NMS its own section asks for."""
+    inference = spec.inference
+    evaluate = spec.evaluate.model_copy(update={"iou_thresh": inference.iou_thresh,
+                                                "pre_nms_top_k": inference.pre_nms_top_k})
+    return spec.model_copy(update={"evaluate": evaluate})
+
+
 @dataclass
 class InferSummary:
     images: int = 0

@@ -173,6 +173,13 @@ class LRScheduleConfig(Section):
     learning_rate: PositiveFloat = 0.2
     annealing_epoch: PositiveInt = 10
 
+    @model_validator(mode="after")
+    def _soft_anneal_needs_a_start(self) -> LRScheduleConfig:
+        if self.name == "soft_anneal" and self.warmup_init <= 0:
+            raise ValueError("warmup_init must be above 0 with soft_anneal: it warms up and anneals in log space, "
+                             "where 0 has no logarithm (try 0.0001)")
+        return self
+
 
 class TrainConfig(Section):
     batch_size: PositiveInt = 16
@@ -203,6 +210,11 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     checkpoint: str = ""
     max_detections_per_image: PositiveInt = 100
+    # ours (automl's nms_configs): the NMS of checkpoint evaluation, and the score floor every engine's
+    # detections are scored from (an engine whose baked-in threshold is higher gets a warning)
+    min_score_thresh: Probability = 0.001
+    iou_thresh: Probability = 0.5
+    pre_nms_top_k: PositiveInt = 5000
     batch_size: PositiveInt = 16
     num_samples: PositiveInt = 5000
     label_map: str = ""
@@ -217,6 +229,8 @@ class InferenceConfig(Section):
     dump_label: bool = False
     batch_size: PositiveInt = 1
     min_score_thresh: Probability = 0.4
+    iou_thresh: Probability = 0.5  # ours: NMS IoU of checkpoint inference
+    pre_nms_top_k: PositiveInt = 5000  # ours: (anchor, class) pairs kept before NMS in checkpoint inference
     label_map: str = ""
     max_boxes_to_draw: PositiveInt = 100
     results_dir: str = ""
@@ -232,6 +246,7 @@ class ExportConfig(Section):
     opset: Annotated[int, Field(ge=13)] = 17
     iou_thresh: Probability = 0.5
     max_detections: PositiveInt = 100
+    pre_nms_top_k: PositiveInt = 5000  # ours: --nms onnx / none; EfficientNMS_TRT has no such setting
 
 
 class PruneCriteria(Section):

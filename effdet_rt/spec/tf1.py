@@ -115,6 +115,13 @@ def _to_both(*paths: str) -> Callable[[Any], dict[str, Any]]:
     return lambda value: dict.fromkeys(paths, value)
 
 
+def _whole_epochs(value: float) -> int:
+    if value != int(value):
+        raise ValueError(f"{value:g} epochs: TF2's train.lr_schedule.warmup_epoch counts whole epochs; "
+                         f"write {int(value)} or {int(value) + 1}")
+    return int(value)
+
+
 # "section.field" -> function giving {tf2 dotted path: value}. TF1 fields absent here have no TF2 equivalent.
 TF1_TO_TF2: dict[str, Callable[[Any], dict[str, Any]]] = {
     "training_config.train_batch_size": _to("train.batch_size"),
@@ -124,7 +131,7 @@ TF1_TO_TF2: dict[str, Callable[[Any], dict[str, Any]]] = {
     "training_config.num_epochs": _to("train.num_epochs"),
     "training_config.tf_random_seed": _to("train.random_seed"),
     "training_config.moving_average_decay": _to("train.moving_average_decay"),
-    "training_config.lr_warmup_epoch": _to("train.lr_schedule.warmup_epoch", lambda v: round(v)),
+    "training_config.lr_warmup_epoch": _to("train.lr_schedule.warmup_epoch", lambda v: _whole_epochs(v)),
     "training_config.lr_warmup_init": _to("train.lr_schedule.warmup_init"),
     "training_config.learning_rate": _to("train.lr_schedule.learning_rate"),
     "training_config.amp": _to("train.amp"),
@@ -144,7 +151,8 @@ TF1_TO_TF2: dict[str, Callable[[Any], dict[str, Any]]] = {
     "dataset_config.skip_crowd_during_training": _to("dataset.skip_crowd_during_training"),
     "eval_config.eval_batch_size": _to("evaluate.batch_size"),
     "eval_config.eval_samples": _to("evaluate.num_samples"),
-    "eval_config.min_score_thresh": _to_both("export.min_score_thresh", "inference.min_score_thresh"),
+    "eval_config.min_score_thresh": _to_both("evaluate.min_score_thresh", "export.min_score_thresh",
+                                             "inference.min_score_thresh"),
     "eval_config.max_detections_per_image": _to("evaluate.max_detections_per_image"),
     "model_config.model_name": _to("model.name"),
     "model_config.min_level": _to("model.min_level"),
@@ -207,6 +215,10 @@ def map_tf1_fields(message: Any, source: str) -> tuple[dict[str, Any], dict[str,
                 mapped = convert(value)
             except ValueError as exc:
                 raise SpecError(f"{source}: {tf1_name} is not valid: {exc}") from None
+            for path, new in mapped.items():
+                if path in values and values[path] != new:
+                    raise SpecError(f"{source}: {tf1_name} = {new} conflicts with {origins[path]} = {values[path]} "
+                                    f"(both set {path}); keep one of them or make them equal")
             values.update(mapped)
             origins.update(dict.fromkeys(mapped, tf1_name))
     return values, origins, unmapped

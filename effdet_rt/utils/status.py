@@ -6,6 +6,7 @@ import datetime as _dt
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,6 +73,25 @@ def progress_bar(transient: bool = False) -> Progress:
         transient=transient,
         disable=os.environ.get("EFFDET_NO_PROGRESS") == "1",
     )
+
+
+def progress_disabled() -> bool:
+    return os.environ.get("EFFDET_NO_PROGRESS") == "1"
+
+
+@contextmanager
+def library_progress_hidden() -> Iterator[None]:
+    """Under EFFDET_NO_PROGRESS=1, silence rich's global console for the duration: libraries that draw their own
+    rich progress bars on it (NNCF's calibration) then draw nothing either."""
+    import rich
+
+    shared = rich.get_console()
+    saved = shared.quiet
+    shared.quiet = saved or progress_disabled()
+    try:
+        yield
+    finally:
+        shared.quiet = saved
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

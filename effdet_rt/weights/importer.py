@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from effdet_rt.errors import CheckpointError, UserError
 from effdet_rt.weights.imported import CLASS_PREDICT, ImportedWeights
@@ -102,8 +103,10 @@ def check_output_path(output: str | os.PathLike) -> Path:
     return target
 
 
-def write_imported(imported: ImportedWeights, output: str | os.PathLike, key: str, source: str) -> Path:
-    """Encrypt ``imported`` into ``output`` atomically (nothing is left behind on failure)."""
+def write_imported(imported: ImportedWeights, output: str | os.PathLike, key: str, source: str,
+                   task_fields: tuple[str, dict[str, Any]] | None = None) -> Path:
+    """Encrypt ``imported`` into ``output`` atomically (nothing is left behind on failure). ``task_fields``: the
+    spec YAML and metadata a task needs to open the file (a classifier's spec, classes and image format)."""
     from effdet_rt.checkpoint.archive import save_checkpoint
 
     target = check_output_path(output)
@@ -120,6 +123,9 @@ def write_imported(imported: ImportedWeights, output: str | os.PathLike, key: st
     spec_yaml = detector_spec_yaml(imported) if imported.kind == "automl" else ""
     if imported.input_size:
         metadata["input_size"] = list(imported.input_size)
+    if task_fields is not None:
+        spec_yaml = task_fields[0]
+        metadata.update(task_fields[1])
     return save_checkpoint(target, imported.weights, key=key, spec_yaml=spec_yaml, metadata=metadata)
 
 

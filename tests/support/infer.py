@@ -30,8 +30,9 @@ def tiny_spec(width: int = 128, height: int = 128):
     return validate_spec(sized_spec(width, height), "tiny")
 
 
-def build_tiny_model(width: int = 128, height: int = 128):
-    """A D0 (3 classes, 128x128 unless told) with fixed random weights and a sharpened class head."""
+def build_tiny_model(width: int = 128, height: int = 128, calibration: np.ndarray | None = None):
+    """A D0 (3 classes, 128x128 unless told) with fixed random weights and a sharpened class head; its BatchNorm
+    statistics are those of ``calibration`` (preprocessed images; default: seeded noise)."""
     import tf_keras as keras
 
     from effdet_rt.checkpoint import assign_weights, model_weights
@@ -39,7 +40,9 @@ def build_tiny_model(width: int = 128, height: int = 128):
 
     keras.utils.set_random_seed(7)
     model = build_model_from_spec(tiny_spec(width, height))
-    calibrate_batch_norms(model, np.random.default_rng(7).uniform(0, 255, (4, height, width, 3)).astype(np.float32))
+    if calibration is None:
+        calibration = np.random.default_rng(7).uniform(0, 255, (4, height, width, 3)).astype(np.float32)
+    calibrate_batch_norms(model, calibration)
     weights = model_weights(model)
     weights["class_net_predict/pointwise_kernel"] = weights["class_net_predict/pointwise_kernel"] * CLASS_GAIN
     weights["class_net_predict/bias"] = np.zeros_like(weights["class_net_predict/bias"]) - 2.0

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.calib.quantize import quantize_int8
+from effdet_rt.calib.quantize import quantize_int8, uses_efficient_nms
 from effdet_rt.engines.runtime.onnxruntime import read_detector_onnx, read_onnx
 from effdet_rt.errors import UserError
 from effdet_rt.onnx.fp16 import has_qdq_nodes
@@ -91,6 +91,10 @@ def build_onnxruntime_engine(
         return output
     if precision == "int8":
 
+        if int8_profile == "tensorrt" and uses_efficient_nms(read_onnx(onnx_path)):  # Q/DQ for TensorRT 11
+            if calibration is None:
+                raise UserError("int8 needs calibration data: pass --calib-tfrecords GLOB (or build.calibration.tfrecords)")
+            return quantize_int8(onnx_path, output, calibration(), log=log, profile=int8_profile)
         if has_qdq_nodes(read_buildable_onnx(onnx_path)):
             return keep_quantized_model(onnx_path, output, log)
         if calibration is None:

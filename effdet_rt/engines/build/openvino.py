@@ -27,6 +27,7 @@ from effdet_rt.engines.runtime.openvino_common import (
     weights_file,
 )
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.utils.status import library_progress_hidden
 
 PRECISIONS = backend_named("openvino").precisions
 HEADS = ("class_logits", "box_codes")
@@ -139,13 +140,14 @@ def quantize_with_nncf(model: Any, batches: list[np.ndarray], log: Callable[[str
     nncf.set_log_level(logging.WARNING)
     ignored = nncf.IgnoredScope(names=[*input_normalization_op_names(model), *postprocess_op_names(model)],
                                 validate=False)
-    return nncf.quantize(
-        model,
-        nncf.Dataset(batches),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(batches),
-        ignored_scope=ignored,
-    )
+    with library_progress_hidden():  # NNCF's own progress bar honours EFFDET_NO_PROGRESS as ours do
+        return nncf.quantize(
+            model,
+            nncf.Dataset(batches),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(batches),
+            ignored_scope=ignored,
+        )
 
 
 def build_openvino_engine(

@@ -101,7 +101,8 @@ def host_nms_setup(metadata: dict[str, Any], path: Path) -> tuple[np.ndarray, Nm
                           a["anchor_scale"])
     nms = NmsConfig(score_threshold=metadata.get("score_threshold", 0.001),
                     iou_threshold=metadata.get("iou_threshold", 0.5),
-                    max_detections=metadata.get("max_detections", 100))
+                    max_detections=metadata.get("max_detections", 100),
+                    pre_nms_top_k=metadata.get("pre_nms_top_k", 5000))
     return generate_anchors(tuple(metadata["input_size"]), config), nms
 
 

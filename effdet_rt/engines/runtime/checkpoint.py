@@ -69,8 +69,11 @@ def _detection_function(model: Any, setup: DetectorSetup, nms_config: NmsConfig)
 
 
 def nms_config_from_spec(spec: Any) -> NmsConfig:
-    """NMS settings for checkpoint inference: keep as many boxes as evaluation asks for."""
-    return NmsConfig(max_detections=int(spec.evaluate.max_detections_per_image))
+    """NMS settings of the checkpoint backend: the spec's evaluate section (`infer` hands its inference settings
+    in through it, `effdet_rt.infer.folder.with_inference_nms`)."""
+    e = spec.evaluate
+    return NmsConfig(score_threshold=float(e.min_score_thresh), iou_threshold=float(e.iou_thresh),
+                     max_detections=int(e.max_detections_per_image), pre_nms_top_k=int(e.pre_nms_top_k))
 
 
 def spec_from_yaml(text: str, source: str) -> Any:
