@@ -3,11 +3,13 @@ the same threads, side by side in one run; and what XNNPACK does with each LiteR
 
 Run: .venv/bin/python benchmarks/litert.py [--rounds 6] [--models efficientdet-lite0:320,efficientdet-d0:512]
 Random-weight models (speed only; accuracy needs trained models), every file written by the CLI from one
-checkpoint: `export` to ONNX (`--nms onnx`) then `build` ORT FP32 / INT8 and OpenVINO FP32 / INT8 when installed,
-and `export -o *.tflite` FP32 and INT8 (TFLite_Detection_PostProcess inside); INT8 everywhere calibrated on the same
-BCCD train batches. Each engine's `run` is timed in turns (benchmarks/engine_latency.py's side_by_side; the batch-8
-figure of a LiteRT file with NMS inside is 8 single-image runs: the op takes one image). The figure that matters is
-each ratio, measured side by side: LiteRT INT8 / LiteRT FP32 (target <= 0.6 for Lite0) and LiteRT / ORT.
+checkpoint with raw heads (`--nms none`): `export` to ONNX then `build` ORT FP32 / INT8 and OpenVINO FP32 / INT8
+when installed, and `export -o *.tflite` FP32 and INT8; INT8 everywhere calibrated on the same BCCD train batches.
+The network alone is timed (each backend's runner: batch in, heads out), all with the machine's threads, in turns
+(benchmarks/engine_latency.py's side_by_side): raw heads because a LiteRT file with TFLite_Detection_PostProcess
+inside runs on one thread (effdet_rt/engines/runtime/litert.py: POSTPROCESS_THREADS_BUG), which would not compare.
+The figure that matters is each ratio, measured side by side: LiteRT INT8 / LiteRT FP32 (target <= 0.6 for Lite0)
+and LiteRT / ORT.
 Writes benchmarks/results/litert.{json,md}.
 """
 
@@ -70,7 +72,7 @@ def model_files(name: str, size: int, folder: Path, calib: str) -> dict[str, Pat
             raise SystemExit(f"failed: effdet-rt {' '.join(args)}")
 
     files = {}
-    cli(["export", *common, "-o", str(folder / "model.onnx"), "--nms", "onnx"])
+    cli(["export", *common, "-o", str(folder / "model.onnx"), "--nms", "none"])
     backends = [("onnxruntime", ".onnx")]
     if backend_status(backend_named("openvino"))[0]:
         backends.append(("openvino", ".xml"))
@@ -82,7 +84,7 @@ def model_files(name: str, size: int, folder: Path, calib: str) -> dict[str, Pat
             files[f"{backend} {precision}"] = out
     for precision in ("fp32", "int8"):
         out = folder / f"litert_{precision}.tflite"
-        cli(["export", *common, "-o", str(out), "--precision", precision,
+        cli(["export", *common, "-o", str(out), "--nms", "none", "--precision", precision,
              *(calibration if precision == "int8" else [])])
         files[f"litert {precision}"] = out
     return files
@@ -107,8 +109,8 @@ def main() -> None:
         for item in args.models.split(","):
             name, size = item.split(":")
             files = model_files(name, int(size), work / name, str(data.train_tfrecords))
-            engines = [load(path, key=DEMO_KEY) for path in files.values()]
-            measured = side_by_side(engines, int(size), args.rounds)
+            runners = [load(path, key=DEMO_KEY).runner for path in files.values()]
+            measured = side_by_side(runners, int(size), args.rounds)
             base = dict(zip(files, measured, strict=True))
             for label, (ms, rate) in base.items():
                 rows.append({"model": name, "image_size": int(size), "engine": label, "batch1_ms": ms,
@@ -120,7 +122,7 @@ def main() -> None:
     result = {"cpu": describe_cpu(), "threads": threads, "rounds": args.rounds, "rows": rows, "xnnpack": xnnpack}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "litert.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# LiteRT vs ONNX Runtime vs OpenVINO, batch 1, {threads} threads (random weights, NMS inside, "
+    lines = [f"# LiteRT vs ONNX Runtime vs OpenVINO, network only, {threads} threads (random weights, raw heads, "
              f"{args.rounds} rounds in turns; {describe_cpu()})", "",
              "| model | size | engine | batch-1 ms | / LiteRT FP32 | / ORT FP32 | batch-8 img/s |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]

@@ -136,7 +136,10 @@ def test_int8_is_full_integer_with_an_integer_input(tiny_checkpoint, calib_tfrec
                 "--calib-batch-size", "4"]) == 0
     assert len(float_weight_tensors(out.read_bytes())) == 1  # the (A, 4) anchor table
     engine = load(out)
-    interp = engine.runner.interp
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # the graph as written (XNNPACK's DELEGATE nodes replace ops once tensors are allocated)
+    interp = Interpreter(model_path=str(out), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     tensors = {d["index"]: d for d in interp.get_tensor_details()}
     float_ops = sorted({op["op_name"] for op in interp._get_ops_details()
                         if any(np.dtype(tensors[int(t)]["dtype"]) == np.float32 for t in op["outputs"])})
@@ -149,24 +152,35 @@ def test_int8_is_full_integer_with_an_integer_input(tiny_checkpoint, calib_tfrec
 
 
 @pytest.mark.slow
-def test_fp16_halves_the_weights_and_keeps_the_detections(tiny_checkpoint, exports, tmp_path, crops):
+def test_fp16_halves_the_weights_and_keeps_the_detections(tiny_model, tiny_checkpoint, tmp_path, crops):
     from effdet_rt.engines.build.litert import float_weight_tensors
     from effdet_rt.engines.runtime.base import load
+    from effdet_rt.engines.runtime.checkpoint import load_engine as load_checkpoint
 
     out = tmp_path / "tiny_fp16.tflite"
     assert run(["export", "-m", str(tiny_checkpoint), "-k", KEY, "-o", str(out), *EXPORT, "--precision", "fp16"]) == 0
-    fp32_bytes, fp16_bytes = exports["nms"].stat().st_size, out.stat().st_size
-    assert 0.45 < fp16_bytes / fp32_bytes < 0.55
+    fp32_bytes = 4 * tiny_model.count_params()
+    assert 0.45 < out.stat().st_size / fp32_bytes < 0.55
     assert len(float_weight_tensors(out.read_bytes())) > 100  # float16 weights (dequantized to float32 when run)
-    report = match_detections(load(exports["nms"]).infer(crops), load(out).infer(crops), iou_threshold=0.9,
-                              score_tolerance=5e-3)
-    assert report.rate >= 0.9, report
+    # the tiny model's scores are near-ties (0.12 +- 3e-4) that fp16 rounding reorders, so its heads are compared:
+    # the scores and box codes that feed the written file's post-processing, against TensorFlow's
+    from effdet_rt.engines.build.litert import written_heads
+    from effdet_rt.export.heads import raw_heads_model
+
+    batch = np.random.default_rng(2).uniform(0, 255, (2, 128, 128, 3)).astype(np.float32)
+    scores, codes = written_heads(out, batch)
+    setup = load_checkpoint(tiny_checkpoint, key=KEY).setup
+    logits, tf_codes = (t.numpy() for t in raw_heads_model(tiny_model, setup.num_levels, setup.num_classes)(batch))
+    score_diff = np.abs(scores - 1 / (1 + np.exp(-logits))).max()
+    code_diff = np.abs(codes - tf_codes).max() / np.abs(tf_codes).max()
+    assert 0 < score_diff < 2e-3 and 0 < code_diff < 2e-2, (score_diff, code_diff)
+    assert load(out).infer(crops).num_detections.min() == 50
 
 
 def test_bad_input_is_one_error_line(tiny_checkpoint, tmp_path, capsys):
     damaged = tmp_path / "damaged.tflite"
     damaged.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 40)
-    one_error_line(["evaluate", "-m", str(damaged)], capsys, str(damaged))
+    one_error_line(["engine-info", str(damaged)], capsys, str(damaged), "export it again")
     foreign = tmp_path / "foreign.tflite"
     foreign.write_bytes(b"not a model at all")
     one_error_line(["engine-info", str(foreign)], capsys, str(foreign), "not a TensorFlow Lite model")
@@ -190,5 +204,4 @@ def test_missing_runtime_is_one_error_line(tiny_checkpoint, tmp_path, capsys, mo
                    "pip install 'effdet-rt[litert]'")
     assert not out.exists()
     (tmp_path / "x.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3")
-    one_error_line(["infer", "-m", str(tmp_path / "x.tflite"), "-i", str(tmp_path), "-r", str(tmp_path / "r")],
-                   capsys, "pip install 'effdet-rt[litert]'")
+    one_error_line(["engine-info", str(tmp_path / "x.tflite")], capsys, "pip install 'effdet-rt[litert]'")
