@@ -96,6 +96,8 @@ EXPECTED_DEFAULTS = {
     "export.opset": 17,
     "export.iou_thresh": 0.5,
     "export.max_detections": 100,
+    "export.precision": "fp32",
+    "export.io_type": "float32",
     "prune.checkpoint": "",
     "prune.normalizer": "max",
     "prune.output_path": "",
