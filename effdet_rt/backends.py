@@ -22,10 +22,13 @@ class Backend:
     name: str  # the --backend value and the `backend` every engine reports
     title: str  # how people write it
     suffixes: tuple[str, ...]  # files it opens; the first is what `build` writes
-    precisions: tuple[str, ...]  # what `build --precision` takes (empty: not built, e.g. a checkpoint)
+    precisions: tuple[str, ...]  # what `build --precision` (or `export --precision`) takes (empty: a checkpoint)
     device: str  # "cpu" or "gpu"
     runtime: str  # module with open_runner(path) -> Runner (and describe(path) for engine-info)
     builder: str | None = None  # module with build(model, output, build, calibration, calib_only, log) -> Path
+    # module with export_detector(engine, output, export, calibration, metadata, log) -> bytes, for a format
+    # converted from the checkpoint rather than built from the ONNX (`effdet-rt export -o` its suffix)
+    exporter: str | None = None
     status: str | None = None  # "module:function" returning (usable, why); None: always usable
     install_hint: str = ""  # how to get it when `status` says it is missing
     auto_rank: int | None = None  # order `--backend auto` tries it in (lowest first); None: never chosen
@@ -47,6 +50,10 @@ BACKENDS: tuple[Backend, ...] = (
     Backend("onnxruntime", "ONNX Runtime", (".onnx",), ("fp32", "int8"), "cpu",
             runtime="effdet_rt.engines.runtime.onnxruntime", builder="effdet_rt.engines.build.onnxruntime",
             auto_rank=2),
+    Backend("litert", "LiteRT (TensorFlow Lite)", (".tflite",), ("fp32", "fp16", "int8"), "cpu",
+            runtime="effdet_rt.engines.runtime.litert", exporter="effdet_rt.engines.build.litert",
+            status="effdet_rt.engines.runtime.litert:litert_status",
+            install_hint="pip install 'effdet-rt[litert]'"),
 )
 
 AUTO = "auto"
@@ -76,6 +83,12 @@ def model_file_types() -> str:
     return ", ".join(f"{'/'.join(b.suffixes)} ({b.title})" for b in BACKENDS)
 
 
+def exporting_backend(path: str | Path) -> Backend | None:
+    """The backend whose files `effdet-rt export` converts straight from the checkpoint (None: an ONNX export)."""
+    suffix = Path(path).suffix.lower()
+    return next((b for b in BACKENDS if b.exporter and suffix in b.suffixes), None)
+
+
 def backend_for_file(path: str | Path) -> Backend:
     """The backend that opens ``path``, chosen by its suffix."""
     suffix = Path(path).suffix.lower()
@@ -87,7 +100,7 @@ def backend_for_file(path: str | Path) -> Backend:
 
 def precision_help() -> str:
     """The `--precision` option's help, from the table."""
-    return "; ".join(f"{b.name}: {' | '.join(b.precisions)}" for b in BACKENDS if b.precisions) + "."
+    return "; ".join(f"{b.name}: {' | '.join(b.precisions)}" for b in BACKENDS if b.builder) + "."
 
 
 def backend_help() -> str:

@@ -31,6 +31,10 @@ def test_every_row_names_modules_that_provide_its_entry_points(backend):
     if backend.builder:
         assert backend.builder.startswith("effdet_rt.engines.build.") and "build" in module_functions(backend.builder)
         assert backend.precisions
+    if backend.exporter:  # converted from the checkpoint by `effdet-rt export -o` (LiteRT)
+        assert backend.exporter.startswith("effdet_rt.engines.build.")
+        assert {"check_settings", "export_detector", "written_heads", "write_tflite"} <= module_functions(backend.exporter)
+        assert backend.precisions and not backend.builder
     if backend.status:
         module, function = backend.status.split(":")
         assert module.split(".")[1] in ("engines", "gpu") and function in module_functions(module)
@@ -40,7 +44,7 @@ def test_suffixes_pick_one_backend_each():
     suffixes = [s for b in BACKENDS for s in b.suffixes]
     assert len(suffixes) == len(set(suffixes))
     assert {s: backend_for_file(f"m{s.upper()}").name for s in suffixes} == {
-        ".edrt": "checkpoint", ".plan": "tensorrt", ".engine": "tensorrt", ".xml": "openvino", ".onnx": "onnxruntime"}
+        ".edrt": "checkpoint", ".plan": "tensorrt", ".engine": "tensorrt", ".xml": "openvino", ".onnx": "onnxruntime", ".tflite": "litert"}
     with pytest.raises(ModelFileError, match=r"unknown model type '\.pt'.*\.edrt.*\.plan/\.engine.*\.xml.*\.onnx"):
         backend_for_file("model.pt")
 

@@ -102,6 +102,8 @@ EXPECTED_DEFAULTS = {
     "export.iou_thresh": 0.5,
     "export.max_detections": 100,
     "export.pre_nms_top_k": 5000,
+    "export.precision": "fp32",
+    "export.io_type": "float32",
     "prune.checkpoint": "",
     "prune.normalizer": "max",
     "prune.output_path": "",

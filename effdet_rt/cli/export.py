@@ -21,7 +21,8 @@ from effdet_rt.cli.common import (
 def export_command(
     spec: Path = spec_option,
     model: Path = field_option("export.checkpoint", "-m", "--model", "--model-path", help="Checkpoint (.edrt)."),
-    output: Path = field_option("export.onnx_file", "-o", "--output", "--output-path", help="ONNX file to write."),
+    output: Path = field_option("export.onnx_file", "-o", "--output", "--output-path",
+                                help="ONNX file to write, or a .tflite (LiteRT, converted from the checkpoint)."),
     key: str = key_option,
     nms: str = field_option("export.nms", "--nms",
                             help="efficient (TensorRT plugin) | onnx (standard ops) | none (raw heads)."),
@@ -33,7 +34,18 @@ def export_command(
     min_score: float = field_option("export.min_score_thresh", "--min-score", help="NMS score threshold."),
     iou: float = field_option("export.iou_thresh", "--iou", help="NMS IoU threshold."),
     max_detections: int = field_option("export.max_detections", "--max-detections", help="Detections per image."),
-    verify: bool = option(False, "--verify", help="Compare TF and ONNX Runtime on sample images; fail above 1e-4 / below 99%."),
+    precision: str = field_option("export.precision", "--precision",
+                                  help="fp32 | fp16 | int8 (full integer), for a .tflite output."),
+    io_type: str = field_option("export.io_type", "--io-type",
+                                help="float32 | int8 | uint8: the input type of an INT8 .tflite (integer-only "
+                                     "accelerators take int8/uint8)."),
+    calib_tfrecords: list[str] = field_option("build.calibration.tfrecords", "--calib-tfrecords",
+                                              help="TFRecords glob whose images calibrate an INT8 .tflite."),
+    calib_batches: int = field_option("build.calibration.batches", "--calib-batches",
+                                      help="Number of calibration batches."),
+    calib_batch_size: int = field_option("build.calibration.batch_size", "--calib-batch-size",
+                                         help="Calibration batch size."),
+    verify: bool = option(False, "--verify", help="Compare TF and the written file (ONNX Runtime or LiteRT) on sample images; fail above 1e-4 / below 99%."),
     verbose: bool = option(False, "--verbose", help="Also print the written graph's inputs, outputs, op counts and metadata."),
     gpu_index: int = gpu_index_option,
     overrides: list[str] = overrides_argument,
@@ -41,14 +53,14 @@ def export_command(
     """Export a trained checkpoint to ONNX. Input `images`: float32 NHWC 0..255 at the model size
     (resize keeping aspect, pad bottom/right); normalisation is inside the graph."""
     use_gpu(gpu_index)
-    from effdet_rt.export.workflow import describe_onnx, export_from_spec
+    from effdet_rt.export.workflow import describe_converted, describe_onnx, export_from_spec
 
     static = {"export.dynamic_batch_size": False} if batch_size is not None and dynamic_batch is None else {}
     settings = task_spec(export_command, locals(), static)
     result = export_from_spec(settings, key=key, verify=verify, log=typer.echo)
     typer.echo(f"wrote {result}")
     if verbose:
-        for line in describe_onnx(result):
+        for line in describe_onnx(result) if result.suffix.lower() == ".onnx" else describe_converted(result):
             typer.echo(line)
 
 

@@ -22,6 +22,12 @@ def builder_module(backend: Backend) -> ModuleType:
     return importlib.import_module(backend.builder)
 
 
+def exporter_module(backend: Backend) -> ModuleType:
+    if backend.exporter is None:
+        raise ModelFileError(f"{backend.title} files are not written by `effdet-rt export`")
+    return importlib.import_module(backend.exporter)
+
+
 def backend_status(backend: Backend) -> tuple[bool, str]:
     """(usable, why) from the row's availability check; a backend without one is always usable."""
     if backend.status is None:

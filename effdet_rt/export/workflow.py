@@ -8,14 +8,26 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.backends import exporting_backend, model_file_types
 from effdet_rt.calib.batches import calibration_batches
+from effdet_rt.engines.registry import exporter_module
 from effdet_rt.engines.runtime.checkpoint import KerasEngine, load_engine
 from effdet_rt.engines.runtime.onnxruntime import describe
 from effdet_rt.errors import UserError
-from effdet_rt.export.exporter import ExportOptions, attach_nms, check_options, convert_raw_heads, write_onnx
+from effdet_rt.export.converted import export_converted, require_backend
+from effdet_rt.export.exporter import (
+    ExportOptions,
+    attach_nms,
+    check_options,
+    convert_raw_heads,
+    model_metadata,
+    write_onnx,
+)
+from effdet_rt.export.heads import raw_heads_model
 from effdet_rt.export.verify_run import VERIFY_MIN_SCORE, settle_verification, verify_export
 from effdet_rt.export.written_heads import written_heads
 from effdet_rt.model.postprocess import NmsConfig
+from effdet_rt.onnx.tasks import DETECTION
 
 
 def export_options_from_spec(export: Any) -> ExportOptions:
@@ -65,11 +77,27 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
     if not spec.export.onnx_file:
         raise UserError("no output file: pass -o model.onnx (or set export.onnx_file)")
     checkpoint, output = Path(spec.export.checkpoint), Path(spec.export.onnx_file)
-    if output.suffix.lower() != ".onnx":
-        raise UserError(f"{output}: the export is an ONNX file; name it *.onnx")
+    converted = exporting_backend(output)
+    if converted is None and output.suffix.lower() != ".onnx":
+        raise UserError(f"{output}: the export is an ONNX file or {model_file_types()}; name it *.onnx or *.tflite")
+    if converted is None and (spec.export.precision != "fp32" or spec.export.io_type != "float32"):
+        raise UserError(f"{output}: an ONNX export is FP32 with a float input; drop --precision/--io-type and build "
+                        "FP16 or INT8 engines from it with `effdet-rt build` (or export to a .tflite)")
     export_options = export_options_from_spec(spec.export)
     check_options(export_options)
+    if converted is not None:
+        require_backend(converted, output)
+        exporter_module(converted).check_settings(spec.export.precision, spec.export.io_type,
+                                                  bool(spec.build.calibration.tfrecords), DETECTION.calib_data)
     engine = load_engine(checkpoint, key=key, spec=spec)
+    if converted is not None:
+        setup = engine.setup
+        reference = KerasEngine(engine.model, setup, export_options.nms_settings)
+        heads = raw_heads_model(engine.model, setup.num_levels, setup.num_classes)
+        meta = model_metadata(setup, export_options, {"source_checkpoint": checkpoint.name})
+        return export_converted(spec, converted, reference, heads, meta, output, verify=verify,
+                                strict_verify=strict_verify, batch=lambda n: verification_batch(spec, setup.input_size, n),
+                                log=log)
     setup = engine.setup
     log(f"exporting {setup.name} {setup.input_size[1]}x{setup.input_size[0]}, {setup.num_classes} classes, "
         f"nms={export_options.nms}, batch={export_options.batch_size or 'dynamic'}, opset {export_options.opset}")
@@ -108,5 +136,17 @@ def describe_onnx(path: str | Path) -> list[str]:
     info = describe(Path(path))
     lines = [f"{t['io']} {t['name']}: {'x'.join(str(d) for d in t['shape'])}" for t in info["tensors"]]
     lines.append(f"{info['nodes']} nodes: " + ", ".join(f"{op} {n}" for op, n in info["ops"].items()))
+    lines += [f"metadata {name}: {value}" for name, value in sorted(info["metadata"].items())]
+    return lines
+
+
+def describe_converted(path: str | Path) -> list[str]:
+    """export --verbose for a file converted from the checkpoint (.tflite): its backend's engine-info, as lines."""
+    from effdet_rt.engines.registry import describe_file
+
+    info = describe_file(Path(path))
+    lines = [f"{t['io']} {t['name']}: {'x'.join(str(d) for d in t['shape'])} {t['dtype']}" for t in info["tensors"]]
+    lines.append("ops: " + ", ".join(f"{op} {n}" for op, n in info.get("ops", {}).items()))
+    lines += [f"{key}: {value}" for key, value in info.items() if key.startswith("xnnpack")]
     lines += [f"metadata {name}: {value}" for name, value in sorted(info["metadata"].items())]
     return lines

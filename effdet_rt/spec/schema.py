@@ -247,6 +247,10 @@ class ExportConfig(Section):
     iou_thresh: Probability = 0.5
     max_detections: PositiveInt = 100
     pre_nms_top_k: PositiveInt = 5000  # ours: --nms onnx / none; EfficientNMS_TRT has no such setting
+    # a .tflite output (LiteRT) is converted from the checkpoint at this precision; INT8 calibrates on
+    # build.calibration; io_type int8/uint8 gives integer-only accelerators an integer input. An ONNX export is FP32.
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    io_type: Literal["float32", "int8", "uint8"] = "float32"
 
 
 class PruneCriteria(Section):

@@ -1,0 +1,99 @@
+"""`effdet-rt export -o` a format converted straight from the checkpoint (the backend table's `exporter` column:
+LiteRT's .tflite), with `--verify` as for ONNX: raw heads of TensorFlow vs the written file, detections matched."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from effdet_rt.backends import Backend
+from effdet_rt.calib.batches import calibration_batches
+from effdet_rt.data.tfrecord import resolve_tfrecords
+from effdet_rt.engines.registry import backend_status, exporter_module, runtime_module
+from effdet_rt.errors import UserError
+from effdet_rt.export.verify import MatchReport, match_detections
+from effdet_rt.export.verify_run import MAX_HEAD_DIFF, MIN_MATCH_RATE, comparable
+from effdet_rt.onnx.tasks import DETECTION
+
+
+@dataclass(frozen=True)
+class ConvertedVerifyReport:
+    """head_diff: max |TF - file| of the class scores (after the sigmoid) and box codes, divided by the largest
+    TF value of each; match: detections of the checkpoint engine vs the file's own NMS (or host NMS)."""
+
+    head_diff: float
+    match: MatchReport
+    images: int
+    title: str
+
+    def passed(self) -> bool:
+        return self.head_diff <= MAX_HEAD_DIFF and self.match.rate >= MIN_MATCH_RATE
+
+    def summary(self) -> str:
+        total = max(self.match.reference, self.match.candidate)
+        return (f"verify on {self.images} images: raw heads max |TF - {self.title}| / largest = {self.head_diff:.2e} "
+                f"(limit {MAX_HEAD_DIFF:.0e}); detections matched {self.match.matched}/{total} = {self.match.rate:.1%} "
+                f"(same class, IoU >= 0.99, scores >= 0.05 clear of the top-k cut; limit {MIN_MATCH_RATE:.0%})")
+
+
+def calibration_for(spec: Any, input_size: tuple[int, int], log: Callable[[str], None]):
+    calib = spec.build.calibration
+    if not calib.tfrecords:
+        return None
+    resolve_tfrecords(calib.tfrecords, "build.calibration.tfrecords")  # a glob that matches nothing fails first
+    return lambda: calibration_batches(calib.tfrecords, input_size, calib.batch_size, calib.batches, log=log)
+
+
+def require_backend(backend: Backend, output: Path) -> None:
+    usable, why = backend_status(backend)
+    if not usable:
+        raise UserError(f"{output}: writing a {backend.suffixes[0]} needs {backend.title}: {why}")
+
+
+def export_converted(spec: Any, backend: Backend, engine: Any, heads: Any, metadata: dict[str, Any], output: Path, *,
+                     verify: bool, strict_verify: bool, batch: Callable[[int], np.ndarray],
+                     log: Callable[[str], None]) -> Path:
+    """Convert the checkpoint engine's network with the backend's exporter and write ``output`` atomically;
+    ``verify`` compares the written bytes before they are renamed into place."""
+    exporter = exporter_module(backend)
+    setup = engine.setup
+    data = exporter.export_detector(heads, setup, engine.nms_config, spec.export,
+                                    calibration=calibration_for(spec, setup.input_size, log), metadata=metadata,
+                                    source=str(output), log=log)
+    if verify:
+        report = verify_bytes(backend, exporter, engine, heads, data, batch(4))
+        log(report.summary())
+        if spec.export.precision != "fp32":
+            log(f"verify: the limits are FP32's; a {spec.export.precision} file is expected to exceed them")
+        if not report.passed():
+            if strict_verify and spec.export.precision == "fp32":
+                raise UserError(f"export verification failed: {report.summary()}")
+            log("warning: export verification is outside its limits (see the line above); the model was written anyway")
+    return exporter.write_tflite(data, output)
+
+
+def verify_bytes(backend: Backend, exporter: Any, engine: Any, heads: Any, data: bytes, batch: np.ndarray):
+    tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
+    tf_scores = 1.0 / (1.0 + np.exp(-tf_logits.astype(np.float64)))
+    handle, name = tempfile.mkstemp(suffix=backend.suffixes[0])
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        scores, codes = exporter.written_heads(Path(name), batch)
+        diff = max(float(np.abs(scores - tf_scores).max() / max(np.abs(tf_scores).max(), 1e-12)),
+                   float(np.abs(codes - tf_codes).max() / max(np.abs(tf_codes).max(), 1e-12)))
+        candidate = runtime_module(backend).load_engine(Path(name)).run(batch)
+    finally:
+        os.unlink(name)
+    reference, candidate = comparable(engine.run(batch), candidate, engine.nms_config.max_detections)
+    return ConvertedVerifyReport(diff, match_detections(reference, candidate), len(batch), backend.title)
+
+
+def calib_option() -> str:
+    return DETECTION.calib_data
