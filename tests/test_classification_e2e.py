@@ -268,9 +268,8 @@ def test_pretrained_weights_load_by_name_and_a_new_head_is_made(overfit, eight, 
 
 
 # INT8 vs ground truth: top-1 of every CPU INT8 engine on the 153 hymenoptera val photos (labels from their folders),
-# at most INT8_TOP1_POINTS points below the FP32 engine's. Measured on an AVX-512 VNNI EPYC: FP32 65.36 %, ONNX
-# Runtime INT8 67.32 % (+2.0), its TensorRT Q/DQ profile 66.67 % (+1.3). One photo is 0.65 points; 5 points is 7-8
-# photos turning wrong, the same room the >= 95 % agreement with FP32 above leaves on any CPU (AVX2 and AMX kernels
+# at most INT8_TOP1_POINTS points below the FP32 engine's (the measured gaps are in
+# benchmarks/results/int8_ground_truth.md). One photo is 0.65 points; 5 points is 7-8 photos turning wrong, the same room the >= 95 % agreement with FP32 above leaves on any CPU (AVX2 and AMX kernels
 # round INT8 differently).
 INT8_TOP1_POINTS = 5.0
 

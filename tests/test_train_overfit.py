@@ -73,12 +73,9 @@ def test_precise_bn_sets_the_mean_of_batch_statistics():
 
 # INT8 vs ground truth: every CPU INT8 engine built from the trained detector, evaluated on the images' own boxes
 # (COCO AP over IoU 0.5:0.95, and AP50), at most these many points below the FP32 engine of the same export.
-# Measured on an AVX-512 VNNI EPYC (FP32 engine = the checkpoint: AP 89.5, AP50 100.0):
-#   ONNX Runtime INT8            AP 73.5 (-16.0)  AP50 100.0 (-0.0)
-#   ONNX Runtime INT8, TRT Q/DQ  AP 57.1 (-32.3)  AP50 100.0 (-0.0)
-#   OpenVINO INT8                AP 59.4 (-30.1)  AP50  91.8 (-8.3)
+# The measured gaps per engine are in benchmarks/results/int8_ground_truth.md.
 # Per-tensor INT8 moves the boxes of this overfit network by a few pixels: detections stay (AP50) while the strict
-# IoU thresholds lose; calibrating on 87 BCCD images instead of the 2 gives 74.2 / 53.6 / 72.0 AP, no better overall.
+# IoU thresholds lose; calibrating on more BCCD images did no better overall (see the results file).
 # The bounds leave 7-8 points of room for other CPUs' INT8 kernels (AVX2, AMX) over the worst measured gap.
 INT8_AP_POINTS = {"AP": 40.0, "AP50": 15.0}
 
