@@ -6,6 +6,22 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
 
+
+def _pin_xdist_worker() -> None:
+    """Give each pytest-xdist worker its own share of the CPUs. TensorFlow, ONNX Runtime, OpenVINO and LiteRT size
+    their thread pools to the CPUs a process may use; unpinned, two workers on two cores each run two spinning pools
+    on one core's worth of time. Runs at import, before any of those libraries sizes a pool; subprocesses a test
+    starts inherit the share."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= count:
+        os.sched_setaffinity(0, cpus[int(worker[2:]) % count::count])
+
+
+_pin_xdist_worker()
+
 from tests.support.paths import BCCD_ROOT
 
 
@@ -43,3 +59,15 @@ def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
     from tests.support.infer import save_tiny_checkpoint
 
     return save_tiny_checkpoint(tiny_model, tmp_path_factory.mktemp("tiny_checkpoint"))
+
+
+# Test files whose module fixtures train, convert or export models, heaviest first. pytest-xdist (--dist loadfile)
+# hands files out in collection order, so starting these first keeps one long file from running alone at the end
+# while the other worker sits idle.
+HEAVY_FIRST = [
+]
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

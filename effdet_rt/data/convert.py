@@ -38,6 +38,7 @@ from effdet_rt.data.labels import LABEL_MAP_NAME, write_label_map
 from effdet_rt.data.tfrecord import RecordFileWriter, encode_example, shard_path
 from effdet_rt.errors import DataError, UserError
 from effdet_rt.utils.atomic import atomic_dir
+from effdet_rt.utils.cpus import usable_cpus
 from effdet_rt.utils.status import progress_bar
 
 DEFAULT_NUM_SHARDS = 256
@@ -45,7 +46,7 @@ BOX_OK, BOX_CLIPPED, BOX_DROPPED = "ok", "clipped", "dropped"
 
 
 def default_workers() -> int:
-    return max(1, min(2, os.cpu_count() or 1))
+    return max(1, min(2, usable_cpus()))
 
 
 def clean_box(bbox: list[float], width: int, height: int) -> tuple[tuple[float, float, float, float] | None, str]:

@@ -9,7 +9,6 @@ metadata travels as a JSON entry ``effdet_rt`` of the flatbuffer's `metadata` ta
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from effdet_rt.engines.runtime.runner import Runner
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.names import DETECTION_BOXES
 from effdet_rt.onnx.tasks import task_of_metadata
+from effdet_rt.utils.cpus import usable_cpus
 
 METADATA_NAME = "effdet_rt"
 SIGNATURE = "serving_default"
@@ -81,7 +81,7 @@ def interpreter(path: Path, threads: int | None = None, preserve_all_tensors: bo
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        return Interpreter(model_path=str(path), num_threads=threads or os.cpu_count() or 1,
+        return Interpreter(model_path=str(path), num_threads=threads or usable_cpus(),
                            experimental_preserve_all_tensors=preserve_all_tensors)
     except (ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: LiteRT cannot load this model ({str(exc).splitlines()[0]}); export it again") from exc
@@ -124,7 +124,7 @@ class LiteRTRunner(Runner):
         self.outputs = output_indices(self.interp)
         self.output_names = tuple(self.outputs)
         self.precision = self.metadata.get("precision", "fp32")
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cpus()
         self._batch = int(self.input["shape"][0])
         self.interp.allocate_tensors()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from effdet_rt.engines.runtime.openvino_common import (
 from effdet_rt.engines.runtime.runner import Runner
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.names import OUTPUT_NAMES, RAW_OUTPUTS
+from effdet_rt.utils.cpus import usable_cpus
 
 
 def compute_precision(ov: Any, core: Any, precision: str) -> Any:
@@ -86,7 +86,7 @@ class OpenVinoRunner(Runner):
         config = {
             "INFERENCE_PRECISION_HINT": self.compute_type,
             "PERFORMANCE_HINT": "LATENCY",  # one stream: every core on each request, as ONNX Runtime runs
-            "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+            "INFERENCE_NUM_THREADS": threads or usable_cpus(),
         }
         try:
             self.compiled = core.compile_model(model, "CPU", config)
