@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "effdet_rt"
 LAYERS = [
     "effdet_rt",  # the package root: only __version__
     "effdet_rt.errors",
+    "effdet_rt.tasks",  # the task registry: task packages register their parts, stages look them up by name
     "effdet_rt.backends",  # the backend table: plain data the spec validates against
     "effdet_rt.detections",
     "effdet_rt.utils",
