@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "effdet_rt"
 LAYERS = [
     "effdet_rt",  # the package root: only __version__
     "effdet_rt.errors",
+    "effdet_rt.tasks",  # the task registry: task packages register their parts, stages look them up by name
     "effdet_rt.backends",  # the backend table: plain data the spec validates against
     "effdet_rt.detections",
     "effdet_rt.utils",
@@ -206,3 +207,48 @@ def stray_test_imports() -> list[str]:
 def test_tests_import_their_helpers_one_way():
     assert stray_test_imports() == []
     assert {path.stem for path in (TESTS / "support").glob("*.py")} >= {"data", "infer", "fake_tensorrt", "paths"}
+
+
+# The stages run every task through the task seam (effdet_rt/tasks.py) and do not know the classifier. These modules
+# outside the task's own folder and cli/ still mention it, each for a reason:
+CLASSIFIER_AWARE = {
+    "effdet_rt/model/efficientnet.py",  # the ImageNet EfficientNet (its top is a classifier head) that imports check
+    "effdet_rt/engines/runtime/litert.py",  # names the command that writes a classifier .tflite
+    "effdet_rt/integrations/triton.py",  # Triton's own "classification extension" reads the label file
+}
+
+
+def classifier_aware_modules() -> set[str]:
+    outside = [path for path in PACKAGE.rglob("*.py")
+               if path.relative_to(PACKAGE).parts[0] not in ("classification", "cli")]
+    return {str(path.relative_to(PACKAGE.parent)) for path in outside if "classif" in path.read_text().lower()}
+
+
+def test_stages_do_not_know_the_classifier():
+    """A new mention of classifiers in a stage is a task detail in the wrong place: move it behind the task seam
+    (a part the task registers from its own task.py) rather than adding it here."""
+    assert classifier_aware_modules() <= CLASSIFIER_AWARE
+    assert len(CLASSIFIER_AWARE) <= 3
+
+
+def test_every_task_module_registers_its_parts():
+    """The task modules are found by file name: the classification task's answers each stage's lookup."""
+    from effdet_rt.onnx.tasks import model_tasks
+    from effdet_rt.spec.loader import SPEC_PART
+    from effdet_rt.tasks import parts, task_packages
+    from effdet_rt.weights.imported import WEIGHTS_PART
+
+    assert task_packages() == ["classification"]
+    assert list(model_tasks()) == ["detection", "classification"]
+    assert list(parts(SPEC_PART)) == list(parts(WEIGHTS_PART)) == ["classification"]
+
+
+def test_the_classifier_check_sees_a_stage_that_asks(tmp_path, monkeypatch):
+    fake = tmp_path / "effdet_rt"
+    for folder in ("calib", "classification", "cli"):
+        (fake / folder).mkdir(parents=True)
+    (fake / "calib" / "quantize.py").write_text("def plan(task):\n    return task == 'Classification'\n")
+    (fake / "classification" / "task.py").write_text("TASK = 'classification'\n")
+    (fake / "cli" / "classification.py").write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert classifier_aware_modules() == {"effdet_rt/calib/quantize.py"}

@@ -86,7 +86,7 @@ def test_a_chart_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path):
 
 def test_charts_need_no_display_and_never_load_pyplot(tmp_path):
     """A desktop-like environment (a DISPLAY, a GUI backend asked for) changes nothing: the canvas is Agg."""
-    script = ("import sys; from effdet_rt.utils import charts; "
+    script = ("import sys; from effdet_rt.classification import charts; "
               f"charts.write_confusion_matrix({str(tmp_path / 'cm.png')!r}, [[3, 1], [0, 4]], ['ants', 'bees']); "
               "print('matplotlib.pyplot' in sys.modules, 'tkinter' in sys.modules)")
     env = {**os.environ, "DISPLAY": ":99", "MPLBACKEND": "TkAgg", "PYTHONPATH": str(REPO)}
@@ -159,12 +159,14 @@ def test_progress_bar_shows_the_budget_not_the_epoch_limit(monkeypatch):
 
 
 def test_classifier_curves_and_scores_data(tmp_path):
-    charts.write_classifier_curves(tmp_path / "tc.png", [1, 2], {"loss": [1.0, 0.5], "val_accuracy": [0.5, 0.75]})
+    from effdet_rt.classification import charts as classification_charts
+
+    classification_charts.write_classifier_curves(tmp_path / "tc.png", [1, 2], {"loss": [1.0, 0.5], "val_accuracy": [0.5, 0.75]})
     assert json.loads((tmp_path / "tc.json").read_text()) == {"epochs": [1, 2], "loss": [1.0, 0.5],
                                                               "val_accuracy": [0.5, 0.75]}
     per_class = {"ants": {"precision": 1.0, "recall": 0.8, "f1": 8 / 9}, "bees": {"precision": 0.8, "recall": 1.0,
                                                                                  "f1": 8 / 9}}
-    charts.write_class_scores(tmp_path / "cs.png", per_class)
+    classification_charts.write_class_scores(tmp_path / "cs.png", per_class)
     assert json.loads((tmp_path / "cs.json").read_text()) == {"classes": ["ants", "bees"], "precision": [1.0, 0.8],
                                                               "recall": [0.8, 1.0], "f1": [8 / 9, 8 / 9]}
 

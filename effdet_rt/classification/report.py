@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.utils.charts import (
-    draw_safely,
+from effdet_rt.classification.charts import (
     write_class_scores,
     write_classifier_curves,
     write_confusion_matrix,
 )
+from effdet_rt.utils.charts import draw_safely
 
 
 def write_training_curves(path: str | os.PathLike, epochs: Sequence[int], values: dict[str, Sequence[float]]) -> Path:

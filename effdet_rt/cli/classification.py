@@ -1,8 +1,13 @@
-"""`effdet-rt classification train|evaluate|inference|export|prune`: TAO's classification task on EfficientNet."""
+"""`effdet-rt classification train|evaluate|inference|export|prune`: TAO's classification task on EfficientNet.
+
+Options that stand for spec fields reach the spec as the detection commands' do (`effdet_rt.cli.common`): each is a
+``field_option`` naming its field, and the spec is validated once with the file, the overrides and those values."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -25,15 +30,22 @@ classification_app = typer.Typer(
 )
 
 spec_option = typer.Option(None, "-e", "--experiment-spec", "--spec", help="Classification spec (YAML).")
-model_option = typer.Option(None, "-m", "--model", help="Model: .edrt checkpoint, .onnx (export or ONNX Runtime build) or .plan/.engine (TensorRT build).")
+MODEL_HELP = "Model: .edrt checkpoint, .onnx (export or ONNX Runtime build) or .plan/.engine (TensorRT build)."
 
 
-def _spec(path: str | None, overrides: list[str] | None):
+def model_option(field: str) -> Any:
+    return field_option(field, "-m", "--model", help=MODEL_HELP)
+
+
+def _spec(command: Callable[..., Any], given: Mapping[str, Any]):
+    """The command's classification spec: the -e file (required), its trailing overrides, then the values of the
+    command's field options."""
     from effdet_rt.classification.spec import load_classification_spec
 
+    path = given.get("experiment_spec")
     if not path:
         raise SpecError("pass the classification spec with -e/--experiment-spec spec.yaml")
-    return load_classification_spec(path_or_none(path), overrides or [])
+    return load_classification_spec(path_or_none(path), given.get("overrides") or [], option_values(command, given))
 
 
 def _results(given: str | None, spec, task: str | None) -> Path:
@@ -54,7 +66,7 @@ def train_command(
     """Train: classmap.json, encrypted checkpoints, status.json, TensorBoard and training_curves.png in the results dir."""
     from effdet_rt.classification.train import train_classifier
 
-    spec = _spec(experiment_spec, overrides)
+    spec = _spec(train_command, locals())
     last = train_classifier(spec, _results(results_dir, spec, None), key, log=typer.echo, max_seconds=max_seconds)
     typer.echo(f"last checkpoint: {last}")
 
@@ -62,7 +74,7 @@ def train_command(
 @classification_app.command("evaluate")
 def evaluate_command(
     experiment_spec: str = spec_option,
-    model: str | None = model_option,
+    model: str = model_option("evaluate.model_path"),
     results_dir: str | None = results_dir_option,
     key: str | None = key_option,
     overrides: list[str] | None = overrides_argument,
@@ -70,18 +82,19 @@ def evaluate_command(
     """Top-1/top-k accuracy, per-class precision/recall/F1 and the confusion matrix on evaluate.dataset_path."""
     from effdet_rt.classification.evaluate import evaluate_classifier
 
-    spec = _spec(experiment_spec, overrides)
+    spec = _spec(evaluate_command, locals())
     out = _results(results_dir, spec, "evaluate")
-    evaluate_classifier(spec, model_path=model, key=key, results_dir=out, log=typer.echo)
+    evaluate_classifier(spec, model_path=None, key=key, results_dir=out, log=typer.echo)
     typer.echo(f"wrote {out / 'eval_results.json'}, {out / 'confusion_matrix.png'} and {out / 'class_scores.png'}")
 
 
 @classification_app.command("inference")
 def inference_command(
     experiment_spec: str = spec_option,
-    model: str | None = model_option,
-    images: str | None = typer.Option(None, "-i", "--images", help="An image or a folder of images (default inference.image_dir)."),
-    classmap: str | None = typer.Option(None, "--classmap", help="classmap.json from training (default inference.classmap; else the model's classes)."),
+    model: str = model_option("inference.model_path"),
+    images: str = field_option("inference.image_dir", "-i", "--images", help="An image or a folder of images."),
+    classmap: str = field_option("inference.classmap", "--classmap",
+                                  help="classmap.json from training (unset: the model's classes)."),
     results_dir: str | None = results_dir_option,
     key: str | None = key_option,
     overrides: list[str] | None = overrides_argument,
@@ -89,8 +102,8 @@ def inference_command(
     """Classify images: result.csv (image path, class, confidence) in the results dir; exit 1 if some were unreadable."""
     from effdet_rt.classification.evaluate import infer_classifier
 
-    spec = _spec(experiment_spec, overrides)
-    _, skipped = infer_classifier(spec, model_path=model, image_dir=images, classmap=classmap, key=key,
+    spec = _spec(inference_command, locals())
+    _, skipped = infer_classifier(spec, model_path=None, image_dir=None, classmap=None, key=key,
                                   results_dir=_results(results_dir, spec, "inference"), log=typer.echo)
     if skipped:
         raise typer.Exit(1)
@@ -99,8 +112,8 @@ def inference_command(
 @classification_app.command("export")
 def export_command(
     experiment_spec: str = spec_option,
-    model: str | None = model_option,
-    output: str | None = typer.Option(None, "-o", "--output", help="ONNX file to write (default export.output_path)."),
+    model: str = model_option("export.model_path"),
+    output: str = field_option("export.output_path", "-o", "--output", help="ONNX file to write."),
     key: str | None = key_option,
     batch_size: int | None = typer.Option(None, "--batch-size", help="Fixed batch size (default: dynamic)."),
     opset: int = typer.Option(17, "--opset", help="ONNX opset (13-21)."),
@@ -110,8 +123,8 @@ def export_command(
     """Export a checkpoint to ONNX: NHWC float input, preprocessing inside, softmax probabilities out."""
     from effdet_rt.classification.export import export_classifier
 
-    spec = _spec(experiment_spec, overrides)
-    written = export_classifier(spec, model_path=path_or_none(model), output=path_or_none(output), key=key,
+    spec = _spec(export_command, locals())
+    written = export_classifier(spec, model_path=None, output=None, key=key,
                                 verify=verify, batch_size=batch_size, opset=opset, log=typer.echo)
     typer.echo(f"wrote {written}")
 
@@ -143,6 +156,7 @@ def prune_command(
 
     overrides, excluded = prune_options.overrides_and_excluded(arguments, excluded_layers)
     given = {**locals(), "excluded_layers": excluded}
+    # the spec is optional here (the prune section's defaults stand without one)
     spec = load_classification_spec(path_or_none(experiment_spec), overrides, option_values(prune_command, given))
     summary = prune_classifier(spec, key=key, log=typer.echo)
     typer.echo(f"wrote {summary.output}")

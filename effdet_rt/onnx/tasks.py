@@ -2,8 +2,9 @@
 the model file's own metadata (``effdet_rt.task``; a file without the key is a detector's, as every detector export
 before the key existed).
 
-A stage asks `model_task(...)` and uses the answer's fields; it never compares task names itself. Adding a task is
-one row here plus the task's own folder.
+A stage asks `model_task(...)` and uses the answer's fields; it never compares task names itself. The detector's row
+is the default here; every other task registers its own row from its package (`effdet_rt.tasks`), so adding a task
+is its own folder and no line here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from effdet_rt.errors import ModelFileError
-from effdet_rt.onnx.graph import read_metadata, softmax_node_names
+from effdet_rt.tasks import parts
+
+MODEL_PART = "model"  # the kind under which a task registers its ModelTask
 
 
 @dataclass(frozen=True)
@@ -33,22 +36,19 @@ class ModelTask:
 
 DETECTION = ModelTask("detection", "detector", "effdet-rt", "--calib-tfrecords GLOB",
                       "set build.calibration.tfrecords (--calib-tfrecords)", None, None, True, True)
-TASKS = {
-    DETECTION.name: DETECTION,
-    # a classifier keeps its Softmax in float (probabilities as fine-grained as FP32's), and quantizes only its
-    # convolutions and dense layer: quantizing swish / squeeze-excite too flips several times more top-1 answers
-    # (measured in docs/classification.md)
-    "classification": ModelTask("classification", "classifier", "effdet-rt classification", "--calib-images DIR",
-                                "pass --calib-images DIR (a folder of images, e.g. the training images)",
-                                softmax_node_names, ("Conv", "MatMul", "Gemm"), False, False),
-}
+
+
+def model_tasks() -> dict[str, ModelTask]:
+    """Every task's row, the detector's first."""
+    return {DETECTION.name: DETECTION, **parts(MODEL_PART)}
 
 
 def task_named(name: str, source: str = "the model") -> ModelTask:
-    if name not in TASKS:
+    tasks = model_tasks()
+    if name not in tasks:
         raise ModelFileError(f"{source}: effdet_rt.task '{name}' is not a task of this effdet-rt "
-                             f"({', '.join(TASKS)}); use the effdet-rt version that wrote it")
-    return TASKS[name]
+                             f"({', '.join(tasks)}); use the effdet-rt version that wrote it")
+    return tasks[name]
 
 
 def task_of_metadata(metadata: dict[str, Any], source: str = "the model") -> ModelTask:
@@ -57,4 +57,6 @@ def task_of_metadata(metadata: dict[str, Any], source: str = "the model") -> Mod
 
 def model_task(model: Any) -> ModelTask:
     """The task of an ONNX model (a ModelProto)."""
+    from effdet_rt.onnx.graph import read_metadata
+
     return task_of_metadata(read_metadata(model))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,14 @@ from effdet_rt.spec.overrides import apply_option_values, apply_overrides
 from effdet_rt.spec.schema import ExperimentSpec
 from effdet_rt.spec.text import read_spec_text
 from effdet_rt.spec.validation import validate_spec
+from effdet_rt.tasks import parts
 
 YAML_SUFFIXES = {".yaml", ".yml"}
 TF1_SUFFIXES = {".txt", ".prototxt", ".pbtxt"}
 # A protobuf-text message opens with `name {` on its own line (YAML would need `name:`).
 _PROTO_BLOCK = re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.MULTILINE)
+DETECTION_TASK = "detection"  # the spec this module validates; other tasks register a SpecShape
+SPEC_PART = "spec"
 
 
 def default_spec() -> ExperimentSpec:
@@ -87,25 +91,34 @@ def _load_file(path: Path) -> tuple[ExperimentSpec, list[str]]:
 
         return convert_tf1_text(text, str(path))
     data = parse_yaml(text, str(path))
-    if is_classification_data(data):
-        raise SpecError(f"{path}: this is a classification spec (data:, augment: sections); run it with "
-                        "`effdet-rt classification train|evaluate|inference|export -e ...` (a detector spec names "
-                        "its data section dataset:)")
+    claim = claiming_task(data)
+    if claim is not None:
+        raise SpecError(f"{path}: {claim[1].refusal}")
     return validate_spec(data, str(path)), []
 
 
-def is_classification_data(data: Mapping[str, Any]) -> bool:
-    """A classification spec's sections (data:, augment:) and no detector dataset: section."""
-    return "dataset" not in data and bool({"data", "augment"} & set(data))
+@dataclass(frozen=True)
+class SpecShape:
+    """How a task other than detection tells its spec file apart (registered from the task's package as its
+    "spec" part, `effdet_rt.tasks`)."""
+
+    recognizes: Callable[[Mapping[str, Any]], bool]  # the file's parsed YAML is this task's spec
+    refusal: str  # what a detector command says when given such a file: which command runs it
+
+
+def claiming_task(data: Mapping[str, Any]) -> tuple[str, SpecShape] | None:
+    """The task (name, shape) whose spec ``data`` is, when that is not a detector's."""
+    return next(((task, shape) for task, shape in parts(SPEC_PART).items() if shape.recognizes(data)), None)
 
 
 def spec_file_task(path: str | Path) -> str:
-    """"classification" or "detection", as the spec file's sections say (a TF1 prototxt is a detector's)."""
+    """The name of the task whose spec the file is, as its sections say (a TF1 prototxt is a detector's)."""
     source = Path(path)
     text = read_spec_text(source)
     if looks_like_tf1(source, text):
-        return "detection"
-    return "classification" if is_classification_data(parse_yaml(text, str(source))) else "detection"
+        return DETECTION_TASK
+    claim = claiming_task(parse_yaml(text, str(source)))
+    return claim[0] if claim is not None else DETECTION_TASK
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

