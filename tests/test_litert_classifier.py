@@ -35,7 +35,7 @@ def doc_commands() -> list:
     return [c for c in documented_commands() if c.page == PAGE and c.argv[0] in ("classification", "engine-info")]
 
 
-def save_classifier(folder: Path, photos: Path) -> Path:
+def save_classifier(folder: Path, photos: Path, size: tuple[int, int] = (SIZE, SIZE)) -> Path:
     """A random-weight Lite0 whose head is scaled up and centred on the photos (its bias splits them about half
     and half between the classes), so the two classes are both answered."""
     import tf_keras as keras
@@ -45,13 +45,13 @@ def save_classifier(folder: Path, photos: Path) -> Path:
     from effdet_rt.classification.model import build_classifier
     from effdet_rt.classification.spec import classification_spec_to_yaml, load_classification_spec
 
-    spec = load_classification_spec(None, ["model.arch=efficientnet-lite0", f"model.input_image_size=3,{SIZE},{SIZE}"])
+    spec = load_classification_spec(None, ["model.arch=efficientnet-lite0", f"model.input_image_size=3,{size[0]},{size[1]}"])
     keras.utils.set_random_seed(7)
     model = build_classifier(spec, len(CLASSES))
     (dense,) = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     kernel, bias = dense.get_weights()
     dense.set_weights([kernel * HEAD_GAIN, bias])
-    logits = model(eval_images(photos), training=False).numpy()
+    logits = model(eval_images(photos, size), training=False).numpy()
     split = float(np.median(logits[:, 0] - logits[:, 1]))
     dense.set_weights([kernel * HEAD_GAIN, bias - np.array([split / 2, -split / 2], np.float32)])
     metadata = {"task": "classification", "model_name": spec.model.arch, "classes": CLASSES,
@@ -127,11 +127,11 @@ def test_evaluate_and_inference_give_the_int8_files_answers(workspace, photos):
     assert 0 < int(np.sum(predicted == 0)) < 2 * PER_CLASS
 
 
-def eval_images(folder: Path) -> np.ndarray:
+def eval_images(folder: Path, size: tuple[int, int] = (SIZE, SIZE)) -> np.ndarray:
     from effdet_rt.classification.dataset import image_files
     from effdet_rt.classification.images import ImageFormat, eval_image
 
-    fmt = ImageFormat((SIZE, SIZE))
+    fmt = ImageFormat(size)
     return np.stack([eval_image(path, fmt) for path in image_files(folder)])
 
 
@@ -266,3 +266,23 @@ def test_a_uint8_input_takes_the_pixels_themselves(workspace, photos, tmp_path):
     assert np.array_equal(got, classifier.predict(photos))
     float_input = load_classifier(workspace.root / "cls_int8.tflite").predict(photos)
     assert (got.argmax(1) == float_input.argmax(1)).mean() >= 0.9
+
+
+def test_the_converter_takes_the_smallest_odd_size_the_spec_allows(workspace, tmp_path):
+    """model.input_image_size allows any H, W >= 16: at 17x23 (odd sides: every stride-2 stage rounds up, the maps
+    end at 1x1) the FP32 file equals TensorFlow and the full-integer INT8 file converts (docs/litert.md)."""
+    from effdet_rt.classification.engines import KerasClassifier, load_classifier
+    from effdet_rt.engines.build.litert import float_weight_tensors
+
+    size = (17, 23)
+    model = save_classifier(tmp_path, workspace.photos, size)
+    export = ["classification", "export", "-e", str(workspace.root / "cls.yaml"), f"export.model_path={model}"]
+    assert run([*export, "-o", str(tmp_path / "odd.tflite")]) == 0
+    assert run([*export, "-o", str(tmp_path / "odd_int8.tflite"), "--precision", "int8", "--calib-images",
+                str(workspace.root / "train_images"), "--calib-batches", "2"]) == 0
+    photos = eval_images(workspace.photos, size)[:8]
+    fp32 = load_classifier(tmp_path / "odd.tflite")
+    assert fp32.runner.input_size == size
+    np.testing.assert_allclose(fp32.predict(photos), KerasClassifier(model, KEY).predict(photos), atol=1e-5)
+    assert float_weight_tensors((tmp_path / "odd_int8.tflite").read_bytes()) == []
+    assert load_classifier(tmp_path / "odd_int8.tflite").predict(photos).shape == (8, 2)
