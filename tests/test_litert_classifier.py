@@ -212,6 +212,14 @@ def test_the_label_map_is_inside_and_the_engine_reads_it(workspace):
         assert archive.namelist() == ["labels.txt"] and archive.read("labels.txt") == b"ants\nbees\n"
     meta = read_metadata(path)
     assert "classes" not in meta and meta["labels_file"] == "labels.txt"  # one copy: the packed file
+    # the TensorFlow Lite model metadata MediaPipe reads (benchmarks/litert_classifier.py runs MediaPipe on it):
+    # a ModelMetadata flatbuffer (identifier M001) naming the label file, in the model's metadata table
+    from effdet_rt.engines.runtime.litert import read_flatbuffer
+
+    model = read_flatbuffer(path)
+    entries = {model.Metadata(i).Name(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    described = bytes(model.Buffers(entries[b"TFLITE_METADATA"]).DataAsNumpy())
+    assert described[4:8] == b"M001" and b"labels.txt" in described and b"1.0.0" in described
     assert load_classifier(path).classes == CLASSES
     lines = workspace.outputs["effdet-rt engine-info cls_int8.tflite"].splitlines()
     assert {"task: classification", "precision: int8", "io_type: float32",
