@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import BCCD_ROOT
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
 
@@ -22,7 +24,6 @@ def _pin_xdist_worker() -> None:
 
 _pin_xdist_worker()
 
-from tests.support.paths import BCCD_ROOT
 
 
 @pytest.fixture(scope="session")

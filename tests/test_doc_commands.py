@@ -45,7 +45,8 @@ NOT_RUN = {
 # tests/test_classification_prune.py run the same commands on a tiny spec. Its `spec default` line runs here.
 NOT_RUN_PAGES = {"docs/classification.md": "spec default --task classification"}
 # pages whose commands another test runs as typed
-RUN_ELSEWHERE = {"docs/triton.md": "tests/test_triton.py runs every effdet-rt line of the page against a real server"}
+RUN_ELSEWHERE = {"docs/triton.md": "tests/test_triton.py runs every effdet-rt line of the page against a real server",
+                 "docs/litert.md": "tests/test_litert_classifier.py runs the page's classifier lines as typed"}
 NO_TENSORRT = "TensorRT is not installed"
 EXPECTED_ERRORS = {  # commands that need TensorRT and a GPU: their documented one-line error here
     ("README.md", "-o model.plan --backend tensorrt"): NO_TENSORRT,

@@ -148,6 +148,7 @@ def test_int8_is_full_integer_with_an_integer_input(tiny_checkpoint, calib_tfrec
     assert engine.runner.metadata["precision"] == "int8" and engine.runner.metadata["io_type"] == "uint8"
     detail = engine.runner.input
     assert np.dtype(detail["dtype"]) == np.uint8 and engine.precision == "int8"
+    assert detail["quantization"] == (1.0, 0)  # the pixels themselves, not the calibration images' range
     assert engine.infer(crops).num_detections.sum() > 0
 
 

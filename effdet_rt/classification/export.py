@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.backends import exporting_backend
 from effdet_rt.checkpoint import resolve_key
 from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.engines import OUTPUT_NAME, TASK, KerasClassifier
@@ -31,6 +32,7 @@ from effdet_rt.onnx.graph import (
     rename_input,
     set_metadata,
 )
+from effdet_rt.spec.schema import CalibrationConfig
 
 VERIFY_TOLERANCE = 1e-4
 VERIFY_IMAGES = 8
@@ -41,13 +43,14 @@ class VerifyReport:
     images: int
     max_abs_diff: float
     top1_agree: int
+    runtime: str = "ONNX Runtime"
 
     @property
     def ok(self) -> bool:
         return self.max_abs_diff <= VERIFY_TOLERANCE
 
     def summary(self) -> str:
-        return (f"verify: {self.images} images, max |TF - ONNX Runtime| probability = {self.max_abs_diff:.3e} "
+        return (f"verify: {self.images} images, max |TF - {self.runtime}| probability = {self.max_abs_diff:.3e} "
                 f"(limit {VERIFY_TOLERANCE:.0e}), top-1 agrees on {self.top1_agree}/{self.images}")
 
 
@@ -131,28 +134,54 @@ def verify_onnx(classifier: KerasClassifier, proto, images: np.ndarray) -> Verif
                         int(np.sum(reference.argmax(1) == candidate.argmax(1))))
 
 
+@dataclass(frozen=True)
+class ConvertedOptions:
+    """What only a format converted straight from the checkpoint (LiteRT's .tflite) takes: the input type of an
+    INT8 file and the folder of images that calibrates it, in batches as `effdet-rt build --calib-images` makes."""
+
+    io_type: str = "float32"
+    calib_images: Path | None = None
+    calib_batches: int = CalibrationConfig().batches
+    calib_batch_size: int = CalibrationConfig().batch_size
+
+    def given(self) -> bool:
+        return self != ConvertedOptions(calib_batches=self.calib_batches, calib_batch_size=self.calib_batch_size)
+
+
 def export_classifier(spec: Any, *, model_path: Path | None, output: Path | None, key: str | None,
-                      verify: bool = False, batch_size: int | None = None, opset: int = 17,
-                      log: Callable[[str], None] = print) -> Path:
-    """Export a classification checkpoint; with ``verify`` a failed parity check writes nothing and raises."""
+                      verify: bool = False, batch_size: int | None = None, opset: int | None = None,
+                      converted: ConvertedOptions | None = None, log: Callable[[str], None] = print) -> Path:
+    """Export a classification checkpoint to ONNX, or to a .tflite (LiteRT) at export.data_type; with ``verify``
+    a failed FP32 parity check writes nothing and raises."""
     from effdet_rt.export.exporter import write_onnx
 
     model_path = model_path or (Path(spec.export.model_path) if spec.export.model_path else None)
     output = output or (Path(spec.export.output_path) if spec.export.output_path else None)
+    converted = converted or ConvertedOptions()
     if model_path is None:
         raise UserError("no checkpoint to export: pass -m model.edrt (or set export.model_path)")
     if output is None:
         raise UserError("no output file: pass -o model.onnx (or set export.output_path)")
-    if output.suffix.lower() != ".onnx":
-        raise UserError(f"{output}: the export is an ONNX file; name it *.onnx")
+    backend = exporting_backend(output)
+    if backend is None and output.suffix.lower() != ".onnx":
+        raise UserError(f"{output}: the export is an ONNX file or a LiteRT .tflite; name it *.onnx or *.tflite")
+    if backend is None and (spec.export.data_type != "fp32" or converted.given()):
+        raise UserError(f"{output}: an ONNX export is FP32 with a float input; drop --precision/--io-type/"
+                        "--calib-images and build FP16 or INT8 engines from it with `effdet-rt build` (or export "
+                        "to a .tflite)")
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size {batch_size} is not allowed: must be a positive integer")
-    if not 13 <= opset <= 21:
+    if opset is not None and not 13 <= opset <= 21:
         raise UserError(f"--opset {opset} is not allowed: choose an opset from 13 to 21 (17 recommended)")
+    if backend is not None:
+        check_converted(spec, backend, output, converted, batch_size, opset)
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: checkpoint not found; pass the .edrt written by classification train")
     classifier = KerasClassifier(model_path, resolve_key(key, spec.key or None))
     fmt = classifier.fmt
+    if backend is not None:
+        return export_converted_classifier(spec, backend, classifier, output, converted, verify=verify, log=log)
+    opset = 17 if opset is None else opset
     log(f"exporting {classifier.spec.model.arch} {fmt.channels}x{fmt.size[0]}x{fmt.size[1]}, "
         f"{len(classifier.classes)} classes, batch {batch_size or 'dynamic'}, opset {opset}")
     proto = classifier_to_onnx(classifier, batch_size, opset, {"source_checkpoint": model_path.name})
@@ -162,3 +191,72 @@ def export_classifier(spec: Any, *, model_path: Path | None, output: Path | None
         if not report.ok:
             raise ModelFileError(f"export verification failed: {report.summary()}; nothing was written")
     return write_onnx(proto, output)
+
+
+def check_converted(spec: Any, backend: Any, output: Path, converted: ConvertedOptions, batch_size: int | None,
+                    opset: int | None) -> None:
+    from effdet_rt.engines.registry import exporter_module
+    from effdet_rt.export.converted import require_backend
+
+    if batch_size is not None or opset is not None:
+        raise UserError(f"{output}: --batch-size and --opset are ONNX settings; a {backend.suffixes[0]} takes any "
+                        "batch (input resize), so drop them")
+    for option, value in (("--calib-batches", converted.calib_batches), ("--calib-batch-size", converted.calib_batch_size)):
+        if value < 1:
+            raise UserError(f"{option} {value} is not allowed: must be a positive integer")
+    require_backend(backend, output)
+    exporter_module(backend).check_settings(spec.export.data_type, converted.io_type,
+                                            converted.calib_images is not None, "--calib-images DIR")
+    if converted.calib_images is not None and not converted.calib_images.is_dir():
+        raise UserError(f"--calib-images {converted.calib_images}: not a folder of images")
+
+
+def export_converted_classifier(spec: Any, backend: Any, classifier: KerasClassifier, output: Path,
+                                converted: ConvertedOptions, *, verify: bool, log: Callable[[str], None]) -> Path:
+    """The classifier's probabilities network converted straight from the checkpoint by the backend's exporter,
+    INT8 calibrated on the batches `effdet-rt build --calib-images` calibrates the ONNX on; written atomically."""
+    from effdet_rt.classification.deploy import calibration_source
+    from effdet_rt.engines.registry import exporter_module
+
+    fmt = classifier.fmt
+    if converted.io_type != "float32" and fmt.depth != 8:
+        raise UserError(f"--io-type {converted.io_type}: a {fmt.depth}-bit model's pixels do not fit an 8-bit input; "
+                        "export it with --io-type float32")
+    exporter = exporter_module(backend)
+    meta = {"task": TASK, "model_name": classifier.spec.model.arch, "classes": classifier.classes,
+            "num_classes": len(classifier.classes), "image_format": fmt.as_metadata(),
+            "preprocess_mode": classifier.spec.data.preprocess_mode, "image_mean": list(classifier.spec.data.image_mean),
+            "input": "images: float32 NHWC raw pixels (RGB 0..255 or gray), resized/centre-cropped; normalised inside",
+            "source_checkpoint": classifier.path.name}
+    calibration = calibration_source(str(converted.calib_images) if converted.calib_images else None, meta,
+                                     converted.calib_batch_size, converted.calib_batches, log)
+    data = exporter.export_classifier(classifier.model, (*fmt.size, fmt.channels), OUTPUT_NAME,
+                                      spec.export.data_type, converted.io_type, calibration=calibration,
+                                      metadata=meta, labels=classifier.classes, source=str(output), log=log)
+    if verify:
+        report = verify_converted(classifier, backend, data, verification_images(spec, fmt))
+        log(report.summary())
+        if spec.export.data_type != "fp32":
+            log(f"verify: the limit is FP32's; a {spec.export.data_type} file is expected to exceed it")
+        elif not report.ok:
+            raise ModelFileError(f"export verification failed: {report.summary()}; nothing was written")
+    return exporter.write_tflite(data, output)
+
+
+def verify_converted(classifier: KerasClassifier, backend: Any, data: bytes, images: np.ndarray) -> VerifyReport:
+    """TensorFlow's probabilities against the written bytes' on the backend's runner."""
+    import os
+    import tempfile
+
+    from effdet_rt.engines.registry import open_runner
+
+    reference = classifier.predict(images)
+    handle, name = tempfile.mkstemp(suffix=backend.suffixes[0])
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        candidate = open_runner(Path(name)).run(images)[OUTPUT_NAME]
+    finally:
+        os.unlink(name)
+    return VerifyReport(len(images), float(np.max(np.abs(reference - candidate))),
+                        int(np.sum(reference.argmax(1) == candidate.argmax(1))), backend.title)

@@ -279,22 +279,25 @@ class InferenceConfig(Section):
 class ExportConfig(Section):
     model_path: str = ""
     output_path: str = ""
+    # an ONNX export is FP32 (FP16 / INT8 engines are built from it); a .tflite (LiteRT) is converted from the
+    # checkpoint at this precision (--precision), INT8 calibrated on --calib-images
     data_type: Literal["fp32", "fp16", "int8"] = "fp32"
-
-    @field_validator("data_type")
-    @classmethod
-    def _fp32_onnx(cls, value: str) -> str:
-        if value != "fp32":
-            raise ValueError(f"export writes an FP32 ONNX model; make the {value} engine from it with "
-                             f"`effdet-rt build --precision {value}` and keep data_type fp32")
-        return value
 
     @field_validator("output_path")
     @classmethod
-    def _onnx_suffix(cls, value: str) -> str:
-        if value and not value.lower().endswith(".onnx"):
-            raise ValueError(f"{value!r}: the export is an ONNX file (no .etlt); name it *.onnx")
+    def _onnx_or_tflite(cls, value: str) -> str:
+        if value and not value.lower().endswith((".onnx", ".tflite")):
+            raise ValueError(f"{value!r}: the export is an ONNX file (no .etlt) or a LiteRT .tflite; name it *.onnx "
+                             "or *.tflite")
         return value
+
+    @model_validator(mode="after")
+    def _fp32_onnx(self) -> ExportConfig:
+        if self.data_type != "fp32" and self.output_path.lower().endswith(".onnx"):
+            raise ValueError(f"export writes an FP32 ONNX model; make the {self.data_type} engine from it with "
+                             f"`effdet-rt build --precision {self.data_type}` and keep data_type fp32 (or export "
+                             "to a .tflite)")
+        return self
 
 
 class PruneConfig(PruneCriteria):

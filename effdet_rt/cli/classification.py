@@ -23,6 +23,7 @@ from effdet_rt.cli.common import (
     use_gpu,
 )
 from effdet_rt.errors import SpecError
+from effdet_rt.spec.schema import CalibrationConfig
 
 classification_app = typer.Typer(
     name="classification", no_args_is_help=True,
@@ -30,7 +31,9 @@ classification_app = typer.Typer(
 )
 
 spec_option = typer.Option(None, "-e", "--experiment-spec", "--spec", help="Classification spec (YAML).")
-MODEL_HELP = "Model: .edrt checkpoint, .onnx (export or ONNX Runtime build) or .plan/.engine (TensorRT build)."
+MODEL_HELP = ("Model: .edrt checkpoint, .onnx (export or ONNX Runtime build), .tflite (LiteRT) or .plan/.engine "
+              "(TensorRT build).")
+CALIBRATION = CalibrationConfig()  # the calibration defaults `effdet-rt build` uses
 
 
 def model_option(field: str) -> Any:
@@ -113,19 +116,28 @@ def inference_command(
 def export_command(
     experiment_spec: str = spec_option,
     model: str = model_option("export.model_path"),
-    output: str = field_option("export.output_path", "-o", "--output", help="ONNX file to write."),
+    output: str = field_option("export.output_path", "-o", "--output",
+                               help="ONNX file, or a .tflite (LiteRT, converted from the checkpoint), to write."),
     key: str | None = key_option,
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Fixed batch size (default: dynamic)."),
-    opset: int = typer.Option(17, "--opset", help="ONNX opset (13-21)."),
-    verify: bool = typer.Option(False, "--verify", help="Compare TensorFlow and ONNX Runtime probabilities (<= 1e-4) before writing."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="ONNX: fixed batch size (default: dynamic)."),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset (13-21; default 17)."),
+    precision: str | None = field_option("export.data_type", "--precision", "--data-type",
+                                         help="A .tflite's precision: fp32 | fp16 | int8 (full integer)."),
+    io_type: str = typer.Option("float32", "--io-type", help="float32 | int8 | uint8: the input type of an INT8 .tflite (integer-only accelerators take int8/uint8)."),
+    calib_images: str | None = typer.Option(None, "--calib-images", help="INT8 .tflite: folder of images that calibrates it (e.g. the training images), preprocessed as inference does."),
+    calib_batches: int = typer.Option(CALIBRATION.batches, "--calib-batches", help="Number of calibration batches."),
+    calib_batch_size: int = typer.Option(CALIBRATION.batch_size, "--calib-batch-size", help="Calibration batch size."),
+    verify: bool = typer.Option(False, "--verify", help="Compare TensorFlow and ONNX Runtime (or LiteRT) probabilities (<= 1e-4) before writing."),
     overrides: list[str] | None = overrides_argument,
 ) -> None:
-    """Export a checkpoint to ONNX: NHWC float input, preprocessing inside, softmax probabilities out."""
-    from effdet_rt.classification.export import export_classifier
+    """Export a checkpoint to ONNX (or a LiteRT .tflite): NHWC float input, preprocessing inside, softmax
+    probabilities out."""
+    from effdet_rt.classification.export import ConvertedOptions, export_classifier
 
     spec = _spec(export_command, locals())
-    written = export_classifier(spec, model_path=None, output=None, key=key,
-                                verify=verify, batch_size=batch_size, opset=opset, log=typer.echo)
+    converted = ConvertedOptions(io_type, path_or_none(calib_images), calib_batches, calib_batch_size)
+    written = export_classifier(spec, model_path=None, output=None, key=key, verify=verify, batch_size=batch_size,
+                                opset=opset, converted=converted, log=typer.echo)
     typer.echo(f"wrote {written}")
 
 

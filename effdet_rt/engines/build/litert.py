@@ -39,6 +39,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
 NMS_MODES = ("tflite", "none")  # the ONNX spellings "efficient" and "onnx" also mean "NMS inside" here
 METADATA_NAME = "effdet_rt"
+LABELS_FILE = "labels.txt"  # the classifier's associated label file, one class name a line in output order
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 # the subgraph's outputs in the order TFLite_Detection_PostProcess gives them (and MediaPipe reads them)
 POSTPROCESS_OUTPUTS = (DETECTION_BOXES, DETECTION_CLASSES, DETECTION_SCORES, NUM_DETECTIONS)
@@ -182,6 +183,11 @@ def convert(module: Any, function: Any, precision: str, io_type: str, custom_ops
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    # without a composite op to fuse, convert the frozen function, not a SavedModel of the module: saving one
+    # traces every Keras layer's call again (thousands of traces for an EfficientNet), ten times the conversion
+    # itself, for the same ops. TFLite_Detection_PostProcess is fused (from experimental_implements) only on the
+    # SavedModel path.
+    converter.experimental_lower_to_saved_model = custom_ops
     converter.allow_custom_ops = custom_ops
     if precision == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -193,31 +199,91 @@ def convert(module: Any, function: Any, precision: str, io_type: str, custom_ops
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io_type]
     try:
-        return converter.convert()
+        return with_signature(converter.convert(), sorted(function.structured_outputs))
     except Exception as exc:  # the converter raises ConverterError / ValueError with its MLIR diagnostics
         first = next((line for line in str(exc).splitlines() if "error" in line.lower()), str(exc).splitlines()[0])
         raise UserError(f"{source}: TensorFlow's TFLite converter cannot convert this model ({first.strip()}); "
                         "a spec input size that is a multiple of 128 and --precision fp32 convert everywhere") from exc
 
 
-def with_metadata(data: bytes, metadata: dict[str, Any], outputs_order: tuple[str, ...] | None) -> bytes:
-    """The flatbuffer with a JSON `effdet_rt` metadata entry and, for NMS files, the subgraph outputs in
-    TFLite_Detection_PostProcess's order (boxes, classes, scores, count; the converter sorts them otherwise)."""
+def with_signature(data: bytes, output_names: list[str]) -> bytes:
+    """The `serving_default` signature (input and output names -> tensors) that the runner reads, which the
+    frozen-function conversion does not write: the subgraph's outputs are the function's, in the order its output
+    dict flattens (sorted names)."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(metadata, sort_keys=True).encode(), np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [*(model.metadata or []), entry]
+    if model.signatureDefs:
+        return data
+    graph = model.subgraphs[0]
+
+    def tensor_map(name: str, index: int):
+        entry = schema.TensorMapT()
+        entry.name, entry.tensorIndex = name, int(index)
+        return entry
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = "serving_default"
+    signature.subgraphIndex = 0
+    signature.inputs = [tensor_map(INPUT_NAME, graph.inputs[0])]
+    signature.outputs = [tensor_map(name, index) for name, index in zip(output_names, graph.outputs, strict=True)]
+    model.signatureDefs = [signature]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def with_metadata(data: bytes, metadata: dict[str, Any], outputs_order: tuple[str, ...] | None,
+                  model_metadata: bytes | None = None) -> bytes:
+    """The flatbuffer with a JSON `effdet_rt` metadata entry (and a TFLITE_METADATA entry when ``model_metadata``
+    is given) and, for NMS files, the subgraph outputs in TFLite_Detection_PostProcess's order (boxes, classes,
+    scores, count; the converter sorts them otherwise)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from effdet_rt.engines.build.litert_metadata import METADATA_BUFFER_NAME
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    entries = {METADATA_NAME: json.dumps(metadata, sort_keys=True).encode()}
+    if model_metadata is not None:
+        entries[METADATA_BUFFER_NAME] = model_metadata
+    for name, content in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(content, np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name = name
+        entry.buffer = len(model.buffers) - 1
+        model.metadata = [*(model.metadata or []), entry]
     if outputs_order:
         signature = model.signatureDefs[0]
         by_name = {t.name.decode() if isinstance(t.name, bytes) else t.name: t.tensorIndex for t in signature.outputs}
         model.subgraphs[0].outputs = np.array([by_name[name] for name in outputs_order], np.int32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def exact_pixel_input(data: bytes, io_type: str) -> bytes:
+    """An integer input that takes the pixels themselves: scale 1 and zero point 0 (uint8: 0..255 as they are) or
+    -128 (int8: pixel - 128), instead of the converter's calibration range (a scale of 0.96 for images whose
+    brightest pixel is 244). A camera frame or a decoded JPEG then goes in without arithmetic, which is what
+    integer-only accelerators (the Edge TPU) and MediaPipe, which hands a uint8 model the raw bytes, need. The ops
+    reading the input quantize or rescale (QUANTIZE, MUL, ADD, SUB, convolutions), so they take the new scale."""
+    if io_type == "float32":
+        return data
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    graph = model.subgraphs[0]
+    (index,) = graph.inputs
+    readers = {flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in graph.operators if index in op.inputs}
+    rescaling = {"QUANTIZE", "MUL", "ADD", "SUB", "CONV_2D", "DEPTHWISE_CONV_2D"}
+    if not readers <= rescaling:  # an op that assumes its input's scale is its output's (RESHAPE, PAD, ...)
+        raise UserError(f"the input of this model is read by {', '.join(sorted(readers - rescaling))}, which cannot "
+                        "take a pixel scale of 1; export with --io-type float32")
+    quantization = schema.QuantizationParametersT()
+    quantization.scale = [1.0]
+    quantization.zeroPoint = [0 if io_type == "uint8" else -128]
+    graph.tensors[index].quantization = quantization
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
@@ -249,10 +315,46 @@ def export_detector(heads: Any, setup: Any, nms_settings: Any, export: Any, *,
         f"precision {export.precision}, input {export.io_type}, nms={nms}")
     module, function = detector_function(heads, setup, nms, nms_settings)
     data = convert(module, function, export.precision, export.io_type, nms != "none", calibration, source)
+    data = exact_pixel_input(data, export.io_type)
     meta = {**metadata, "nms": nms, "precision": export.precision, "io_type": export.io_type, "format": "tflite"}
     if nms != "none":
         meta["box_layout"] = "detection_boxes: y1, x1, y2, x2 in 0..1 of the input (TFLite_Detection_PostProcess)"
     return with_metadata(data, meta, POSTPROCESS_OUTPUTS if nms != "none" else None)
+
+
+def network_function(model: Any, input_shape: tuple[int, int, int], output_name: str):
+    """(tf.Module holding the network, concrete serving function) of a one-output Keras model with a dynamic
+    batch (the interpreter's input resize takes any batch)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.model = model
+    signature = tf.TensorSpec([None, *input_shape], tf.float32, name=INPUT_NAME)
+    module.serve = tf.function(lambda images: {output_name: model(images, training=False)},
+                               input_signature=[signature])
+    return module, module.serve.get_concrete_function()
+
+
+def export_classifier(model: Any, input_shape: tuple[int, int, int], output_name: str, precision: str,
+                      io_type: str, *, calibration: Callable[[], Iterable[np.ndarray]] | None,
+                      metadata: dict[str, Any], labels: list[str], source: str, log: Callable[[str], None]) -> bytes:
+    """The .tflite bytes (not yet written) of a classifier's probabilities network (NHWC raw pixels in,
+    normalisation inside), with the effdet-rt metadata, the TensorFlow Lite model metadata and the label file
+    that MediaPipe and the Task Library read (effdet_rt/engines/build/litert_metadata.py)."""
+    from effdet_rt.engines.build.litert_metadata import classifier_metadata, with_associated_files
+
+    log(f"exporting the classifier to LiteRT, {len(labels)} classes, precision {precision}, input {io_type}")
+    module, function = network_function(model, input_shape, output_name)
+    data = exact_pixel_input(convert(module, function, precision, io_type, False, calibration, source), io_type)
+    # the class names live in the label file only (the runner reads them from it), so the two cannot disagree
+    meta = {**{k: v for k, v in metadata.items() if k != "classes"}, "precision": precision, "io_type": io_type,
+            "format": "tflite", "labels_file": LABELS_FILE}
+    height, width, channels = input_shape
+    described = classifier_metadata(str(metadata.get("model_name", "classifier")),
+                                    f"effdet-rt image classifier, {len(labels)} classes, {precision}",
+                                    (height, width), channels, LABELS_FILE, "class names in output order")
+    data = with_metadata(data, meta, None, described)
+    return with_associated_files(data, {LABELS_FILE: "".join(f"{label}\n" for label in labels).encode()})
 
 
 def written_heads(path: Path, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

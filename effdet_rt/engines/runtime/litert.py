@@ -9,6 +9,7 @@ metadata travels as a JSON entry ``effdet_rt`` of the flatbuffer's `metadata` ta
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,21 @@ def read_metadata(path: Path, data: bytes | None = None) -> dict[str, Any]:
     return {}
 
 
+def read_labels(path: Path, metadata: dict[str, Any]) -> list[str] | None:
+    """The class names of the label file packed into the .tflite (an associated file of its TensorFlow Lite
+    metadata, the file being also a zip), as MediaPipe reads them; None for a file whose metadata names none."""
+    name = metadata.get("labels_file")
+    if not name:
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            text = archive.read(name).decode()
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: the label file {name} packed into the model is missing or damaged "
+                             f"({exc.__class__.__name__}); export it again") from exc
+    return text.splitlines()
+
+
 def interpreter(path: Path, threads: int | None = None, preserve_all_tensors: bool = False):
     require_litert()
     from ai_edge_litert.interpreter import Interpreter
@@ -111,6 +127,9 @@ class LiteRTRunner(Runner):
     def __init__(self, path: str | Path, threads: int | None = None, preserve_all_tensors: bool = False):
         self.path = Path(path)
         self.metadata = read_metadata(self.path)
+        labels = read_labels(self.path, self.metadata)
+        if labels is not None:
+            self.metadata["classes"] = labels
         if self.metadata.get("nms") == "tflite":
             threads = 1  # see POSTPROCESS_THREADS_BUG
         self.interp = interpreter(self.path, threads, preserve_all_tensors)
@@ -218,6 +237,9 @@ def describe(path: str | Path) -> dict[str, Any]:
     """Inputs, outputs (with quantization), op counts, task and effdet-rt metadata of a .tflite."""
     path = Path(path)
     meta = read_metadata(path)
+    labels = read_labels(path, meta)
+    if labels is not None:
+        meta["classes"] = labels
     interp = interpreter(path, threads=1)
     ops: dict[str, int] = {}
     for op in interp._get_ops_details():  # the public API has no op list; engine-info shows what the file runs
