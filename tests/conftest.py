@@ -25,7 +25,6 @@ def _pin_xdist_worker() -> None:
 _pin_xdist_worker()
 
 
-
 @pytest.fixture(scope="session")
 def bccd_root() -> Path:
     if not (BCCD_ROOT / "Annotations").is_dir():
