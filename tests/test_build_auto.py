@@ -125,3 +125,30 @@ def test_bad_outputs_and_precisions_are_one_error(exported_onnx, tmp_path, capsy
     one_error_line(["build", "-m", model, "-o", str(tmp_path / "e"), "--precision", "auto", "--min-match", "2"],
                    capsys, "min_match")
     assert written(tmp_path) == []
+
+
+def test_cpu_class_from_the_cpuinfo_flags():
+    from effdet_rt.utils.cpu import cpu_class, has_bf16_arithmetic, model_and_flags
+
+    model, flags = model_and_flags("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni "
+                                   "avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert model == "AMD EPYC" and cpu_class(flags) == "AVX-512 VNNI" and has_bf16_arithmetic(flags)
+    assert cpu_class({"avx2", "avx512f", "amx_tile", "amx_bf16", "amx_int8"}) == "AMX"
+    assert cpu_class({"avx2", "avx512f"}) == "AVX-512"
+    assert cpu_class({"avx2", "avx_vnni"}) == "AVX2 VNNI" and cpu_class({"avx2"}) == "AVX2"
+    assert not has_bf16_arithmetic({"avx2", "avx512f", "avx512_vnni"})
+
+
+def test_no_candidate_accurate_enough_is_one_error(exported_onnx, val_set, tmp_path, capsys, monkeypatch):
+    """Every candidate below the bound (here: ONNX Runtime FP32 alone, its matching made to report half) is one
+    error line naming the candidates and the fix, and nothing is written."""
+    from effdet_rt.export.verify import MatchReport
+    from effdet_rt.infer import autotune
+
+    monkeypatch.setattr(autotune, "AUTO_PRECISIONS", {"cpu": ("fp32",), "gpu": ("fp32",)})
+    monkeypatch.setattr(autotune, "match_detections", lambda *args, **kwargs: MatchReport(10, 5, 10))
+    record, _json = val_set
+    one_error_line(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "engine.onnx"), "--precision", "auto",
+                    "--calib-tfrecords", str(record), "--calib-batches", "1", "--calib-batch-size", "4"], capsys,
+                   "no candidate is accurate enough", "ONNX Runtime FP32: matched 50.0%", "lower --min-match")
+    assert written(tmp_path) == []

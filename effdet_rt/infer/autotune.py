@@ -301,9 +301,13 @@ def build_fastest(model: str | Path, settings: Any, *, validation: Validation | 
                                 f"({clock.elapsed():.1f} s spent); give more seconds or leave --budget out")
             raise UserError(f"--precision auto: no candidate could be built ({failed})")
         timed_ones = time_rounds(contenders, single, full, settings.auto.rounds, clock, log)
-        if not timed_ones:
+        if not timed_ones and contenders:
             raise UserError(f"--budget {clock.budget_s:g}: too small to time one candidate ({clock.elapsed():.1f} s "
                             "spent building); give more seconds or leave --budget out")
+        if not timed_ones:
+            below = "; ".join(f"{c.name}: {c.why}" for c in candidates if c.status == "below bound")
+            raise UserError(f"--precision auto: no candidate is accurate enough ({below}); lower --min-match or name "
+                            "a --precision")
         chosen = min(timed_ones, key=lambda c: c.score(batch))
         for candidate in timed_ones:
             candidate.status = "chosen" if candidate is chosen else "timed"
