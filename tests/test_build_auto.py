@@ -98,6 +98,30 @@ def test_auto_keeps_only_candidates_that_match_fp32(exported_onnx, val_set, tmp_
                                                                                           abs=0.005)
 
 
+def test_an_output_suffix_names_the_backend_and_a_format_without_metadata_gets_a_sidecar(exported_onnx, tmp_path,
+                                                                                        monkeypatch):
+    """-o engine.xml: only OpenVINO competes, and the IR pair is rewritten with the table in its rt_info (loading it
+    checks the .bin's digest). A format with no metadata of ours gets ENGINE.auto.json beside it."""
+    import json
+
+    from effdet_rt.infer import autotune
+
+    monkeypatch.setattr(autotune, "AUTO_PRECISIONS", {"cpu": ("fp32",), "gpu": ("fp32",)})
+    if openvino_installed():
+        assert run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "ov" / "engine.xml"), "--precision",
+                    "auto", "--timing-rounds", "1"]) == 0
+        assert written(tmp_path / "ov") == ["engine.bin", "engine.xml"]
+        summary = auto_metadata(tmp_path / "ov" / "engine.xml")
+        assert [(r["backend"], r["status"]) for r in summary["candidates"]] == [("openvino", "chosen")]
+    monkeypatch.setattr(autotune, "write_engine_metadata", lambda *args: False)
+    assert run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "ort" / "engine"), "--backend",
+                "onnxruntime", "--precision", "auto", "--timing-rounds", "1"]) == 0
+    assert written(tmp_path / "ort") == ["engine.onnx", "engine.onnx.auto.json"]
+    sidecar = json.loads((tmp_path / "ort" / "engine.onnx.auto.json").read_text())
+    assert sidecar["choice"] == {"backend": "onnxruntime", "precision": "fp32"}
+    assert sidecar["candidates"][0]["rounds"] == 1 and sidecar["candidates"][0]["batch1_ms"] > 0
+
+
 def test_a_budget_too_small_is_one_error_and_writes_nothing(exported_onnx, tmp_path, capsys):
     one_error_line(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "engine"), "--precision", "auto",
                     "--budget", "0.001"], capsys, "--budget 0.001: too small", "give more seconds")

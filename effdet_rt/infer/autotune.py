@@ -346,7 +346,9 @@ def write_chosen(chosen: Candidate, target: Path, summary: dict[str, Any]) -> No
     if not write_engine_metadata(chosen.backend, chosen.path, target, {"auto_build": summary}):
         import json
 
-        os.replace(chosen.path, target)
+        # the engine's files (one, or an .xml with its .bin), the one that is opened last
+        for part in sorted(chosen.path.parent.glob(f"{chosen.path.stem}.*"), key=lambda p: p == chosen.path):
+            os.replace(part, target.with_suffix(part.suffix))
         atomic_write_text(target.with_name(target.name + SIDECAR_SUFFIX), json.dumps(summary, indent=2))
 
 
