@@ -252,8 +252,6 @@ def build_fastest(model: str | Path, settings: Any, *, validation: Validation | 
                   log: Callable[[str], None] = print) -> Path:
     """`build --precision auto`: the fastest accurate engine of ``model`` on this machine, written at
     settings.engine_file (its backend's suffix added when that names none). Returns the path written."""
-    from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeEngine
-
     model = Path(model)
     clock = Clock(settings.auto.budget_s)
     if not model.is_file():
@@ -283,38 +281,14 @@ def build_fastest(model: str | Path, settings: Any, *, validation: Validation | 
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".auto", dir=output.parent))
     try:
-        reference = run_all(OnnxRuntimeEngine(model), images) if images else None
-        reference_map = validation_map(OnnxRuntimeEngine(model), validation, settings) if validation else None
-        for candidate in pending:
-            if clock.left() <= 0:
-                candidate.status, candidate.why = "skipped", "not built: the --budget was spent"
-                continue
-            log(f"auto: building {candidate.name}")
-            build_candidate(candidate, model, work, settings, calibration, log)
-            if candidate.status == "built":
-                check_accuracy(candidate, reference, images, validation, reference_map, settings)
+        reference_map = build_and_check(pending, model, work, settings, calibration, images, validation, clock, log)
         contenders = [c for c in candidates if c.status == "built"]
         if not contenders and not any(c.status == "below bound" for c in candidates):
-            failed = "; ".join(f"{c.name}: {c.why}" for c in candidates if c.status in ("failed", "skipped") and c.why)
-            if clock.budget_s is not None and clock.left() <= 0:
-                raise UserError(f"--budget {clock.budget_s:g}: too small to build and time one candidate "
-                                f"({clock.elapsed():.1f} s spent); give more seconds or leave --budget out")
-            raise UserError(f"--precision auto: no candidate could be built ({failed})")
+            raise nothing_built(candidates, clock)
         timed_ones = time_rounds(contenders, single, full, settings.auto.rounds, clock, log)
-        if not timed_ones and contenders:
-            raise UserError(f"--budget {clock.budget_s:g}: too small to time one candidate ({clock.elapsed():.1f} s "
-                            "spent building); give more seconds or leave --budget out")
         if not timed_ones:
-            below = "; ".join(f"{c.name}: {c.why}" for c in candidates if c.status == "below bound")
-            raise UserError(f"--precision auto: no candidate is accurate enough ({below}); lower --min-match or name "
-                            "a --precision")
-        chosen = min(timed_ones, key=lambda c: c.score(batch))
-        for candidate in timed_ones:
-            candidate.status = "chosen" if candidate is chosen else "timed"
-        for candidate in candidates:
-            if candidate.status == "below bound" and candidate.engine is not None:
-                candidate.batch1_ms.append(timed(candidate.engine, single))  # shown, not chosen
-                candidate.batchn_ms.append(timed(candidate.engine, full))
+            raise nothing_timed(candidates, contenders, clock)
+        chosen = choose(candidates, timed_ones, batch, single, full)
         summary = auto_summary(candidates, chosen, batch, settings, clock)
         summary["reference"] = {"engine": "ONNX Runtime FP32 on the input model", "images": sum(map(len, images)),
                                 "mAP": _round(reference_map, 4)}
@@ -327,6 +301,56 @@ def build_fastest(model: str | Path, settings: Any, *, validation: Validation | 
     for line in timings_table(candidates, batch, chosen, target).splitlines():
         log(line)
     return target
+
+
+def build_and_check(pending: list[Candidate], model: Path, work: Path, settings: Any,
+                    calibration: Callable[[], Iterable[np.ndarray]] | None, images: list[np.ndarray],
+                    validation: Validation | None, clock: Clock, log: Callable[[str], None]) -> float | None:
+    """Build each pending candidate while the budget lasts and check it against FP32; returns FP32's mAP (None
+    without a validation set)."""
+    from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeEngine
+
+    reference = run_all(OnnxRuntimeEngine(model), images) if images else None
+    reference_map = validation_map(OnnxRuntimeEngine(model), validation, settings) if validation else None
+    for candidate in pending:
+        if clock.left() <= 0:
+            candidate.status, candidate.why = "skipped", "not built: the --budget was spent"
+            continue
+        log(f"auto: building {candidate.name}")
+        build_candidate(candidate, model, work, settings, calibration, log)
+        if candidate.status == "built":
+            check_accuracy(candidate, reference, images, validation, reference_map, settings)
+    return reference_map
+
+
+def nothing_built(candidates: list[Candidate], clock: Clock) -> UserError:
+    if clock.budget_s is not None and clock.left() <= 0:
+        return UserError(f"--budget {clock.budget_s:g}: too small to build and time one candidate "
+                         f"({clock.elapsed():.1f} s spent); give more seconds or leave --budget out")
+    failed = "; ".join(f"{c.name}: {c.why}" for c in candidates if c.status in ("failed", "skipped") and c.why)
+    return UserError(f"--precision auto: no candidate could be built ({failed})")
+
+
+def nothing_timed(candidates: list[Candidate], contenders: list[Candidate], clock: Clock) -> UserError:
+    if contenders:
+        return UserError(f"--budget {clock.budget_s:g}: too small to time one candidate ({clock.elapsed():.1f} s "
+                         "spent building); give more seconds or leave --budget out")
+    below = "; ".join(f"{c.name}: {c.why}" for c in candidates if c.status == "below bound")
+    return UserError(f"--precision auto: no candidate is accurate enough ({below}); lower --min-match or name "
+                     "a --precision")
+
+
+def choose(candidates: list[Candidate], timed_ones: list[Candidate], batch: int, single: np.ndarray,
+           full: np.ndarray) -> Candidate:
+    """The timed candidate with the lowest score; the ones below the accuracy bound get one timing for the table."""
+    chosen = min(timed_ones, key=lambda c: c.score(batch))
+    for candidate in timed_ones:
+        candidate.status = "chosen" if candidate is chosen else "timed"
+    for candidate in candidates:
+        if candidate.status == "below bound" and candidate.engine is not None:
+            candidate.batch1_ms.append(timed(candidate.engine, single))  # shown, not chosen
+            candidate.batchn_ms.append(timed(candidate.engine, full))
+    return chosen
 
 
 def auto_summary(candidates: list[Candidate], chosen: Candidate, batch: int, settings: Any, clock: Clock) -> dict:
