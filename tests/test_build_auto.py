@@ -99,7 +99,7 @@ def test_auto_keeps_only_candidates_that_match_fp32(exported_onnx, val_set, tmp_
 
 
 def test_an_output_suffix_names_the_backend_and_a_format_without_metadata_gets_a_sidecar(exported_onnx, tmp_path,
-                                                                                        monkeypatch):
+                                                                                        monkeypatch, capsys):
     """-o engine.xml: only OpenVINO competes, and the IR pair is rewritten with the table in its rt_info (loading it
     checks the .bin's digest). A format with no metadata of ours gets ENGINE.auto.json beside it."""
     import json
@@ -113,6 +113,9 @@ def test_an_output_suffix_names_the_backend_and_a_format_without_metadata_gets_a
         assert written(tmp_path / "ov") == ["engine.bin", "engine.xml"]
         summary = auto_metadata(tmp_path / "ov" / "engine.xml")
         assert [(r["backend"], r["status"]) for r in summary["candidates"]] == [("openvino", "chosen")]
+        capsys.readouterr()
+        assert run(["engine-info", str(tmp_path / "ov" / "engine.xml")]) == 0
+        assert "chosen by build --precision auto: openvino fp32, the fastest of 1 timed" in capsys.readouterr().out
     monkeypatch.setattr(autotune, "write_engine_metadata", lambda *args: False)
     assert run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "ort" / "engine"), "--backend",
                 "onnxruntime", "--precision", "auto", "--timing-rounds", "1"]) == 0
