@@ -25,7 +25,7 @@ def engine_info(
     typer.echo(f"file: {info['file']}")
     for line in header:
         typer.echo(line)
-    auto = info.get("metadata", {}).get("auto_build")
+    auto = (info.get("metadata") or {}).get("auto_build")
     if auto:  # `build --precision auto`'s choice; its table is in --json (or the metadata lines below)
         timed = sum(1 for row in auto["candidates"] if row["status"] in ("chosen", "timed"))
         typer.echo(f"chosen by build --precision auto: {auto['choice']['backend']} {auto['choice']['precision']}, "
