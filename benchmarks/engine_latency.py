@@ -111,22 +111,25 @@ def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
     return rows
 
 
-def auto_engine(onnx_path: Path, train_tfrecords: Path, work: Path, rounds: int) -> tuple[dict, dict]:
+def auto_engine(onnx_path: Path, train_tfrecords: Path, work: Path, rounds: int, data=None) -> tuple[dict, dict]:
     """`build --precision auto` on ``onnx_path``, calibrated on 8 batches of 4 training images as the other INT8
-    engines are: (its row, its auto_build metadata: every candidate's row)."""
+    engines are (with ``data``, a trained model's demo data, every candidate's mAP on its val set is measured too):
+    (its row, its auto_build metadata: every candidate's row)."""
     from effdet_rt.engines import load
-    from effdet_rt.infer.autotune import build_fastest
+    from effdet_rt.infer.autotune import Validation, build_fastest
     from effdet_rt.spec.schema import BuildConfig
 
     settings = BuildConfig.model_validate({
         "data_type": "auto", "engine_file": str(work / "auto_engine"),
         "calibration": {"tfrecords": [str(train_tfrecords)], "batch_size": 4, "batches": 8},
         "auto": {"rounds": rounds}})
-    path = build_fastest(onnx_path, settings, log=print)
+    validation = Validation([str(data.val_tfrecords)], str(data.val_json)) if data is not None else None
+    path = build_fastest(onnx_path, settings, validation=validation, log=print)
     summary = load(path).metadata["auto_build"]
     choice = summary["choice"]
+    chosen = next(r for r in summary["candidates"] if r["status"] == "chosen")
     row = {"backend": f"auto ({choice['backend']})", "precision": choice["precision"], "model_file": str(path),
-           "mAP": None, "AP50": None, "latency_ms": None, "throughput": None}
+           "mAP": chosen["mAP"], "AP50": None, "latency_ms": None, "throughput": None}
     return row, summary
 
 
@@ -254,13 +257,13 @@ def candidates_markdown(summary: dict) -> str:
     batch = summary["batch"]
     lines = [f"`build --precision auto` chose {summary['choice']['backend']} {summary['choice']['precision']} "
              f"({summary['cpu_class']}, {summary['threads']} threads; {summary['rule']})", "",
-             f"| candidate | status | build s | matched FP32 | batch 1 ms | batch {batch} img/s | why |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+             f"| candidate | status | build s | matched FP32 | mAP | batch 1 ms | batch {batch} img/s | why |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     show = lambda v: "—" if v is None else str(v)  # noqa: E731
     for row in summary["candidates"]:
         matched = "—" if row["matched"] is None else f"{row['matched']:.1%}"
         lines.append(f"| {row['backend']} {row['precision']} | {row['status']} | {show(row['build_s'])} | {matched} | "
-                     f"{show(row['batch1_ms'])} | {show(row[f'batch{batch}_img_s'])} | {row['why']} |")
+                     f"{show(row['mAP'])} | {show(row['batch1_ms'])} | {show(row[f'batch{batch}_img_s'])} | {row['why']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -307,7 +310,8 @@ def main() -> None:
             from effdet_rt.demo.data import prepare_demo_data
 
             data = prepare_demo_data(args.data if args.data.is_dir() else None, Path(tmp) / "auto_data", log=lambda _: None)
-            auto_row, summary = auto_engine(Path(tmp) / "model.onnx", data.train_tfrecords, Path(tmp), args.rounds)
+            auto_row, summary = auto_engine(Path(tmp) / "model.onnx", data.train_tfrecords, Path(tmp), args.rounds,
+                                            None if args.speed_only else data)
             rows.append(auto_row)
         rows = remeasure_in_turns(rows, args.reference, Path(tmp) / "model.onnx", args.image_size, args.rounds)
         title += f"; every runner measured in turns, {args.rounds} rounds"
