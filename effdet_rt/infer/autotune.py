@@ -224,8 +224,8 @@ def validation_map(engine: Any, validation: Validation, settings: Any) -> float:
 
 def time_rounds(contenders: list[Candidate], single: np.ndarray, batch: np.ndarray, rounds: int, clock: Clock,
                 log: Callable[[str], None]) -> list[Candidate]:
-    """Warm every contender up once, then run ``rounds`` rounds, each timing every contender in turn at batch 1 and
-    at the full batch, while the budget lasts; contenders whose first round does not fit are dropped (latest
+    """Warm every contender up once, then run ``rounds`` rounds, each timing every contender in turn (after one
+    untimed run) at batch 1 and at the full batch, while the budget lasts; contenders whose first round does not fit are dropped (latest
     built first). Returns those that were timed."""
     estimate = {}
     for candidate in contenders:
@@ -242,7 +242,11 @@ def time_rounds(contenders: list[Candidate], single: np.ndarray, batch: np.ndarr
         if number and round_s > clock.left():
             log(f"auto: {number} timing rounds of {rounds} fit in the --budget")
             break
-        for candidate in timed_ones:
+        shift = number % len(timed_ones)  # each round starts with another candidate: no one always follows the same
+        for candidate in timed_ones[shift:] + timed_ones[:shift]:
+            # one untimed run first: the previous engine's threads may still be spinning (ONNX Runtime's do after
+            # each run) and its data fills the caches; timing straight after it would charge that to this one
+            candidate.engine.run(single)
             candidate.batch1_ms.append(timed(candidate.engine, single))
             candidate.batchn_ms.append(timed(candidate.engine, batch))
     return timed_ones
