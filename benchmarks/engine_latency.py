@@ -283,7 +283,8 @@ def main() -> None:
     parser.add_argument("--auto-only", action="store_true",
                         help="random weights; only the auto engine and OpenVINO's defaults on model.onnx (implies --auto)")
     parser.add_argument("--reuse", action="store_true",
-                        help="with --speed-only --keep DIR: time the engines an earlier run left in DIR, build nothing")
+                        help="with --keep DIR: time the engines (and the trained demo) an earlier run left in DIR, "
+                             "build nothing but the --auto engine")
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -302,9 +303,13 @@ def main() -> None:
         else:
             from effdet_rt.demo.run import DemoSettings, run_demo
 
-            result = run_demo(DemoSettings(args.data, Path(tmp), args.minutes, args.image_size, 4), log=print)
-            rows = [{**asdict(r), "model_file": str(Path(tmp) / ("train" if r.model_file.endswith(".edrt") else "") / r.model_file)}
-                    for r in result]
+            if args.reuse and args.keep:  # the demo an earlier run left in --keep: its engines and their mAP
+                result = json.loads((Path(tmp) / "demo_results.json").read_text())["rows"]
+            else:
+                result = [asdict(r) for r in run_demo(DemoSettings(args.data, Path(tmp), args.minutes, args.image_size, 4),
+                                                      log=print)]
+            rows = [{**r, "model_file": str(Path(tmp) / ("train" if r["model_file"].endswith(".edrt") else "") /
+                                            r["model_file"])} for r in result]
             title = f"D0 {args.image_size}x{args.image_size} trained {args.minutes:g} min on {args.data.name}"
         if args.auto and not args.auto_only:
             from effdet_rt.demo.data import prepare_demo_data
