@@ -237,7 +237,7 @@ def time_rounds(contenders: list[Candidate], single: np.ndarray, batch: np.ndarr
     while timed_ones and sum(estimate[id(c)] for c in timed_ones) > clock.left():
         dropped = timed_ones.pop()
         dropped.status, dropped.why = "skipped", "built, not timed: the --budget was spent"
-    for number in range(rounds):
+    for number in range(rounds if timed_ones else 0):
         round_s = sum(estimate[id(c)] for c in timed_ones)
         if number and round_s > clock.left():
             log(f"auto: {number} timing rounds of {rounds} fit in the --budget")
