@@ -17,6 +17,12 @@ Speed-only runs write benchmarks/results/engine_latency_speed.{json,md}, so the 
 With OpenVINO installed, its FP32 and INT8 engines (built from the same export and calibration batches) get rows
 too, and so does OpenVINO's default compilation of the plain model.onnx (what a user would run without us). Every
 runner is timed in turns (--rounds rounds); latency and images/s are also given as ratios to ONNX Runtime FP32.
+
+`--auto` adds `build --precision auto`'s engine (every candidate of the backend table built from the same export and
+calibration batches, checked against FP32 and timed in turns; its table goes into the results too) and reports it
+against the outside reference, OpenVINO's defaults on the plain model.onnx, at batch 1 and batch 8 (the issue's
+target: >= 1.25x faster at both). `--auto-only` builds nothing else (random weights): the export, the auto engine
+and the reference. The CPU class (AVX2, AVX-512 VNNI, AMX; bf16) is in every result file's machine line.
 """
 
 from __future__ import annotations
@@ -58,16 +64,14 @@ def rows_from_folder(work: Path) -> list[dict]:
     return rows
 
 
-def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
-    """Random-weight D0 exported and built both ways; speeds only (left to the side-by-side run when not `measure`)."""
+def export_random(image_size: int, work: Path):
+    """Random-weight D0 at ``image_size`` saved and exported (--nms onnx); returns (checkpoint, model.onnx, demo data)."""
     import tf_keras as keras
 
     from effdet_rt.checkpoint import model_weights, save_checkpoint
     from effdet_rt.checkpoint.keys import ScryptCost
     from effdet_rt.demo.data import prepare_demo_data
-    from effdet_rt.demo.run import DEMO_KEY, measure_speed
-    from effdet_rt.engines import load
-    from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
+    from effdet_rt.demo.run import DEMO_KEY
     from effdet_rt.export.workflow import export_from_spec
     from effdet_rt.model.factory import build_model_from_spec
     from effdet_rt.spec import default_spec, spec_to_yaml
@@ -80,8 +84,17 @@ def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
                            spec_yaml=spec_to_yaml(spec), cost=ScryptCost(log2_n=10))
     data = prepare_demo_data(BCCD if BCCD.is_dir() else None, work / "data", log=lambda _: None)
     exporting = apply_option_values(spec, {"export.checkpoint": str(ckpt), "export.onnx_file": str(work / "model.onnx")})
-    onnx_path = export_from_spec(exporting, key=DEMO_KEY)
+    return ckpt, export_from_spec(exporting, key=DEMO_KEY), data
+
+
+def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
+    """Random-weight D0 exported and built both ways; speeds only (left to the side-by-side run when not `measure`)."""
     from effdet_rt.calib.batches import calibration_batches
+    from effdet_rt.demo.run import DEMO_KEY, measure_speed
+    from effdet_rt.engines import load
+    from effdet_rt.engines.build.onnxruntime import build_onnxruntime_engine
+
+    ckpt, onnx_path, data = export_random(image_size, work)
 
     fp32 = build_onnxruntime_engine(onnx_path, work / "fp32.onnx", precision="fp32", log=lambda _: None)
     calibration = lambda: calibration_batches([data.train_tfrecords], (image_size, image_size), 4, 8)  # noqa: E731
@@ -96,6 +109,28 @@ def speed_only(image_size: int, work: Path, measure: bool = True) -> list[dict]:
         rows.append({"backend": engine.backend, "precision": engine.precision, "model_file": str(path),
                      "mAP": None, "AP50": None, "latency_ms": latency, "throughput": throughput})
     return rows
+
+
+def auto_engine(onnx_path: Path, train_tfrecords: Path, work: Path, rounds: int, data=None) -> tuple[dict, dict]:
+    """`build --precision auto` on ``onnx_path``, calibrated on 8 batches of 4 training images as the other INT8
+    engines are (with ``data``, a trained model's demo data, every candidate's mAP on its val set is measured too):
+    (its row, its auto_build metadata: every candidate's row)."""
+    from effdet_rt.engines import load
+    from effdet_rt.infer.autotune import Validation, build_fastest
+    from effdet_rt.spec.schema import BuildConfig
+
+    settings = BuildConfig.model_validate({
+        "data_type": "auto", "engine_file": str(work / "auto_engine"),
+        "calibration": {"tfrecords": [str(train_tfrecords)], "batch_size": 4, "batches": 8},
+        "auto": {"rounds": rounds}})
+    validation = Validation([str(data.val_tfrecords)], str(data.val_json)) if data is not None else None
+    path = build_fastest(onnx_path, settings, validation=validation, log=print)
+    summary = load(path).metadata["auto_build"]
+    choice = summary["choice"]
+    chosen = next(r for r in summary["candidates"] if r["status"] == "chosen")
+    row = {"backend": f"auto ({choice['backend']})", "precision": choice["precision"], "model_file": str(path),
+           "mAP": chosen["mAP"], "AP50": None, "latency_ms": None, "throughput": None}
+    return row, summary
 
 
 class ReferenceRunner:
@@ -125,13 +160,15 @@ class OpenVinoOnnxRunner:
     """The exported model.onnx compiled by OpenVINO with its defaults, as a user would run it without effdet-rt
     (on CPUs with BF16 that computes in bf16), with no post-processing of the outputs."""
 
+    name = "OpenVINO defaults on model.onnx"
+
     def __init__(self, path: Path):
         import openvino as ov
 
         self.compiled = ov.Core().compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
         self.request = self.compiled.create_infer_request()
         compute = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.backend, self.precision = "OpenVINO defaults on model.onnx", f"fp32 model, computes in {compute}"
+        self.backend, self.precision = self.name, f"fp32 model, computes in {compute}"
 
     def run(self, batch):
         self.request.infer({0: batch})
@@ -179,10 +216,15 @@ def remeasure_in_turns(rows: list[dict], references: list[Path], onnx_path: Path
             "latency_ms": lat, "throughput": rate}
            for r, path, (lat, rate) in zip(refs, ref_files, measured[: len(refs)], strict=True)]
     out += [{**row, "latency_ms": lat, "throughput": rate} for row, (lat, rate) in zip(rows, measured[len(refs):], strict=True)]
-    ort_fp32 = next(r for r in out if r["backend"] == "onnxruntime" and r["precision"] == "fp32")
+    ort_fp32 = next((r for r in out if r["backend"] == "onnxruntime" and r["precision"] == "fp32"), None)
+    outside = next((r for r in out if r["backend"] == OpenVinoOnnxRunner.name), None)
     for row in out:
-        row["latency_vs_ort_fp32"] = row["latency_ms"] / ort_fp32["latency_ms"]
-        row["throughput_vs_ort_fp32"] = row["throughput"] / ort_fp32["throughput"]
+        if ort_fp32 is not None:
+            row["latency_vs_ort_fp32"] = row["latency_ms"] / ort_fp32["latency_ms"]
+            row["throughput_vs_ort_fp32"] = row["throughput"] / ort_fp32["throughput"]
+        if outside is not None:  # > 1: faster than what a user gets from OpenVINO without effdet-rt
+            row["speedup_vs_openvino_defaults_b1"] = outside["latency_ms"] / row["latency_ms"]
+            row["speedup_vs_openvino_defaults_b8"] = row["throughput"] / outside["throughput"]
         if references:
             row["latency_vs_reference"] = row["latency_ms"] / out[0]["latency_ms"]
     return out
@@ -192,16 +234,36 @@ def markdown(rows: list[dict], title: str) -> str:
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     ratio = any("latency_vs_reference" in r for r in rows)
     ort = any("latency_vs_ort_fp32" in r for r in rows)
+    outside = any("speedup_vs_openvino_defaults_b1" in r for r in rows)
     head = "| backend | precision | mAP (BCCD val) | AP50 | latency batch 1 | images/s batch 8 |"
     rule = "| --- | --- | ---: | ---: | ---: | ---: |"
     head += (" latency / reference |" if ratio else "") + (" latency / ORT FP32 | images/s / ORT FP32 |" if ort else "")
     rule += (" ---: |" if ratio else "") + (" ---: | ---: |" if ort else "")
+    head += " speed-up vs OpenVINO defaults, batch 1 | batch 8 |" if outside else ""
+    rule += " ---: | ---: |" if outside else ""
     lines = [title, "", head, rule]
     for r in rows:
         line = f"| {r['backend']} | {r['precision']} | {fmt(r['mAP'])} | {fmt(r['AP50'])} | {r['latency_ms']:.1f} ms | {r['throughput']:.1f} |"
         line += f" {r['latency_vs_reference']:.3f} |" if ratio else ""
         line += f" {r['latency_vs_ort_fp32']:.3f} | {r['throughput_vs_ort_fp32']:.3f} |" if ort else ""
+        line += (f" {r['speedup_vs_openvino_defaults_b1']:.2f}x | {r['speedup_vs_openvino_defaults_b8']:.2f}x |"
+                 if outside else "")
         lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def candidates_markdown(summary: dict) -> str:
+    """`build --precision auto`'s own table: every candidate, timed in turns by it (its rounds, not the table above)."""
+    batch = summary["batch"]
+    lines = [f"`build --precision auto` chose {summary['choice']['backend']} {summary['choice']['precision']} "
+             f"({summary['cpu_class']}, {summary['threads']} threads; {summary['rule']})", "",
+             f"| candidate | status | build s | matched FP32 | mAP | batch 1 ms | batch {batch} img/s | why |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    show = lambda v: "—" if v is None else str(v)  # noqa: E731
+    for row in summary["candidates"]:
+        matched = "—" if row["matched"] is None else f"{row['matched']:.1%}"
+        lines.append(f"| {row['backend']} {row['precision']} | {row['status']} | {show(row['build_s'])} | {matched} | "
+                     f"{show(row['mAP'])} | {show(row['batch1_ms'])} | {show(row[f'batch{batch}_img_s'])} | {row['why']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -216,33 +278,59 @@ def main() -> None:
                         help="effdet ONNX from benchmarks/effdet_reference.py, measured in turns with the engines")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of the side-by-side measurement")
     parser.add_argument("--tag", default="", help="suffix of the result files (keeps an earlier run's files)")
+    parser.add_argument("--auto", action="store_true",
+                        help="also build `build --precision auto`'s engine and compare it with OpenVINO's defaults")
+    parser.add_argument("--auto-only", action="store_true",
+                        help="random weights; only the auto engine and OpenVINO's defaults on model.onnx (implies --auto)")
     parser.add_argument("--reuse", action="store_true",
-                        help="with --speed-only --keep DIR: time the engines an earlier run left in DIR, build nothing")
+                        help="with --keep DIR: time the engines (and the trained demo) an earlier run left in DIR, "
+                             "build nothing but the --auto engine")
     args = parser.parse_args()
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
+    summary = None
     with tempfile.TemporaryDirectory(prefix="effdet-engine-latency-") as scratch:
         tmp = str(args.keep or scratch)
-        if args.speed_only:
+        if args.auto_only:
+            _ckpt, onnx_path, data = export_random(args.image_size, Path(tmp))
+            auto_row, summary = auto_engine(onnx_path, data.train_tfrecords, Path(tmp), args.rounds)
+            rows = [auto_row]
+            title = f"D0 {args.image_size}x{args.image_size}, random weights: the auto engine vs OpenVINO's defaults"
+        elif args.speed_only:
             rows = (rows_from_folder(Path(tmp)) if args.reuse and args.keep else
                     speed_only(args.image_size, Path(tmp), measure=False))
             title = f"D0 {args.image_size}x{args.image_size}, random weights (speed only)"
         else:
             from effdet_rt.demo.run import DemoSettings, run_demo
 
-            result = run_demo(DemoSettings(args.data, Path(tmp), args.minutes, args.image_size, 4), log=print)
-            rows = [{**asdict(r), "model_file": str(Path(tmp) / ("train" if r.model_file.endswith(".edrt") else "") / r.model_file)}
-                    for r in result]
+            if args.reuse and args.keep:  # the demo an earlier run left in --keep: its engines and their mAP
+                result = json.loads((Path(tmp) / "demo_results.json").read_text())["rows"]
+            else:
+                result = [asdict(r) for r in run_demo(DemoSettings(args.data, Path(tmp), args.minutes, args.image_size, 4),
+                                                      log=print)]
+            rows = [{**r, "model_file": str(Path(tmp) / ("train" if r["model_file"].endswith(".edrt") else "") /
+                                            r["model_file"])} for r in result]
             title = f"D0 {args.image_size}x{args.image_size} trained {args.minutes:g} min on {args.data.name}"
+        if args.auto and not args.auto_only:
+            from effdet_rt.demo.data import prepare_demo_data
+
+            data = prepare_demo_data(args.data if args.data.is_dir() else None, Path(tmp) / "auto_data", log=lambda _: None)
+            auto_row, summary = auto_engine(Path(tmp) / "model.onnx", data.train_tfrecords, Path(tmp), args.rounds,
+                                            None if args.speed_only else data)
+            rows.append(auto_row)
         rows = remeasure_in_turns(rows, args.reference, Path(tmp) / "model.onnx", args.image_size, args.rounds)
         title += f"; every runner measured in turns, {args.rounds} rounds"
     machine = describe_cpu()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for row in rows:
         row["model_file"] = Path(row["model_file"]).name
-    stem = ("engine_latency_speed" if args.speed_only else "engine_latency") + (f"_{args.tag}" if args.tag else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"title": title, "machine": machine, "rows": rows}, indent=2) + "\n")
+    stem = ("engine_latency_auto" if args.auto_only else "engine_latency_speed" if args.speed_only
+            else "engine_latency") + (f"_{args.tag}" if args.tag else "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"title": title, "machine": machine, "rows": rows,
+                                                      "auto_build": summary}, indent=2) + "\n")
     text = markdown(rows, f"{title} ({machine})")
+    if summary is not None:
+        text += "\n" + candidates_markdown(summary)
     (RESULTS / f"{stem}.md").write_text(text)
     print(text)
 

@@ -1,29 +1,17 @@
-"""What CPU a benchmark ran on: its figures depend on it (INT8 most: VNNI or not), so result files say."""
+"""What CPU a benchmark ran on: its figures depend on it (INT8 most: VNNI or not; bf16 and AMX), so result files say."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's effdet_rt, when run as a script
 
-def model_and_flags(cpuinfo: str) -> tuple[str, set[str]]:
-    """The first CPU's 'model name' and 'flags' from the text of /proc/cpuinfo."""
-    model, flags = "", set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
+from effdet_rt.utils.cpu import cpu_class, has_bf16_arithmetic, model_and_flags, read_cpuinfo  # noqa: E402
 
-
-def read_cpuinfo() -> tuple[str, set[str]]:
-    try:
-        return model_and_flags(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return "", set()
+__all__ = ["cpu_class", "cpu_model", "describe_cpu", "model_and_flags", "read_cpuinfo"]
 
 
 def _name(model: str) -> str:
@@ -35,11 +23,10 @@ def cpu_model() -> str:
 
 
 def describe_cpu() -> str:
-    """e.g. 'AMD EPYC, 2 cores, AVX2, no VNNI' (the model name and the vector extensions INT8 kernels use)."""
+    """e.g. 'AMD EPYC, 2 cores, AVX-512 VNNI, bf16' (the model name and the CPU class its kernels see)."""
     model, flags = read_cpuinfo()
-    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
-    vnni = "VNNI" if {"avx512_vnni", "avx_vnni"} & flags else "no VNNI"
-    return f"{_name(model)}, {os.cpu_count()} cores, {vector}, {vnni}"
+    bf16 = ", bf16" if has_bf16_arithmetic(flags) else ", no bf16"
+    return f"{_name(model)}, {os.cpu_count()} cores, {cpu_class(flags)}{bf16}"
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def backend_for_file(path: str | Path) -> Backend:
 
 def precision_help() -> str:
     """The `--precision` option's help, from the table."""
-    return "; ".join(f"{b.name}: {' | '.join(b.precisions)}" for b in BACKENDS if b.builder) + "."
+    return ("; ".join(f"{b.name}: {' | '.join(b.precisions)}" for b in BACKENDS if b.builder) + f"; {AUTO}: every "
+            "engine this machine runs, timed in turns, the fastest that matches FP32 kept (build.auto).")
 
 
 def backend_help() -> str:

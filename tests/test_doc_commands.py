@@ -174,4 +174,5 @@ def test_documented_commands_run_as_typed(page, doc_base, tmp_path, monkeypatch,
             assert (workspace / command.stdout).stat().st_size > 100, where
         if "-o" in command.argv:
             output = workspace / command.argv[command.argv.index("-o") + 1]
-            assert output.exists(), where
+            # `build --precision auto -o engine` writes engine.xml or engine.onnx, whichever backend won
+            assert output.exists() or list(output.parent.glob(f"{output.name}.*")), where

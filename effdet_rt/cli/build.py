@@ -43,23 +43,54 @@ def build_command(
                                      help="ONNX Runtime int8 Q/DQ layout: onnxruntime (all ops, UINT8 activations: fast "
                                           "on CPU) or tensorrt (symmetric INT8 activations on convs: the input "
                                           "TensorRT 11 needs)."),
+    budget: float = field_option("build.auto.budget_s", "--budget",
+                                 help="--precision auto: seconds for building and timing every candidate (those not "
+                                      "reached are reported as skipped)."),
+    timing_rounds: int = field_option("build.auto.rounds", "--timing-rounds",
+                                      help="--precision auto: timing rounds (each times every candidate in turn at "
+                                           "batch 1 and at --max-batch)."),
+    min_match: float = field_option("build.auto.min_match", "--min-match",
+                                    help="--precision auto: share of FP32's detections on the calibration images a "
+                                         "candidate must match (same class, IoU >= 0.5)."),
     overrides: list[str] = overrides_argument,
 ) -> None:
-    """Build an engine from an exported ONNX model."""
+    """Build an engine from an exported ONNX model; `--precision auto` builds every engine this machine runs, times
+    them and keeps the fastest that matches FP32."""
+    from effdet_rt.backends import AUTO
     from effdet_rt.engines.build.request import build_engine
 
     settings = task_spec(build_command, locals())
+    if settings.build.data_type == AUTO:
+        if calib_only or calib_images is not None:
+            raise UserError("--precision auto builds detector engines for CPUs and GPUs; drop --calib-only / "
+                            "--calib-images, or choose a --precision")
+        calibrate_on_training_set(settings, typer.echo)
+        build_measured(model, settings, typer.echo)
+        return
     classifier = classifier_calibration(model, calib_images, settings.build.calibration, typer.echo)
     if classifier is None:
         calibrate_on_training_set(settings, typer.echo)
     build_engine(model, settings.build, calib_only=calib_only, calibration=classifier, log=typer.echo)
 
 
+def build_measured(model: Path, settings, log) -> Path:
+    """`--precision auto`, with mAP on the validation set too when the spec names one (dataset.val_tfrecords and
+    dataset.val_json_file; evaluate.num_samples images)."""
+    from effdet_rt.infer.autotune import Validation, build_fastest
+
+    dataset = settings.dataset
+    validation = None
+    if dataset.val_tfrecords and dataset.val_json_file:
+        validation = Validation(list(dataset.val_tfrecords), dataset.val_json_file, settings.evaluate.num_samples)
+        log(f"auto: each candidate's mAP on {dataset.val_json_file} (up to {settings.evaluate.num_samples} images)")
+    return build_fastest(model, settings.build, validation=validation, log=log)
+
+
 def calibrate_on_training_set(settings, log) -> None:
-    """A detector's INT8 build without build.calibration.tfrecords calibrates on dataset.train_tfrecords (what
+    """A detector's INT8 (or auto) build without build.calibration.tfrecords calibrates on dataset.train_tfrecords (what
     the training images are, as TAO calibrates on the training images)."""
     calibration = settings.build.calibration
-    if settings.build.data_type == "int8" and not calibration.tfrecords and settings.dataset.train_tfrecords:
+    if settings.build.data_type in ("int8", "auto") and not calibration.tfrecords and settings.dataset.train_tfrecords:
         calibration.tfrecords = list(settings.dataset.train_tfrecords)
         log("calibration: no --calib-tfrecords / build.calibration.tfrecords; using dataset.train_tfrecords")
 

@@ -25,6 +25,12 @@ def engine_info(
     typer.echo(f"file: {info['file']}")
     for line in header:
         typer.echo(line)
+    auto = (info.get("metadata") or {}).get("auto_build")
+    if auto:  # `build --precision auto`'s choice; its table is in --json (or the metadata lines below)
+        timed = sum(1 for row in auto["candidates"] if row["status"] in ("chosen", "timed"))
+        typer.echo(f"chosen by build --precision auto: {auto['choice']['backend']} {auto['choice']['precision']}, "
+                   f"the fastest of {timed} timed candidates on {auto['cpu'] or 'this CPU'} ({auto['cpu_class']}, "
+                   f"{auto['threads']} threads)")
     for tensor in info["tensors"]:
         typer.echo(f"{tensor['io']:6s} {tensor['name']}: shape {tensor['shape']} {tensor['dtype']}")
     for name, profile in info.get("profile", {}).items():

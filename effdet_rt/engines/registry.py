@@ -52,3 +52,20 @@ def describe_file(path: str | Path) -> dict[str, Any]:
 
 def auto_candidates() -> list[Backend]:
     return sorted((b for b in BACKENDS if b.auto_rank is not None), key=lambda b: b.auto_rank)
+
+
+def precision_status(backend: Backend, precision: str) -> tuple[bool, str]:
+    """(usable, why) for one precision of a usable backend on this machine (bf16 needs bfloat16 arithmetic): the
+    runtime module's `precision_status` when it has one; otherwise every precision of the row runs."""
+    check = getattr(runtime_module(backend), "precision_status", None)
+    return check(precision) if check else (True, "")
+
+
+def write_engine_metadata(backend: Backend, built: Path, output: Path, values: dict[str, Any]) -> bool:
+    """Copy the engine ``built`` to ``output`` with ``values`` added to its metadata (written atomically); False
+    when the backend's files carry no metadata of ours (the caller then writes a sidecar)."""
+    writer = getattr(builder_module(backend), "write_metadata", None)
+    if writer is None:
+        return False
+    writer(built, output, values)
+    return True

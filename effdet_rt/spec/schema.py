@@ -32,7 +32,7 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 BACKEND_CHOICES = (AUTO, *backend_names(buildable=True))
-PRECISION_CHOICES = all_precisions()
+PRECISION_CHOICES = (*all_precisions(), AUTO)  # auto: measured on this machine (build.auto)
 
 
 class Section(BaseModel):
@@ -287,6 +287,15 @@ class CalibrationConfig(Section):
     _wrap_globs = field_validator("tfrecords", mode="before")(_as_list)
 
 
+class AutoBuildConfig(Section):
+    """`build --precision auto`: how the candidates are timed and which accuracy they must keep."""
+
+    budget_s: PositiveFloat | None = None  # seconds for building and timing every candidate; None: no cap
+    rounds: PositiveInt = 5  # timing rounds, each running every candidate once at batch 1 and at max_batch_size
+    # share of FP32's detections on the calibration images a candidate must match (same class, IoU >= 0.5)
+    min_match: Probability = 0.9
+
+
 class BuildConfig(Section):
     # the choices come from the backend table (effdet_rt/backends.py)
     backend: Literal[BACKEND_CHOICES] = "auto"  # type: ignore[valid-type]
@@ -301,6 +310,7 @@ class BuildConfig(Section):
     # (symmetric INT8 activations on convolutions only: the input TensorRT 11 needs)
     int8_profile: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    auto: AutoBuildConfig = Field(default_factory=AutoBuildConfig)
 
     @model_validator(mode="after")
     def _batch_range_ordered(self) -> BuildConfig:

@@ -108,6 +108,16 @@ def build_onnxruntime_engine(
     )
 
 
+def write_metadata(built: Path, output: Path, values: dict[str, Any]) -> None:
+    """The engine ``built`` saved as ``output`` with ``values`` added to its metadata."""
+    import onnx
+
+    model = onnx.load(str(built))
+    set_metadata(model, {**read_metadata(model), **values})
+    with atomic_path(output) as tmp:
+        onnx.save(model, str(tmp))
+
+
 def build(model: Path, output: Path, settings: Any, *, calibration: Callable[[], Iterable[np.ndarray]] | None,
           calib_only: bool, log: Callable[[str], None]) -> Path:
     """The backend table's entry point (effdet_rt/backends.py): the spec's build section -> this builder."""

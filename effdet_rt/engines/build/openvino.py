@@ -196,6 +196,16 @@ def build_openvino_engine(
     return output
 
 
+def write_metadata(built: Path, output: Path, values: dict[str, Any]) -> None:
+    """The IR pair ``built`` rewritten as ``output`` with ``values`` added to its rt_info metadata."""
+    from effdet_rt.engines.runtime.openvino_common import read_rt_metadata
+
+    ov = import_openvino()
+    model = ov.Core().read_model(str(built))
+    metadata = {**read_rt_metadata(model), **values}
+    save_ir(ov, model, output, metadata, compress_to_fp16=metadata.get("precision") == "fp16")
+
+
 def build(model: Path, output: Path, settings: Any, *, calibration: Callable[[], Iterable[np.ndarray]] | None,
           calib_only: bool, log: Callable[[str], None]) -> Path:
     """The backend table's entry point (effdet_rt/backends.py): the spec's build section -> this builder."""

@@ -84,6 +84,9 @@ def build_engine(model: str | Path, build: Any, *, calib_only: bool = False, cal
         raise ModelFileError(f"{model}: model file not found; pass the ONNX file written by `effdet-rt export`")
     if not build.engine_file:
         raise UserError("no output file: pass -o engine.plan|engine.onnx (or set build.engine_file)")
+    if build.data_type == AUTO:  # the measured choice builds and runs engines: effdet_rt.infer.autotune
+        raise UserError("--precision auto is chosen by measurement: run `effdet-rt build --precision auto` "
+                        "(effdet_rt.infer.autotune.build_fastest)")
     output = Path(build.engine_file)
     backend = backend_named(choose_backend(build.backend, log, output))
     if calib_only and backend.name != "tensorrt":

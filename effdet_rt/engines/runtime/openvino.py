@@ -50,6 +50,13 @@ def check_bf16(core: Any, source: str = "--precision bf16") -> None:
                         "run a bf16 engine here; build --precision fp32 (or int8) instead")
 
 
+def precision_status(precision: str) -> tuple[bool, str]:
+    """Whether this CPU runs an engine of ``precision`` (the backend table's check, for `--precision auto`)."""
+    if precision == "bf16" and not has_bf16(import_openvino().Core()):
+        return False, "this CPU has no bfloat16 arithmetic (AVX512_BF16 or AMX)"
+    return True, ""
+
+
 def port_name(port: Any) -> str:
     """An output's name: the effdet-rt tensor name when the port carries one of them, else its first name."""
     names = port.get_names()
