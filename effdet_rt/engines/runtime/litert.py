@@ -61,6 +61,13 @@ def read_flatbuffer(path: Path, data: bytes | None = None):
         model = schema.ModelT.InitFromPackedBuf(data, 0)
     except Exception as exc:  # flatbuffers raises struct/index/type errors on damaged bytes
         raise ModelFileError(f"{path}: damaged TensorFlow Lite model ({exc.__class__.__name__}); export it again") from exc
+    for code in model.operatorCodes or []:
+        # the schema keeps the op code twice (deprecated_builtin_code = min(builtin_code, 127)); LiteRT runs the
+        # larger, so one damaged copy swaps the kernel under an op's inputs, and a kernel that trusts its input
+        # count (SPLIT) reads past them and crashes the process. (Files older than the second copy leave it 0.)
+        if code.builtinCode and code.deprecatedBuiltinCode != min(code.builtinCode, 127):
+            raise ModelFileError(f"{path}: damaged TensorFlow Lite model (operator code {code.builtinCode} recorded "
+                                 f"as {code.deprecatedBuiltinCode}); export it again")
     return model
 
 
