@@ -65,6 +65,28 @@ def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
 # hands files out in collection order, so starting these first keeps one long file from running alone at the end
 # while the other worker sits idle.
 HEAVY_FIRST = [
+    "test_litert.py",
+    "test_train_overfit.py",
+    "test_doc_commands.py",
+    "test_classification_prune.py",
+    "test_classification_e2e.py",
+    "test_train_multiworker.py",
+    "test_triton.py",
+    "test_demo.py",
+    "test_model_params.py",
+    "test_train_kill9.py",
+    "test_prune_flow.py",
+    "test_export.py",
+    "test_openvino.py",
+    "test_train_qat.py",
+    "test_train_run.py",
+    "test_prune_d0.py",
+    "test_train_interrupt_amp.py",
+    "test_fuzz_files.py",
+    "test_litert_classifier.py",
+    "test_classification_tensorrt.py",
+    "test_lite_reference.py",
+    "test_user_commands.py",
 ]
 
 

@@ -536,20 +536,32 @@ def served_engine(repository: Path, model: Path, name: str | None = None) -> tup
     if not repository.is_dir():
         raise UserError(f"{repository}: model repository not found; write it first with `effdet-rt triton -m "
                         f"{model} -o {repository} --name NAME`")
-    found = []
+    found, damaged = [], []
     for marker in sorted(repository.glob(f"*/{MARKER}")):
         try:
             record = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict):
+            damaged.append(marker)  # another folder's damaged record need not stop this one; named if none is found
             continue
         if record.get("role") == "model" and record.get("source") == str(model.resolve()) and \
                 name in (None, record.get("name")):
-            found.append((marker.parent.name, int(record["max_batch_size"])))
+            found.append((marker.parent.name, recorded_max_batch(marker, record)))
     if len(found) != 1:
         if found:
             raise UserError(f"{repository}: holds {len(found)} engines written from {model} "
                             f"({', '.join(f[0] for f in found)}); pick one with --triton-name NAME")
         entry = f" as '{name}'" if name else ""
-        raise UserError(f"{repository}: holds no engine written from {model}{entry} by `effdet-rt triton`; write "
-                        f"one with `effdet-rt triton -m {model} -o {repository} --name NAME`")
+        unreadable = f" ({damaged[0]} is damaged: not a JSON object)" if damaged else ""
+        raise UserError(f"{repository}: holds no engine written from {model}{entry} by `effdet-rt triton`"
+                        f"{unreadable}; write one with `effdet-rt triton -m {model} -o {repository} --name NAME`")
     return found[0]
+
+
+def recorded_max_batch(marker: Path, record: dict[str, Any]) -> int:
+    value = record.get("max_batch_size")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ModelFileError(f"{marker}: damaged record (max_batch_size {value!r} is not a positive integer); write "
+                             "the repository again with `effdet-rt triton`")
+    return value

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,8 +20,10 @@ from effdet_rt.data.preprocess import decode_image, preprocess_batch
 from effdet_rt.detections import Detections
 from effdet_rt.engines.runtime.base import detections_from_outputs, host_nms_setup
 from effdet_rt.engines.runtime.host_nms import host_postprocess
-from effdet_rt.errors import DataError, UserError
+from effdet_rt.errors import DataError, ModelFileError, UserError
 from effdet_rt.onnx.names import BOX_CODES, CLASS_LOGITS
+
+T = TypeVar("T")
 
 
 class PythonStep:
@@ -33,6 +36,24 @@ class PythonStep:
         self.parameters = parameters
         self.input_names = [t["name"] for t in config["input"]]
         self.output_types = {t["name"]: self.pb.triton_string_to_numpy(t["data_type"]) for t in config["output"]}
+
+    def parameter(self, key: str, parse: Callable[[str], T]) -> T:
+        """A parameter `effdet-rt triton` wrote into config.pbtxt, parsed; a missing or damaged one (the file edited
+        by hand) stops the model's load with an error naming the file, not a traceback in Triton's log."""
+        try:
+            return parse(self.parameters[key])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"{self.folder / 'config.pbtxt'}: parameter {key} is missing or damaged ({exc}); "
+                                 "write the repository again with `effdet-rt triton`") from exc
+
+    def text_file(self, name: str) -> list[str]:
+        """The lines of a file `effdet-rt triton` wrote beside config.pbtxt."""
+        path = self.folder / name
+        try:
+            return path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelFileError(f"{path}: cannot be read ({exc.__class__.__name__}); write the repository again "
+                                 "with `effdet-rt triton`") from exc
 
     def inputs_of(self, request: Any) -> dict[str, np.ndarray]:
         return {name: self.pb.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
@@ -70,7 +91,7 @@ class EngineStep(PythonStep):
         super().__init__(args, config, parameters)
         from effdet_rt.engines.registry import open_runner
 
-        self.runner = open_runner(self.folder / self.version / parameters["effdet_rt_engine_file"])
+        self.runner = open_runner(self.folder / self.version / self.parameter("effdet_rt_engine_file", str))
 
     def execute(self, requests: list[Any]) -> list[Any]:
         batches = [self.inputs_of(request)[self.input_names[0]] for request in requests]
@@ -83,6 +104,27 @@ class EngineStep(PythonStep):
             responses.append(self.response({name: value[start:start + len(batch)] for name, value in outputs.items()}))
             start += len(batch)
         return responses
+
+
+def input_size(text: str) -> tuple[int, int]:
+    size = json.loads(text)
+    if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v > 0 for v in size)):
+        raise ValueError(f"{text!r} is not [height, width]")
+    return size[0], size[1]
+
+
+def score(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{value} is not in [0, 1)")
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
 
 
 def request_images(encoded: np.ndarray) -> list[np.ndarray]:
@@ -101,7 +143,7 @@ class DetectorPreprocess(PerRequestStep):
 
     def __init__(self, args: dict[str, Any], config: dict[str, Any], parameters: dict[str, str]):
         super().__init__(args, config, parameters)
-        self.input_size = tuple(json.loads(parameters["effdet_rt_input_size"]))
+        self.input_size = self.parameter("effdet_rt_input_size", input_size)
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = request_images(inputs["image"])
@@ -116,12 +158,12 @@ class DetectorPostprocess(PerRequestStep):
 
     def __init__(self, args: dict[str, Any], config: dict[str, Any], parameters: dict[str, str]):
         super().__init__(args, config, parameters)
-        self.min_score = float(parameters["effdet_rt_min_score"])
-        self.labels = (self.folder / "labels.txt").read_text(encoding="utf-8").splitlines()
-        metadata = json.loads(parameters["effdet_rt_metadata"])
+        self.min_score = self.parameter("effdet_rt_min_score", score)
+        self.labels = self.text_file("labels.txt")
+        metadata = self.parameter("effdet_rt_metadata", json_object)
         self.raw = f"raw_{CLASS_LOGITS}" in self.input_names
         if self.raw:
-            self.anchors, self.nms = host_nms_setup(metadata, self.folder)
+            self.anchors, self.nms = host_nms_setup(metadata, self.folder / "config.pbtxt")
 
     def compute(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raw = {name[len("raw_"):]: value for name, value in inputs.items() if name.startswith("raw_")}

@@ -5,9 +5,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, Field, ValidationError
 
 from effdet_rt.backends import backend_for_file, model_file_types
 from effdet_rt.data.preprocess import preprocess_batch
@@ -92,18 +93,51 @@ class RunnerEngine(Engine):
         return {**super().describe(), "model": str(self.path), "nms": self.mode, "batch": self.static_batch or "dynamic"}
 
 
+Level = Annotated[int, Field(ge=1, le=12, strict=True)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class AnchorMetadata(BaseModel):
+    """The anchor settings an export writes into a raw-heads model (model/anchors.py's AnchorConfig)."""
+
+    min_level: Level
+    max_level: Level
+    num_scales: Annotated[int, Field(ge=1, le=16, strict=True)]
+    aspect_ratios: Annotated[list[tuple[Positive, Positive]], Field(min_length=1, max_length=16)]
+    anchor_scale: Positive
+
+
+class HostNmsMetadata(BaseModel):
+    """What host NMS reads from a raw-heads model's metadata. Bounded: a damaged file must not make it generate
+    anchors for a gigapixel input."""
+
+    anchors: AnchorMetadata
+    input_size: tuple[Annotated[int, Field(ge=1, le=8192, strict=True)], Annotated[int, Field(ge=1, le=8192, strict=True)]]
+    score_threshold: Annotated[float, Field(ge=0, le=1)] = 0.001
+    iou_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    max_detections: Annotated[int, Field(ge=1, strict=True)] = 100
+    pre_nms_top_k: Annotated[int, Field(ge=1, strict=True)] = 5000
+
+
 def host_nms_setup(metadata: dict[str, Any], path: Path) -> tuple[np.ndarray, NmsConfig]:
     """Anchors and NMS settings for a raw-heads model, from the metadata its export wrote."""
     if "anchors" not in metadata:
         raise ModelFileError(f"{path}: raw-heads model without anchor metadata; re-export it with effdet-rt")
-    a = metadata["anchors"]
-    config = AnchorConfig(a["min_level"], a["max_level"], a["num_scales"], tuple(tuple(r) for r in a["aspect_ratios"]),
-                          a["anchor_scale"])
-    nms = NmsConfig(score_threshold=metadata.get("score_threshold", 0.001),
-                    iou_threshold=metadata.get("iou_threshold", 0.5),
-                    max_detections=metadata.get("max_detections", 100),
-                    pre_nms_top_k=metadata.get("pre_nms_top_k", 5000))
-    return generate_anchors(tuple(metadata["input_size"]), config), nms
+    try:
+        meta = HostNmsMetadata.model_validate(metadata)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"])
+        raise ModelFileError(f"{path}: damaged anchor/NMS metadata ({field}: {problem['msg']}); re-export it with "
+                             "effdet-rt") from exc
+    a = meta.anchors
+    if a.min_level > a.max_level:
+        raise ModelFileError(f"{path}: damaged anchor metadata (min_level {a.min_level} > max_level {a.max_level}); "
+                             "re-export it with effdet-rt")
+    config = AnchorConfig(a.min_level, a.max_level, a.num_scales, tuple(a.aspect_ratios), a.anchor_scale)
+    nms = NmsConfig(score_threshold=meta.score_threshold, iou_threshold=meta.iou_threshold,
+                    max_detections=meta.max_detections, pre_nms_top_k=meta.pre_nms_top_k)
+    return generate_anchors(meta.input_size, config), nms
 
 
 def detections_from_outputs(outputs: dict[str, np.ndarray], count: int) -> Detections:

@@ -47,7 +47,8 @@ def require_litert() -> None:
 
 
 def read_flatbuffer(path: Path, data: bytes | None = None):
-    """The file's flatbuffer Model (read lazily: nothing is copied), or a clear error for foreign or damaged bytes."""
+    """The file's flatbuffer Model unpacked (weights stay views of ``data``), or a clear error for foreign or
+    damaged bytes."""
     require_litert()
     from ai_edge_litert import schema_py_generated as schema
 
@@ -56,24 +57,33 @@ def read_flatbuffer(path: Path, data: bytes | None = None):
         raise ModelFileError(f"{path}: not a TensorFlow Lite model (no TFL3 identifier); pass a .tflite written by "
                              "`effdet-rt export -o model.tflite`")
     try:
-        model = schema.Model.GetRootAs(data, 0)
-        model.SubgraphsLength()
-    except Exception as exc:  # flatbuffers raises struct/index errors on damaged bytes
+        # unpacking every table walks every offset (bounds-checked in Python), which LiteRT's C++ interpreter reads
+        # without a verifier; a damaged offset ends here, not as a read past the buffer or a Python error later
+        model = schema.ModelT.InitFromPackedBuf(data, 0)
+    except Exception as exc:  # flatbuffers raises struct/index/type errors on damaged bytes
         raise ModelFileError(f"{path}: damaged TensorFlow Lite model ({exc.__class__.__name__}); export it again") from exc
+    for code in model.operatorCodes or []:
+        # the schema keeps the op code twice (deprecated_builtin_code = min(builtin_code, 127)); LiteRT runs the
+        # larger, so one damaged copy swaps the kernel under an op's inputs, and a kernel that trusts its input
+        # count (SPLIT) reads past them and crashes the process. (Files older than the second copy leave it 0.)
+        if code.builtinCode and code.deprecatedBuiltinCode != min(code.builtinCode, 127):
+            raise ModelFileError(f"{path}: damaged TensorFlow Lite model (operator code {code.builtinCode} recorded "
+                                 f"as {code.deprecatedBuiltinCode}); export it again")
     return model
 
 
 def read_metadata(path: Path, data: bytes | None = None) -> dict[str, Any]:
     """The effdet_rt JSON metadata entry of a .tflite ({} when it has none)."""
     model = read_flatbuffer(path, data)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() == METADATA_NAME.encode():
-            raw = model.Buffers(entry.Buffer()).DataAsNumpy()
+    for entry in model.metadata or []:
+        if entry.name == METADATA_NAME.encode():
             try:
-                return json.loads(bytes(raw).decode())
-            except (ValueError, TypeError) as exc:
+                metadata = json.loads(bytes(model.buffers[entry.buffer].data).decode())
+            except (ValueError, TypeError, IndexError) as exc:
                 raise ModelFileError(f"{path}: damaged effdet_rt metadata ({exc}); export it again") from exc
+            if not isinstance(metadata, dict):
+                raise ModelFileError(f"{path}: damaged effdet_rt metadata (not a JSON object); export it again")
+            return metadata
     return {}
 
 
@@ -97,10 +107,20 @@ def interpreter(path: Path, threads: int | None = None, preserve_all_tensors: bo
     from ai_edge_litert.interpreter import Interpreter
 
     try:
-        return Interpreter(model_path=str(path), num_threads=threads or usable_cpus(),
-                           experimental_preserve_all_tensors=preserve_all_tensors)
+        interp = Interpreter(model_path=str(path), num_threads=threads or usable_cpus(),
+                             experimental_preserve_all_tensors=preserve_all_tensors)
+        # a damaged file LiteRT still builds fails here, not in a caller: a kernel refusing its tensors, a tensor
+        # name that is not UTF-8
+        interp.allocate_tensors()
+        interp._get_ops_details()
+        signature_outputs = set(output_indices(interp).values())
     except (ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: LiteRT cannot load this model ({str(exc).splitlines()[0]}); export it again") from exc
+        why = (str(exc).splitlines() or [exc.__class__.__name__])[0]
+        raise ModelFileError(f"{path}: LiteRT cannot load this model ({why}); export it again") from exc
+    if not signature_outputs <= {int(d["index"]) for d in interp.get_output_details()}:
+        raise ModelFileError(f"{path}: damaged TensorFlow Lite model (its serving signature names tensors that are "
+                             "not the graph's outputs); export it again")
+    return interp
 
 
 def output_indices(interp) -> dict[str, int]:
@@ -153,7 +173,11 @@ class LiteRTRunner(Runner):
             self.interp.allocate_tensors()
             self._batch = len(batch)
         self.interp.set_tensor(self.input["index"], quantize(batch, self.input))
-        self.interp.invoke()
+        try:
+            self.interp.invoke()
+        except RuntimeError as exc:  # a damaged file that opened: a constant whose weights are gone, say
+            why = (str(exc).splitlines() or [exc.__class__.__name__])[0]
+            raise ModelFileError(f"{self.path}: LiteRT cannot run this model ({why}); export it again") from exc
         details = {d["index"]: d for d in self.interp.get_output_details()}
         return {name: dequantize(self.interp.get_tensor(index), details.get(index))
                 for name, index in self.outputs.items()}
