@@ -38,7 +38,7 @@ from effdet_rt.data.labels import LABEL_MAP_NAME, write_label_map
 from effdet_rt.data.tfrecord import RecordFileWriter, encode_example, shard_path
 from effdet_rt.errors import DataError, UserError
 from effdet_rt.utils.atomic import atomic_dir
-from effdet_rt.utils.cpus import usable_cpus
+from effdet_rt.utils.cpu import usable_cpus
 from effdet_rt.utils.status import progress_bar
 
 DEFAULT_NUM_SHARDS = 256

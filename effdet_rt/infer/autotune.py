@@ -34,7 +34,7 @@ from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.export.verify import match_detections
 from effdet_rt.onnx.tasks import DETECTION, model_task
 from effdet_rt.utils.atomic import atomic_write_text
-from effdet_rt.utils.cpu import cpu_class, read_cpuinfo
+from effdet_rt.utils.cpu import cpu_class, read_cpuinfo, usable_cpus
 
 # Precisions tried per device. On a CPU, fp16 is left out: OpenVINO runs 16-bit weights in bf16 or f32
 # arithmetic (the CPU has no fp16 units), so it is the bf16 or fp32 engine with coarser weights.
@@ -363,7 +363,7 @@ def auto_summary(candidates: list[Candidate], chosen: Candidate, batch: int, set
         "choice": {"backend": chosen.backend.name, "precision": chosen.precision},
         "rule": f"fastest by the geometric mean of batch-1 latency and per-image time at batch {batch}, among "
                 f"candidates matching >= {settings.auto.min_match:.0%} of FP32's detections (IoU >= {MATCH_IOU})",
-        "cpu": model, "cpu_class": cpu_class(flags), "threads": os.cpu_count(), "batch": batch,
+        "cpu": model, "cpu_class": cpu_class(flags), "threads": usable_cpus(), "batch": batch,
         "budget_s": settings.auto.budget_s, "seconds": round(clock.elapsed(), 1),
         "candidates": [c.row(batch) for c in candidates],
     }

@@ -1,7 +1,9 @@
-"""Which vector extensions this CPU has: the fastest engine, and whether INT8 or bf16 pay, depend on them."""
+"""Which vector extensions this CPU has (the fastest engine, and whether INT8 or bf16 pay, depend on them), and how
+many CPUs this process may use."""
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -46,3 +48,12 @@ def describe_cpu_class() -> str:
     model, flags = read_cpuinfo()
     bf16 = ", bf16" if has_bf16_arithmetic(flags) else ""
     return f"{model or platform.processor() or platform.machine()} ({cpu_class(flags)}{bf16})"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process is allowed to use: a container's cpuset, `taskset` or a test worker's pinning can allow
+    fewer than the machine has, and a thread pool sized to the machine then oversubscribes the cores it has."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return os.cpu_count() or 1

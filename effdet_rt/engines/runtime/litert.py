@@ -20,7 +20,7 @@ from effdet_rt.engines.runtime.runner import Runner
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.names import DETECTION_BOXES
 from effdet_rt.onnx.tasks import task_of_metadata
-from effdet_rt.utils.cpus import usable_cpus
+from effdet_rt.utils.cpu import usable_cpus
 
 METADATA_NAME = "effdet_rt"
 SIGNATURE = "serving_default"

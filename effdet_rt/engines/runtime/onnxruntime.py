@@ -14,7 +14,7 @@ from effdet_rt.errors import ModelFileError
 from effdet_rt.onnx.graph import read_metadata
 from effdet_rt.onnx.names import OUTPUT_NAMES, RAW_OUTPUTS
 from effdet_rt.onnx.tasks import task_of_metadata
-from effdet_rt.utils.cpus import usable_cpus
+from effdet_rt.utils.cpu import usable_cpus
 
 
 def read_onnx(path: Path):

@@ -17,7 +17,7 @@ from effdet_rt.engines.runtime.openvino_common import (
 from effdet_rt.engines.runtime.runner import Runner
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.names import OUTPUT_NAMES, RAW_OUTPUTS
-from effdet_rt.utils.cpus import usable_cpus
+from effdet_rt.utils.cpu import usable_cpus
 
 
 def compute_precision(ov: Any, core: Any, precision: str) -> Any:
