@@ -83,3 +83,18 @@ def test_the_registry_is_the_only_importer_of_backend_modules():
     assert [p.relative_to(PACKAGE).as_posix() for p in users] == ["engines/registry.py"]
     assert importlib.import_module("effdet_rt.engines.registry").runtime_module(backend_named("onnxruntime")) \
         is importlib.import_module("effdet_rt.engines.runtime.onnxruntime")
+
+
+def test_engines_size_their_thread_pools_to_the_cpus_the_process_may_use():
+    """A process confined to one CPU (a container's cpuset, taskset, a pinned test worker) gets one-thread pools,
+    not one thread per CPU of the machine."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); "
+            "from effdet_rt.utils.cpu import usable_cpus; "
+            "from effdet_rt.engines.runtime.onnxruntime import session_options; "
+            "print(usable_cpus(), session_options().intra_op_num_threads, os.cpu_count() >= 1)")
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parents[1]).stdout.split()
+    assert printed == ["1", "1", "True"]

@@ -87,7 +87,9 @@ def detector_function(heads: Any, setup: Any, nms: str, settings: Any):
     import tensorflow as tf
 
     module = tf.Module()
-    module.heads = heads
+    # the variables, not the Keras model: the SavedModel the custom-op path lowers through then saves one traced
+    # function instead of re-tracing every Keras layer's call (thousands of traces for a detector)
+    module.weights = list(heads.variables)
     height, width = setup.input_size
     # TFLite_Detection_PostProcess's kernel takes one image; the raw heads take any batch (input resize)
     signature = tf.TensorSpec([None if nms == "none" else 1, height, width, 3], tf.float32, name=INPUT_NAME)
