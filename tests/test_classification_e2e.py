@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from effdet_rt.cli.main import run
+from tests.support.data import steps_run_eagerly
 
 HYMENOPTERA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hymenoptera" / "hymenoptera_data"
 KEY = "classification-test-key"
@@ -130,9 +131,10 @@ def test_resume_equals_a_straight_run(eight, tmp_path):
         "train.optim_config.nesterov=true", "train.lr_config.learning_rate=0.01", "augment.mixup_alpha=0.4",
     ])
     quiet = lambda _m: None  # noqa: E731
-    straight = train_classifier(spec, tmp_path / "straight", log=quiet)
-    first = train_classifier(spec, tmp_path / "resumed", log=quiet, max_seconds=0)
-    resumed = train_classifier(spec, tmp_path / "resumed", log=quiet)
+    with steps_run_eagerly():  # four steps a run: tracing them would cost more (the overfit run traces the step)
+        straight = train_classifier(spec, tmp_path / "straight", log=quiet)
+        first = train_classifier(spec, tmp_path / "resumed", log=quiet, max_seconds=0)
+        resumed = train_classifier(spec, tmp_path / "resumed", log=quiet)
     assert (straight.name, first.name, resumed.name) == ("efficientnet-b0_002.edrt", "efficientnet-b0_001.edrt",
                                                          "efficientnet-b0_002.edrt")
     a, b = load_checkpoint(straight, KEY), load_checkpoint(resumed, KEY)
@@ -259,7 +261,8 @@ def test_pretrained_weights_load_by_name_and_a_new_head_is_made(overfit, eight, 
         "train.optim_config.optimizer=adam", "train.lr_config.learning_rate=1e-7",
     ])
     messages: list[str] = []
-    last = train_classifier(spec, tmp_path / "results", log=messages.append)
+    with steps_run_eagerly():  # one step
+        last = train_classifier(spec, tmp_path / "results", log=messages.append)
     assert any("loaded pretrained weights" in m and "skipped 2" in m for m in messages), messages
     before, after = load_checkpoint(pretrained, KEY).weights, load_checkpoint(last, KEY).weights
     assert after["logits/kernel"].shape == (320, 3)

@@ -16,6 +16,7 @@ import pytest
 
 from effdet_rt.cli.main import run
 from effdet_rt.prune.criteria import PruneSettings
+from tests.support.data import steps_run_eagerly
 
 HYMENOPTERA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hymenoptera" / "hymenoptera_data"
 KEY = "classification-prune-test-key"
@@ -185,7 +186,8 @@ evaluate:
   top_k: 1
   n_workers: 2
 """)
-    assert run(["classification", "train", "-e", str(spec)]) == 0
+    with steps_run_eagerly():  # one step: tracing it would cost more (test_classification_e2e traces the step)
+        assert run(["classification", "train", "-e", str(spec)]) == 0
     return {"root": root, "spec": spec, "data": data, "checkpoint": root / "results" / "efficientnet-b0_001.edrt"}
 
 
@@ -240,8 +242,9 @@ def test_the_pruned_checkpoint_evaluates(trained, pruned, capsys):
 @pytest.fixture(scope="module")
 def retrained(trained, pruned):
     results = trained["root"] / "retrain"
-    assert run(["classification", "train", "-e", str(trained["spec"]), "-r", str(results),
-                f"train.pretrained_model_path={pruned['path']}"]) == 0
+    with steps_run_eagerly():
+        assert run(["classification", "train", "-e", str(trained["spec"]), "-r", str(results),
+                    f"train.pretrained_model_path={pruned['path']}"]) == 0
     return results / "efficientnet-b0_001.edrt"
 
 
@@ -262,8 +265,9 @@ def test_a_pruned_run_resumes_as_the_pruned_network(trained, retrained):
     """The run's checkpoints carry the pruned record: resuming builds the smaller network from the checkpoint."""
     from effdet_rt.checkpoint import load_checkpoint
 
-    assert run(["classification", "train", "-e", str(trained["spec"]), "-r", str(retrained.parent),
-                "train.num_epochs=2"]) == 0
+    with steps_run_eagerly():
+        assert run(["classification", "train", "-e", str(trained["spec"]), "-r", str(retrained.parent),
+                    "train.num_epochs=2"]) == 0
     first, second = load_checkpoint(retrained, KEY), load_checkpoint(retrained.parent / "efficientnet-b0_002.edrt", KEY)
     assert second.metadata["epoch"] == 2 and second.metadata["pruned_filters"] == first.metadata["pruned_filters"]
     assert {n: a.shape for n, a in second.weights.items()} == {n: a.shape for n, a in first.weights.items()}

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from effdet_rt.cli.main import run
 from effdet_rt.errors import UserError
 from tests.support.fake_tensorrt import tiny_detector_onnx
-from tests.test_fuzz_files import EXAMPLES, damaged
+from tests.support.fuzz import EXAMPLES, damaged
 
 pytestmark = pytest.mark.slow  # 1,000-example properties
 

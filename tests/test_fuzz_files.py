@@ -11,31 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from effdet_rt.errors import UserError
 from tests.support.fake_tensorrt import tiny_onnx
+from tests.support.fuzz import EXAMPLES, damaged
 
 pytestmark = pytest.mark.slow  # 1,000-example properties
 
-EXAMPLES = settings(max_examples=1000, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 WORKDIR = Path(tempfile.mkdtemp(prefix="effdet-fuzz-files-"))
 
 texts = st.one_of(st.text(max_size=8), st.sampled_from(["", " ", "12", "-3", "1e9", "nan", "inf", "0x1f", "4.5",
                                                        "<", "&amp;", "]]>", "\x00"]))
-
-
-def damaged(original: bytes, skip: range = range(0)):
-    """``original`` with some bytes flipped, cut, or inserted (never inside ``skip``)."""
-    positions = st.integers(0, max(len(original) - 1, 0)).filter(lambda i: i not in skip)
-    flipped = st.tuples(positions, st.integers(1, 255)).map(
-        lambda p: original[:p[0]] + bytes([original[p[0]] ^ p[1]]) + original[p[0] + 1:])
-    cut = st.integers(0, len(original) - 1).map(lambda n: original[:n])
-    inserted = st.tuples(positions, st.binary(min_size=1, max_size=8)).map(
-        lambda p: original[:p[0]] + p[1] + original[p[0]:])
-    return st.one_of(flipped, cut, inserted)
 
 
 # ---------------------------------------------------------------- VOC XML

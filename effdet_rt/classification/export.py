@@ -230,9 +230,12 @@ def export_converted_classifier(spec: Any, backend: Any, classifier: KerasClassi
             "source_checkpoint": classifier.path.name}
     calibration = calibration_source(str(converted.calib_images) if converted.calib_images else None, meta,
                                      converted.calib_batch_size, converted.calib_batches, log)
-    data = exporter.export_classifier(classifier.model, (*fmt.size, fmt.channels), OUTPUT_NAME,
-                                      spec.export.data_type, converted.io_type, calibration=calibration,
-                                      metadata=meta, labels=classifier.classes, source=str(output), log=log)
+    precision, classes = spec.export.data_type, classifier.classes
+    log(f"exporting the classifier to LiteRT, {len(classes)} classes, precision {precision}, input {converted.io_type}")
+    data = exporter.export_labelled_network(
+        classifier.model, (*fmt.size, fmt.channels), OUTPUT_NAME, precision, converted.io_type,
+        calibration=calibration, metadata=meta, labels=classes,
+        description=f"effdet-rt image classifier, {len(classes)} classes, {precision}", source=str(output))
     if verify:
         report = verify_converted(classifier, backend, data, verification_images(spec, fmt))
         log(report.summary())

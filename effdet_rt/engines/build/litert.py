@@ -39,7 +39,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
 NMS_MODES = ("tflite", "none")  # the ONNX spellings "efficient" and "onnx" also mean "NMS inside" here
 METADATA_NAME = "effdet_rt"
-LABELS_FILE = "labels.txt"  # the classifier's associated label file, one class name a line in output order
+LABELS_FILE = "labels.txt"  # the associated label file: one name a line, in the order of the output's last axis
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 # the subgraph's outputs in the order TFLite_Detection_PostProcess gives them (and MediaPipe reads them)
 POSTPROCESS_OUTPUTS = (DETECTION_BOXES, DETECTION_CLASSES, DETECTION_SCORES, NUM_DETECTIONS)
@@ -337,24 +337,23 @@ def network_function(model: Any, input_shape: tuple[int, int, int], output_name:
     return module, module.serve.get_concrete_function()
 
 
-def export_classifier(model: Any, input_shape: tuple[int, int, int], output_name: str, precision: str,
-                      io_type: str, *, calibration: Callable[[], Iterable[np.ndarray]] | None,
-                      metadata: dict[str, Any], labels: list[str], source: str, log: Callable[[str], None]) -> bytes:
-    """The .tflite bytes (not yet written) of a classifier's probabilities network (NHWC raw pixels in,
-    normalisation inside), with the effdet-rt metadata, the TensorFlow Lite model metadata and the label file
-    that MediaPipe and the Task Library read (effdet_rt/engines/build/litert_metadata.py)."""
-    from effdet_rt.engines.build.litert_metadata import classifier_metadata, with_associated_files
+def export_labelled_network(model: Any, input_shape: tuple[int, int, int], output_name: str, precision: str,
+                            io_type: str, *, calibration: Callable[[], Iterable[np.ndarray]] | None,
+                            metadata: dict[str, Any], labels: list[str], description: str,
+                            source: str) -> bytes:
+    """The .tflite bytes (not yet written) of a one-output image network (NHWC raw pixels in, normalisation
+    inside) whose output's last axis is named by ``labels``: the effdet-rt metadata, the TensorFlow Lite model
+    metadata and the label file that MediaPipe and the Task Library read (engines/build/litert_metadata.py)."""
+    from effdet_rt.engines.build.litert_metadata import labelled_output_metadata, with_associated_files
 
-    log(f"exporting the classifier to LiteRT, {len(labels)} classes, precision {precision}, input {io_type}")
     module, function = network_function(model, input_shape, output_name)
     data = exact_pixel_input(convert(module, function, precision, io_type, False, calibration, source), io_type)
-    # the class names live in the label file only (the runner reads them from it), so the two cannot disagree
+    # the names live in the label file only (the runner reads them from it), so the two cannot disagree
     meta = {**{k: v for k, v in metadata.items() if k != "classes"}, "precision": precision, "io_type": io_type,
             "format": "tflite", "labels_file": LABELS_FILE}
     height, width, channels = input_shape
-    described = classifier_metadata(str(metadata.get("model_name", "classifier")),
-                                    f"effdet-rt image classifier, {len(labels)} classes, {precision}",
-                                    (height, width), channels, LABELS_FILE, "class names in output order")
+    described = labelled_output_metadata(str(metadata.get("model_name", "model")), description, (height, width),
+                                         channels, LABELS_FILE, "names in output order")
     data = with_metadata(data, meta, None, described)
     return with_associated_files(data, {LABELS_FILE: "".join(f"{label}\n" for label in labels).encode()})
 

@@ -1,6 +1,6 @@
 """TensorFlow Lite model metadata: the ``TFLITE_METADATA`` buffer (a ``ModelMetadata`` flatbuffer, file identifier
 ``M001``, schema tensorflow/tflite-support metadata_schema.fbs, as MediaPipe ships it) and the label file packed
-into the .tflite as an associated file (the model file is then also a zip). MediaPipe's ImageClassifier and the
+into the .tflite as an associated file (the model file is then also a zip). MediaPipe's image tasks and the
 TFLite Task Library read both: the input's normalisation and colour space, the output's label file.
 
 Written here with the `flatbuffers` builder because no PyPI package that writes it installs beside TensorFlow
@@ -55,10 +55,10 @@ def _floats(builder, values: list[float]) -> int:
     return builder.CreateNumpyVector(np.asarray(values, np.float32))
 
 
-def classifier_metadata(name: str, description: str, input_size: tuple[int, int], channels: int,
-                        labels_file: str, labels_description: str) -> bytes:
-    """The ModelMetadata of an image classifier: one image input taking raw pixels (normalisation mean 0, std 1:
-    it is inside the network), one probabilities output whose axis labels are ``labels_file``."""
+def labelled_output_metadata(name: str, description: str, input_size: tuple[int, int], channels: int,
+                             labels_file: str, labels_description: str) -> bytes:
+    """The ModelMetadata of a one-output image network: one image input taking raw pixels (normalisation mean 0,
+    std 1: it is inside the network), one probabilities output whose last axis is labelled by ``labels_file``."""
     import flatbuffers
 
     builder = flatbuffers.Builder(1024)
