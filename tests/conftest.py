@@ -84,6 +84,8 @@ HEAVY_FIRST = [
     "test_train_interrupt_amp.py",
     "test_fuzz_files.py",
     "test_litert_classifier.py",
+    "test_build_auto.py",
+    "test_fuzz_deploy.py",
     "test_classification_tensorrt.py",
     "test_lite_reference.py",
     "test_user_commands.py",
