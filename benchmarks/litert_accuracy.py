@@ -114,8 +114,9 @@ def main() -> None:
     fp32_gap = rows["litert fp32"]["mAP"] - rows["checkpoint"]["mAP"]
     int8_drop = rows["litert fp32"]["mAP"] - rows["litert int8"]["mAP"]
     result = {"cpu": describe_cpu(), "load_average": os.getloadavg(), "data": data.source,
-              "model": f"{spec.model.name} at {spec.model.input_size[0]}, fine-tuned from EfficientNet-Lite0 ImageNet "
-                       f"weights for {args.minutes:g} min ({epochs} epochs)" if epochs is not None else str(checkpoint),
+              "model": f"{spec.model.name} at {spec.model.input_size[0]}, " + (
+                  f"fine-tuned from EfficientNet-Lite0 ImageNet weights for {args.minutes:g} min ({epochs} epochs)"
+                  if epochs is not None else f"checkpoint {checkpoint.name}"),
               "calibration_images": 4 * args.calib_batches, "rows": rows,
               "fp32_minus_checkpoint": fp32_gap, "fp32_target_met": abs(fp32_gap) <= FP32_TOLERANCE,
               "fp32_minus_int8": int8_drop, "int8_target_met": int8_drop <= INT8_MAX_DROP}
