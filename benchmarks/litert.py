@@ -1,4 +1,5 @@
-"""LiteRT FP32 / INT8 against ONNX Runtime and OpenVINO (FP32, INT8) for Lite0 at 320 and D0 at 512, batch 1,
+"""LiteRT FP32 / INT8 against ONNX Runtime and OpenVINO (FP32, INT8, and BF16 on a CPU with bfloat16 arithmetic) for
+Lite0 at 320 and D0 at 512, batch 1,
 the same threads, side by side in one run; and what XNNPACK does with each LiteRT graph's ops.
 
 Run: .venv/bin/python benchmarks/litert.py [--rounds 6] [--models efficientdet-lite0:320,efficientdet-d0:512]
@@ -10,6 +11,7 @@ The network alone is timed (each backend's runner: batch in, heads out), all wit
 inside runs on one thread (effdet_rt/engines/runtime/litert.py: POSTPROCESS_THREADS_BUG), which would not compare.
 The figure that matters is each ratio, measured side by side: LiteRT INT8 / LiteRT FP32 (target <= 0.6 for Lite0)
 and LiteRT / ORT.
+The load average before and after is recorded: on a shared machine it moves every figure.
 Writes benchmarks/results/litert.{json,md}.
 """
 
@@ -56,6 +58,14 @@ def checkpoint(name: str, size: int, folder: Path) -> tuple[Path, Path]:
     return ckpt, folder / "spec.yaml"
 
 
+def openvino_bf16() -> bool:
+    """Whether this CPU runs OpenVINO bf16 engines (AVX512_BF16 or AMX)."""
+    from effdet_rt.engines.runtime.openvino import has_bf16
+    from effdet_rt.engines.runtime.openvino_common import import_openvino
+
+    return has_bf16(import_openvino().Core())
+
+
 def model_files(name: str, size: int, folder: Path, calib: str) -> dict[str, Path]:
     """Every engine of one model, written through the CLI as a user would."""
     from effdet_rt.backends import backend_named
@@ -77,7 +87,7 @@ def model_files(name: str, size: int, folder: Path, calib: str) -> dict[str, Pat
     if backend_status(backend_named("openvino"))[0]:
         backends.append(("openvino", ".xml"))
     for backend, suffix in backends:
-        for precision in ("fp32", "int8"):
+        for precision in ("fp32", "int8", *(("bf16",) if backend == "openvino" and openvino_bf16() else ())):
             out = folder / f"{backend}_{precision}{suffix}"
             cli(["build", "-m", str(folder / "model.onnx"), "-o", str(out), "--backend", backend,
                  "--precision", precision, *(calibration if precision == "int8" else [])])
@@ -103,6 +113,7 @@ def main() -> None:
 
     threads = os.cpu_count() or 1
     rows, xnnpack = [], {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = prepare_demo_data(BCCD if BCCD.is_dir() else None, work / "data", log=lambda _: None)
@@ -119,11 +130,16 @@ def main() -> None:
             for label in ("litert fp32", "litert int8"):
                 partitions, fallback = xnnpack_partitions(files[label], threads)
                 xnnpack[f"{name} {label}"] = {"partitions": partitions, "fallback_ops": fallback}
-    result = {"cpu": describe_cpu(), "threads": threads, "rounds": args.rounds, "rows": rows, "xnnpack": xnnpack}
+    load = {"before": load_before, "after": os.getloadavg()}
+    result = {"cpu": describe_cpu(), "threads": threads, "rounds": args.rounds, "load_average": load, "rows": rows,
+              "xnnpack": xnnpack}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "litert.json").write_text(json.dumps(result, indent=2))
     lines = [f"# LiteRT vs ONNX Runtime vs OpenVINO, network only, {threads} threads (random weights, raw heads, "
              f"{args.rounds} rounds in turns; {describe_cpu()})", "",
+             "Load average (1, 5, 15 min) before: " + ", ".join(f"{v:.1f}" for v in load["before"]) +
+             "; after: " + ", ".join(f"{v:.1f}" for v in load["after"]) + " (a shared machine: ratios measured in "
+             "turns hold better than the absolute times)", "",
              "| model | size | engine | batch-1 ms | / LiteRT FP32 | / ORT FP32 | batch-8 img/s |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {r['model']} | {r['image_size']} | {r['engine']} | {r['batch1_ms']:.1f} | {r['vs_litert_fp32']:.2f} | "

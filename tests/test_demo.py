@@ -76,10 +76,14 @@ def test_demo_on_synthetic_data(tmp_path, capsys, monkeypatch):
     result = json.loads((out / "demo_results.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in result["rows"]}
     openvino = importlib.util.find_spec("openvino") is not None  # the demo adds OpenVINO engines when installed
+    litert = importlib.util.find_spec("ai_edge_litert") is not None  # and LiteRT ones
     assert list(rows) == [("checkpoint", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")] + (
-        [("openvino", "fp32"), ("openvino", "int8")] if openvino else [])
+        [("openvino", "fp32"), ("openvino", "int8")] if openvino else []) + (
+        [("litert", "fp32"), ("litert", "int8")] if litert else [])
     if openvino:
         assert abs(rows["openvino", "fp32"]["mAP"] - rows["checkpoint", "fp32"]["mAP"]) <= 0.01
+    if litert:
+        check_litert_rows(out, rows)
     assert result["data"] == "synthetic shapes (96 train / 24 val images)"
     assert (result["model"], result["image_size"], result["pretrained"]) == ("efficientdet-d0", 128, None)
     # the ONNX Runtime FP32 engine computes what the checkpoint computes
@@ -105,6 +109,22 @@ def test_demo_on_synthetic_data(tmp_path, capsys, monkeypatch):
         assert chart.format == "PNG" and chart.size[1] == 450
     assert "demo_results.png" in printed
     check_rerun_spec_and_commands(out, printed, result, capsys)
+
+
+def check_litert_rows(out, rows):
+    """The .tflite FP32 file computes what the checkpoint computes; the INT8 one is full-integer and scores."""
+    from effdet_rt.engines.build.litert import float_weight_tensors
+
+    checkpoint, fp32, int8 = rows["checkpoint", "fp32"], rows["litert", "fp32"], rows["litert", "int8"]
+    # a model trained for seconds scores ~0.002 mAP: the AP50 check (relative) is the one an empty output fails
+    assert abs(fp32["mAP"] - checkpoint["mAP"]) <= 0.002
+    assert checkpoint["AP50"] > 0 and fp32["AP50"] == pytest.approx(checkpoint["AP50"], rel=0.1)
+    assert (fp32["model_file"], int8["model_file"]) == ("model_litert_fp32.tflite", "model_litert_int8.tflite")
+    assert 0 <= int8["mAP"] <= 1 and int8["latency_ms"] > 0
+    assert float_weight_tensors((out / "model_litert_int8.tflite").read_bytes()) == []  # raw heads: no anchor table
+    assert len(float_weight_tensors((out / "model_litert_fp32.tflite").read_bytes())) > 100
+    for engine in ("litert_fp32", "litert_int8"):
+        assert len(list((out / f"infer_{engine}" / "images_annotated").glob("*.jpg"))) == 8
 
 
 def check_rerun_spec_and_commands(out, printed, result, capsys):

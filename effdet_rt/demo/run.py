@@ -1,5 +1,5 @@
-"""The demo flow: data -> train (bounded time) -> evaluate -> export -> ORT (and OpenVINO) FP32/INT8 engines -> infer
--> table."""
+"""The demo flow: data -> train (bounded time) -> evaluate -> export -> ORT (and OpenVINO, LiteRT) FP32/INT8 engines
+-> infer -> table."""
 
 from __future__ import annotations
 
@@ -199,6 +199,32 @@ def openvino_engines(onnx_path: Path, out: Path, calibration, log) -> list[tuple
     return [(load(path), path) for path in paths]
 
 
+def litert_engines(spec, checkpoint: Path, key: str, out: Path, data: DemoData, calib_batches: int,
+                   log) -> list[tuple[Any, Path]]:
+    """LiteRT FP32 and full-integer INT8 .tflite files converted from the checkpoint, INT8 calibrated on the same
+    batches as the other INT8 engines, when ai-edge-litert is installed. They hold the raw heads (`--nms none`; the
+    runner does the NMS on the host): a file with TFLite_Detection_PostProcess inside converts through a SavedModel
+    that traces every Keras layer again, minutes on two cores, which the demo's budget does not have."""
+    from effdet_rt.backends import backend_named
+    from effdet_rt.engines.registry import backend_status
+    from effdet_rt.export.workflow import export_from_spec
+
+    usable, why = backend_status(backend_named("litert"))
+    if not usable:
+        log(f"LiteRT engines skipped: {why}")
+        return []
+    engines = []
+    for precision in ("fp32", "int8"):
+        path = out / f"model_litert_{precision}.tflite"
+        exporting = apply_option_values(spec, {
+            "export.checkpoint": str(checkpoint), "export.onnx_file": str(path), "export.precision": precision,
+            "export.nms": "none",
+            "build.calibration.tfrecords": [str(data.train_tfrecords)] if precision == "int8" else [],
+            "build.calibration.batch_size": 4, "build.calibration.batches": calib_batches})
+        engines.append((load(export_from_spec(exporting, key=key, log=log)), path))
+    return engines
+
+
 def rerun_spec(spec, checkpoint: Path, out: Path, data: DemoData):
     """The spec the demo ran, with the fields the follow-up commands read filled in and the key left out."""
     return apply_option_values(spec, {
@@ -275,6 +301,7 @@ def run_demo(settings: DemoSettings, log=print) -> list[DemoRow]:
     int8 = build_onnxruntime_engine(onnx_path, out / "model_ort_int8.onnx", precision="int8", calibration=calibration, log=log)
     engines += [(load(fp32), fp32), (load(int8), int8)]
     engines += openvino_engines(onnx_path, out, calibration, log)
+    engines += litert_engines(spec, checkpoint, key, out, data, settings.calib_batches, log)
     rows = []
     sample = sample_folder(data, out / "data")
     for engine, path in engines:
