@@ -61,6 +61,19 @@ def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tiny_model, tmp_path_factory.mktemp("tiny_checkpoint"))
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx_nms(tiny_checkpoint, tmp_path_factory) -> Path:
+    """``tiny_checkpoint`` exported by the CLI with NMS inside (--nms onnx, --min-score 0.05) and a dynamic batch,
+    once per session (do not write into it)."""
+    from effdet_rt.cli.main import run
+    from tests.support.infer import KEY
+
+    out = tmp_path_factory.mktemp("tiny_onnx_nms") / "tiny.onnx"
+    assert run(["export", "-m", str(tiny_checkpoint), "-o", str(out), "-k", KEY, "--nms", "onnx",
+                "--min-score", "0.05"]) == 0
+    return out
+
+
 # Test files whose module fixtures train, convert or export models, heaviest first. pytest-xdist (--dist loadfile)
 # hands files out in collection order, so starting these first keeps one long file from running alone at the end
 # while the other worker sits idle.

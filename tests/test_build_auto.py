@@ -11,17 +11,9 @@ import pytest
 
 from effdet_rt.cli.main import run
 from tests.support.cli import one_error_line
-from tests.support.infer import KEY, write_val_set
+from tests.support.infer import write_val_set
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def exported_onnx(tmp_path_factory, tiny_checkpoint):
-    out = tmp_path_factory.mktemp("auto_export") / "tiny.onnx"
-    assert run(["export", "-m", str(tiny_checkpoint), "-o", str(out), "-k", KEY, "--nms", "onnx",
-                "--min-score", "0.05"]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +39,10 @@ def openvino_installed() -> bool:
     return backend_status(backend_named("openvino"))[0]
 
 
-def test_auto_times_the_fp32_engines_of_every_cpu_backend_and_keeps_the_fastest(exported_onnx, tmp_path, capsys):
+def test_auto_times_the_fp32_engines_of_every_cpu_backend_and_keeps_the_fastest(tiny_onnx_nms, tmp_path, capsys):
     out = tmp_path / "out"
     capsys.readouterr()
-    assert run(["build", "-m", str(exported_onnx), "-o", str(out / "engine"), "--precision", "auto",
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(out / "engine"), "--precision", "auto",
                 "--timing-rounds", "2"]) == 0
     printed = capsys.readouterr().out
     files = written(out)
@@ -77,12 +69,12 @@ def test_auto_times_the_fp32_engines_of_every_cpu_backend_and_keeps_the_fastest(
     assert "build --precision auto:" in printed and "ONNX Runtime FP32" in printed and "batch 8 img/s" in printed
 
 
-def test_auto_keeps_only_candidates_that_match_fp32(exported_onnx, val_set, tmp_path, capsys):
+def test_auto_keeps_only_candidates_that_match_fp32(tiny_onnx_nms, val_set, tmp_path, capsys):
     """INT8 of the tiny random network matches ~70% of FP32's detections: below a 95% bound it is timed and shown
     but never chosen; FP32 matches itself. With a validation set each candidate's mAP is recorded too."""
     record, json_path = val_set
     out = tmp_path / "out"
-    assert run(["build", "-m", str(exported_onnx), "-o", str(out / "engine.onnx"), "--backend", "onnxruntime",
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(out / "engine.onnx"), "--backend", "onnxruntime",
                 "--precision", "auto", "--calib-tfrecords", str(record), "--calib-batches", "1",
                 "--calib-batch-size", "4", "--timing-rounds", "2", "--min-match", "0.95",
                 f"dataset.val_tfrecords={record}", f"dataset.val_json_file={json_path}"]) == 0
@@ -98,7 +90,7 @@ def test_auto_keeps_only_candidates_that_match_fp32(exported_onnx, val_set, tmp_
                                                                                           abs=0.005)
 
 
-def test_an_output_suffix_names_the_backend_and_a_format_without_metadata_gets_a_sidecar(exported_onnx, tmp_path,
+def test_an_output_suffix_names_the_backend_and_a_format_without_metadata_gets_a_sidecar(tiny_onnx_nms, tmp_path,
                                                                                         monkeypatch, capsys):
     """-o engine.xml: only OpenVINO competes, and the IR pair is rewritten with the table in its rt_info (loading it
     checks the .bin's digest). A format with no metadata of ours gets ENGINE.auto.json beside it."""
@@ -108,7 +100,7 @@ def test_an_output_suffix_names_the_backend_and_a_format_without_metadata_gets_a
 
     monkeypatch.setattr(autotune, "AUTO_PRECISIONS", {"cpu": ("fp32",), "gpu": ("fp32",)})
     if openvino_installed():
-        assert run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "ov" / "engine.xml"), "--precision",
+        assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(tmp_path / "ov" / "engine.xml"), "--precision",
                     "auto", "--timing-rounds", "1"]) == 0
         assert written(tmp_path / "ov") == ["engine.bin", "engine.xml"]
         summary = auto_metadata(tmp_path / "ov" / "engine.xml")
@@ -117,7 +109,7 @@ def test_an_output_suffix_names_the_backend_and_a_format_without_metadata_gets_a
         assert run(["engine-info", str(tmp_path / "ov" / "engine.xml")]) == 0
         assert "chosen by build --precision auto: openvino fp32, the fastest of 1 timed" in capsys.readouterr().out
     monkeypatch.setattr(autotune, "write_engine_metadata", lambda *args: False)
-    assert run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "ort" / "engine"), "--backend",
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(tmp_path / "ort" / "engine"), "--backend",
                 "onnxruntime", "--precision", "auto", "--timing-rounds", "1"]) == 0
     assert written(tmp_path / "ort") == ["engine.onnx", "engine.onnx.auto.json"]
     sidecar = json.loads((tmp_path / "ort" / "engine.onnx.auto.json").read_text())
@@ -125,24 +117,24 @@ def test_an_output_suffix_names_the_backend_and_a_format_without_metadata_gets_a
     assert sidecar["candidates"][0]["rounds"] == 1 and sidecar["candidates"][0]["batch1_ms"] > 0
 
 
-def test_a_budget_too_small_is_one_error_and_writes_nothing(exported_onnx, tmp_path, capsys):
-    one_error_line(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "engine"), "--precision", "auto",
+def test_a_budget_too_small_is_one_error_and_writes_nothing(tiny_onnx_nms, tmp_path, capsys):
+    one_error_line(["build", "-m", str(tiny_onnx_nms), "-o", str(tmp_path / "engine"), "--precision", "auto",
                     "--budget", "0.001"], capsys, "--budget 0.001: too small", "give more seconds")
     assert written(tmp_path) == []
 
 
-def test_auto_with_no_backend_usable_is_one_error(exported_onnx, tmp_path, capsys, monkeypatch):
+def test_auto_with_no_backend_usable_is_one_error(tiny_onnx_nms, tmp_path, capsys, monkeypatch):
     from effdet_rt.infer import autotune
 
     monkeypatch.setattr(autotune, "backend_status", lambda backend: (False, f"{backend.title} is not installed"))
-    one_error_line(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "engine"), "--precision", "auto"],
+    one_error_line(["build", "-m", str(tiny_onnx_nms), "-o", str(tmp_path / "engine"), "--precision", "auto"],
                    capsys, "no engine can be built here", "ONNX Runtime FP32/INT8: ONNX Runtime is not installed",
                    "install a backend")
     assert written(tmp_path) == []
 
 
-def test_bad_outputs_and_precisions_are_one_error(exported_onnx, tmp_path, capsys):
-    model = str(exported_onnx)
+def test_bad_outputs_and_precisions_are_one_error(tiny_onnx_nms, tmp_path, capsys):
+    model = str(tiny_onnx_nms)
     one_error_line(["build", "-m", model, "-o", str(tmp_path / "engine.bin"), "--precision", "auto"], capsys,
                    "'.bin' is no engine file type")
     one_error_line(["build", "-m", model, "-o", str(tmp_path / "engine.xml"), "--backend", "onnxruntime",
@@ -166,7 +158,7 @@ def test_cpu_class_from_the_cpuinfo_flags():
     assert not has_bf16_arithmetic({"avx2", "avx512f", "avx512_vnni"})
 
 
-def test_no_candidate_accurate_enough_is_one_error(exported_onnx, val_set, tmp_path, capsys, monkeypatch):
+def test_no_candidate_accurate_enough_is_one_error(tiny_onnx_nms, val_set, tmp_path, capsys, monkeypatch):
     """Every candidate below the bound (here: ONNX Runtime FP32 alone, its matching made to report half) is one
     error line naming the candidates and the fix, and nothing is written."""
     from effdet_rt.export.verify import MatchReport
@@ -175,7 +167,7 @@ def test_no_candidate_accurate_enough_is_one_error(exported_onnx, val_set, tmp_p
     monkeypatch.setattr(autotune, "AUTO_PRECISIONS", {"cpu": ("fp32",), "gpu": ("fp32",)})
     monkeypatch.setattr(autotune, "match_detections", lambda *args, **kwargs: MatchReport(10, 5, 10))
     record, _json = val_set
-    one_error_line(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "engine.onnx"), "--precision", "auto",
+    one_error_line(["build", "-m", str(tiny_onnx_nms), "-o", str(tmp_path / "engine.onnx"), "--precision", "auto",
                     "--calib-tfrecords", str(record), "--calib-batches", "1", "--calib-batch-size", "4"], capsys,
                    "no candidate is accurate enough", "ONNX Runtime FP32: matched 50.0%", "lower --min-match")
     assert written(tmp_path) == []

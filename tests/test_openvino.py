@@ -13,20 +13,11 @@ import pytest
 from effdet_rt.cli.main import run
 from effdet_rt.detections import Detections
 from effdet_rt.export.verify import match_detections
-from tests.support.infer import KEY, bccd_images, write_val_set
+from tests.support.infer import bccd_images, write_val_set
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install 'effdet-rt[openvino]')")
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def exported_onnx(tmp_path_factory, tiny_checkpoint):
-    """The tiny checkpoint exported with --nms onnx and a dynamic batch (the ONNX Runtime reference reads it too)."""
-    out = tmp_path_factory.mktemp("ov_export") / "tiny.onnx"
-    assert run(["export", "-m", str(tiny_checkpoint), "-o", str(out), "-k", KEY, "--nms", "onnx",
-                "--min-score", "0.05"]) == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +27,14 @@ def calib_tfrecord(tmp_path_factory, bccd_root):
 
 
 @pytest.fixture(scope="module")
-def builds(exported_onnx, calib_tfrecord, tmp_path_factory):
+def builds(tiny_onnx_nms, calib_tfrecord, tmp_path_factory):
     """fp32 / fp16 / int8 IR of the tiny model, each built through the CLI."""
     folder = tmp_path_factory.mktemp("ov_builds")
     paths = {}
     for precision in ("fp32", "fp16", "int8"):
         paths[precision] = folder / f"tiny_{precision}.xml"
         calib = ["--calib-tfrecords", str(calib_tfrecord), "--calib-batches", "2", "--calib-batch-size", "4"]
-        code = run(["build", "-m", str(exported_onnx), "-o", str(paths[precision]), "--backend", "openvino",
+        code = run(["build", "-m", str(tiny_onnx_nms), "-o", str(paths[precision]), "--backend", "openvino",
                     "--precision", precision, *(calib if precision == "int8" else [])])
         assert code == 0, precision
     return paths
@@ -59,10 +50,10 @@ def crops(bccd_root):
 
 
 @pytest.fixture(scope="module")
-def reference(exported_onnx, crops):
+def reference(tiny_onnx_nms, crops):
     from effdet_rt.engines import load
 
-    return load(exported_onnx).infer(crops)
+    return load(tiny_onnx_nms).infer(crops)
 
 
 def test_fp32_ir_equals_onnxruntime_fp32_on_bccd(builds, reference, crops):
@@ -84,11 +75,11 @@ def test_fp32_ir_equals_onnxruntime_fp32_on_bccd(builds, reference, crops):
     assert match_detections(first, single, iou_threshold=0.999, score_tolerance=1e-5).rate == 1.0
 
 
-def test_metadata_survives_into_rt_info(builds, exported_onnx):
+def test_metadata_survives_into_rt_info(builds, tiny_onnx_nms):
     from effdet_rt.engines.runtime.openvino_common import file_digest, read_rt_metadata
     from effdet_rt.onnx.graph import read_metadata
 
-    source = read_metadata(onnx.load(str(exported_onnx)))
+    source = read_metadata(onnx.load(str(tiny_onnx_nms)))
     for precision, path in builds.items():
         meta = read_rt_metadata(ov.Core().read_model(str(path)))
         assert {k: meta[k] for k in source if k != "precision"} == {k: v for k, v in source.items() if k != "precision"}
@@ -198,13 +189,13 @@ def test_compute_precision_follows_the_build_and_the_cpu():
 CPU_HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def test_bf16_engine_where_the_cpu_has_it_else_one_error(exported_onnx, reference, crops, builds, tmp_path, capsys):
+def test_bf16_engine_where_the_cpu_has_it_else_one_error(tiny_onnx_nms, reference, crops, builds, tmp_path, capsys):
     """--precision bf16: FP32 weights computed in bf16 on CPUs with bfloat16 arithmetic (AVX512_BF16, AMX), close to
     FP32; on other CPUs the build is refused with one line and writes nothing (each machine checks its own case)."""
     from effdet_rt.engines import load
 
     out = tmp_path / "tiny_bf16.xml"
-    code = run(["build", "-m", str(exported_onnx), "-o", str(out), "--backend", "openvino", "--precision", "bf16"])
+    code = run(["build", "-m", str(tiny_onnx_nms), "-o", str(out), "--backend", "openvino", "--precision", "bf16"])
     if not CPU_HAS_BF16:
         assert code == 2 and "no bfloat16 arithmetic" in one_error_line(capsys) and left_in(tmp_path) == []
         return
@@ -227,17 +218,17 @@ def left_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_build_without_openvino_is_one_error(exported_onnx, tmp_path, capsys, monkeypatch):
+def test_build_without_openvino_is_one_error(tiny_onnx_nms, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
     out = tmp_path / "m.xml"
-    assert run(["build", "-m", str(exported_onnx), "-o", str(out), "--backend", "openvino"]) == 2
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(out), "--backend", "openvino"]) == 2
     err = one_error_line(capsys)
     assert "OpenVINO is not installed" in err and "pip install 'effdet-rt[openvino]'" in err
-    assert run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "m.onnx"), "--backend", "auto"]) == 0
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(tmp_path / "m.onnx"), "--backend", "auto"]) == 0
     assert left_in(tmp_path) == ["m.onnx"]  # auto fell back to ONNX Runtime; no IR half-written
 
 
-def test_build_bad_inputs(exported_onnx, tmp_path, capsys):
+def test_build_bad_inputs(tiny_onnx_nms, tmp_path, capsys):
     import onnx.helper as h
 
     nodes = [h.make_node("EfficientNMS_TRT", ["images"], ["num_detections"], domain="trt.plugins")]
@@ -248,16 +239,16 @@ def test_build_bad_inputs(exported_onnx, tmp_path, capsys):
     assert run(["build", "-m", str(tmp_path / "efficient.onnx"), "-o", str(out), "--backend", "openvino"]) == 2
     err = one_error_line(capsys)
     assert "efficient.onnx" in err and "EfficientNMS_TRT" in err and "--nms onnx" in err
-    assert run(["build", "-m", str(exported_onnx), "-o", str(out), "--backend", "openvino", "--precision", "int4"]) == 2
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(out), "--backend", "openvino", "--precision", "int4"]) == 2
     assert "build.data_type = 'int4' is not allowed" in one_error_line(capsys)
-    assert run(["build", "-m", str(exported_onnx), "-o", str(out), "--backend", "openvino", "--precision", "int8"]) == 2
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(out), "--backend", "openvino", "--precision", "int8"]) == 2
     assert "--calib-tfrecords" in one_error_line(capsys)
-    assert run(["build", "-m", str(exported_onnx), "-o", str(tmp_path / "m.onnx"), "--backend", "openvino"]) == 2
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(tmp_path / "m.onnx"), "--backend", "openvino"]) == 2
     assert "name the output *.xml" in one_error_line(capsys)
     assert not out.parent.exists() or left_in(out.parent) == []
 
 
-def test_failed_write_leaves_nothing(exported_onnx, tmp_path, monkeypatch):
+def test_failed_write_leaves_nothing(tiny_onnx_nms, tmp_path, monkeypatch):
     import effdet_rt.engines.build.openvino as build
 
     def broken_digest(path):
@@ -265,7 +256,7 @@ def test_failed_write_leaves_nothing(exported_onnx, tmp_path, monkeypatch):
 
     monkeypatch.setattr(build, "file_digest", broken_digest)
     with pytest.raises(OSError):
-        build.build_openvino_engine(exported_onnx, tmp_path / "m.xml", precision="fp32", log=lambda _: None)
+        build.build_openvino_engine(tiny_onnx_nms, tmp_path / "m.xml", precision="fp32", log=lambda _: None)
     assert left_in(tmp_path) == []
 
 
@@ -305,12 +296,12 @@ def test_damaged_ir_pair_is_one_error(builds, tmp_path, capsys):
         assert not out.exists()
 
 
-def test_qdq_onnx_is_int8_as_it_is(exported_onnx, calib_tfrecord, reference, crops, tmp_path, capsys):
+def test_qdq_onnx_is_int8_as_it_is(tiny_onnx_nms, calib_tfrecord, reference, crops, tmp_path, capsys):
     """A Q/DQ ONNX (here our `tensorrt` profile; a `train.qat` export is the same) keeps its own scales."""
     from effdet_rt.engines import load
 
     qdq = tmp_path / "qdq.onnx"
-    assert run(["build", "-m", str(exported_onnx), "-o", str(qdq), "--backend", "onnxruntime", "--precision", "int8",
+    assert run(["build", "-m", str(tiny_onnx_nms), "-o", str(qdq), "--backend", "onnxruntime", "--precision", "int8",
                 "--int8-profile", "tensorrt", "--calib-tfrecords", str(calib_tfrecord), "--calib-batches", "2",
                 "--calib-batch-size", "4"]) == 0
     assert run(["build", "-m", str(qdq), "-o", str(tmp_path / "q.xml"), "--backend", "openvino"]) == 2
