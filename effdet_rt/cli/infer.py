@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import typer
@@ -75,12 +76,20 @@ def infer(
     images = list_images(conf.image_dir)
     image_ids = image_ids_from_annotations(annotations, images) if annotations else None
     engine = load(conf.checkpoint, key=key, spec=with_inference_nms(settings))
+    created = not output.exists()
     status = StatusLogger(output)
     status.write("STARTED", f"inference on {len(images)} image(s) from {conf.image_dir}")
-    with progress_bar() as progress:
-        task = progress.add_task("infer", total=len(images), info="")
-        summary = infer_folder(engine, conf.image_dir, output, options, image_ids=image_ids,
-                               on_image=lambda _: progress.advance(task))
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task("infer", total=len(images), info="")
+            summary = infer_folder(engine, conf.image_dir, output, options, image_ids=image_ids,
+                                   on_image=lambda _: progress.advance(task))
+    except BaseException as exc:  # a model that loads but fails to run: no half-made output folder stays
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        else:
+            status.write("FAILURE", f"inference stopped: {exc}")
+        raise
     kpi = {"images": summary.images, "failed": len(summary.failures), "detections": summary.detections}
     for name, reason in summary.failures:
         typer.echo(f"failed: {name}: {reason}", err=True)
