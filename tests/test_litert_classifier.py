@@ -217,8 +217,8 @@ def test_the_label_map_is_inside_and_the_engine_reads_it(workspace):
     from effdet_rt.engines.runtime.litert import read_flatbuffer
 
     model = read_flatbuffer(path)
-    entries = {model.Metadata(i).Name(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
-    described = bytes(model.Buffers(entries[b"TFLITE_METADATA"]).DataAsNumpy())
+    entries = {entry.name: entry.buffer for entry in model.metadata}  # the unpacked (object API) model
+    described = bytes(model.buffers[entries[b"TFLITE_METADATA"]].data)
     assert described[4:8] == b"M001" and b"labels.txt" in described and b"1.0.0" in described
     assert load_classifier(path).classes == CLASSES
     lines = workspace.outputs["effdet-rt engine-info cls_int8.tflite"].splitlines()
