@@ -496,3 +496,20 @@ def test_an_op_code_damaged_into_split_is_refused_not_a_crash(tflite, tmp_path):
     err = [line for line in child.stderr.splitlines() if line.startswith("error: ")]
     assert child.returncode == 2, (child.returncode, child.stderr[-2000:])
     assert len(err) == 1 and str(path) in err[0] and "operator code 1 recorded as 49" in err[0], child.stderr
+
+
+def test_a_damaged_tensor_shape_is_refused_before_litert_allocates_it(tflite, tmp_path, capsys):
+    """A dimension damaged to a huge value would make LiteRT allocate it as written (the OOM killer ended a test
+    worker that way): the reader refuses it with one error line first."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(tflite, 0)
+    model.subgraphs[0].tensors[0].shape = [1, 1 << 20, 1 << 12, 3]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "huge.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    assert run(["engine-info", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "would need" in err[0], err

@@ -69,7 +69,25 @@ def read_flatbuffer(path: Path, data: bytes | None = None):
         if code.builtinCode and code.deprecatedBuiltinCode != min(code.builtinCode, 127):
             raise ModelFileError(f"{path}: damaged TensorFlow Lite model (operator code {code.builtinCode} recorded "
                                  f"as {code.deprecatedBuiltinCode}); export it again")
+    check_tensor_sizes(path, model)
     return model
+
+
+MAX_TENSOR_BYTES = 1 << 31  # far above any activation of a D7x at 1536; a damaged dimension lands far beyond it
+ITEM_BYTES = {0: 4, 1: 2, 2: 4, 3: 1, 4: 8, 6: 1, 7: 2, 8: 8, 9: 1, 10: 8}  # schema TensorType -> bytes
+
+
+def check_tensor_sizes(path: Path, model: Any) -> None:
+    """Refuse a tensor no model of ours has: LiteRT allocates every tensor's shape as written, so one damaged
+    dimension would ask for more memory than the machine has instead of failing."""
+    for subgraph in model.subgraphs or []:
+        for tensor in subgraph.tensors or []:
+            size = ITEM_BYTES.get(tensor.type, 8)
+            for dim in tensor.shape if tensor.shape is not None else []:
+                size *= max(int(dim), 1)
+            if size > MAX_TENSOR_BYTES:
+                raise ModelFileError(f"{path}: damaged TensorFlow Lite model (a tensor of shape "
+                                     f"{list(tensor.shape)} would need {size} bytes); export it again")
 
 
 def read_metadata(path: Path, data: bytes | None = None) -> dict[str, Any]:
