@@ -204,3 +204,15 @@ def test_resuming_takes_back_the_evaluation_its_checkpoint_was_saved_before(tmp_
     broken = History.from_metadata(before.as_metadata())
     broken.recover_evaluations({**chart, "evaluation": {"epoch": [1, 2], "AP": [0.1]}}, epoch=2)
     assert other_run.evaluations == half_written.evaluations == broken.evaluations == []
+
+
+def test_training_charts_are_redrawn_at_checkpoints_and_otherwise_once_a_minute(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(charts.time, "monotonic", lambda: clock[0])
+    redraw = charts.RedrawClock(60.0)
+    assert redraw.due()  # the first epoch draws
+    redraw.drawn()
+    clock[0] += 59.0
+    assert not redraw.due() and redraw.due(now=True)  # a checkpoint was written: the charts must match it
+    clock[0] += 1.0
+    assert redraw.due()

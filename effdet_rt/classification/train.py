@@ -53,7 +53,7 @@ from effdet_rt.trainer.state import (
     newest_checkpoint,
 )
 from effdet_rt.utils.atomic import atomic_write_text
-from effdet_rt.utils.charts import draw_safely
+from effdet_rt.utils.charts import RedrawClock, draw_safely
 from effdet_rt.utils.status import TrainingProgress
 
 TASK = "classification"
@@ -145,6 +145,7 @@ class _Run:
         self.total_steps = self.plan.steps_per_epoch * spec.train.num_epochs
         self.log = TrainingLog(results, log)
         self.history = EpochHistory()
+        self.redraw = RedrawClock()
         self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------ building
@@ -320,13 +321,16 @@ class _Run:
                            message=f"epoch {epoch} done; {progress.describe()}" if budgeted else None,
                            fields=progress.fields() if progress else None)
         self.echo(f"epoch {epoch}/{spec.train.num_epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-        self.write_curves()
-        if epoch % spec.train.checkpoint_interval == 0 or epoch == spec.train.num_epochs or force_save:
+        saved = epoch % spec.train.checkpoint_interval == 0 or epoch == spec.train.num_epochs or force_save
+        if self.redraw.due(now=saved):
+            self.write_curves()
+        if saved:
             self.save(epoch, step)
 
     def write_curves(self) -> None:
         draw_safely(write_training_curves, self.results / "training_curves.png", self.history.epochs,
                     self.history.values, log=self.echo)
+        self.redraw.drawn()
 
     def save(self, epoch: int, step: int) -> Path:
         metadata = {

@@ -32,7 +32,13 @@ from effdet_rt.trainer.state import (
     restore_training_checkpoint,
     save_training_checkpoint,
 )
-from effdet_rt.utils.charts import draw_safely, read_chart_data, write_loss_curve, write_training_results
+from effdet_rt.utils.charts import (
+    RedrawClock,
+    draw_safely,
+    read_chart_data,
+    write_loss_curve,
+    write_training_results,
+)
 from effdet_rt.utils.status import TrainingProgress
 
 LOG_EVERY_STEPS = 10
@@ -193,6 +199,7 @@ class _Trainer:
         self.log = TrainingLog(results if self.writes else None, log)
         self.amp = use_mixed_precision(spec, log)
         self.history = History()
+        self.redraw = RedrawClock()
         self.progress: TrainingProgress | None = None
         self.last_checkpoint: Path | None = None
         self.tf = tf
@@ -427,12 +434,15 @@ class _Trainer:
         self.log.epoch_end(epoch, plan.num_epochs, step, {"loss": mean_loss}, message=self.epoch_message(epoch),
                            fields=progress.fields() if progress else None)
         at_interval = epoch % spec.train.checkpoint_interval == 0
-        if at_interval or epoch == plan.num_epochs or force_save:
+        saved = at_interval or epoch == plan.num_epochs or force_save
+        if saved:
             self.save(epoch, step)
-        if at_interval and epoch >= spec.evaluate.start_eval_epoch:
+        evaluated = at_interval and epoch >= spec.evaluate.start_eval_epoch
+        if evaluated:
             # every worker of a cluster evaluates too (BatchNorm reads need them all), but only the chief logs it
             self.evaluate(epoch, step)
-        self.write_charts()
+        if self.redraw.due(now=saved or evaluated):
+            self.write_charts()
 
     def epoch_message(self, epoch: int) -> str:
         progress = self.progress
@@ -448,6 +458,7 @@ class _Trainer:
         data = history.chart_data(self.plan.steps_per_epoch, f"{self.setup.name} {self.results.name}")
         draw_safely(write_loss_curve, self.results / "loss_curve.png", history.steps, history.losses, log=self.echo)
         draw_safely(write_training_results, self.results / "results.png", data, log=self.echo)
+        self.redraw.drawn()
 
     def save(self, epoch: int, step: int) -> Path:
         """Write the checkpoint into the results dir; the other workers of a cluster write theirs to a temporary

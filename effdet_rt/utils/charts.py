@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,25 @@ from effdet_rt.utils.atomic import atomic_write_bytes, atomic_write_text
 
 DPI = 100
 GRID = {"alpha": 0.3, "linestyle": "--"}
+# Training charts are redrawn at every checkpoint and evaluation, and between them at most this often: drawing a
+# chart costs more than a training step of a small model, so short epochs would spend most of a run on pictures.
+REDRAW_SECONDS = 60.0
+
+
+class RedrawClock:
+    """Says when a training run's charts are due: always when ``now`` is asked for (a checkpoint or an evaluation
+    was just written, so the pictures match the files beside them), else once ``REDRAW_SECONDS`` have passed since
+    the last drawing. The first epoch always draws, so a run has its charts from the start."""
+
+    def __init__(self, seconds: float = REDRAW_SECONDS) -> None:
+        self.seconds = seconds
+        self.last = -math.inf
+
+    def due(self, now: bool = False) -> bool:
+        return now or time.monotonic() - self.last >= self.seconds
+
+    def drawn(self) -> None:
+        self.last = time.monotonic()
 
 
 def data_path(png_path: str | os.PathLike) -> Path:
