@@ -5,6 +5,11 @@ and bad input is one error line."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +22,7 @@ from tests.support.infer import KEY, bccd_images, write_val_set
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (pip install 'effdet-rt[litert]')")
 
 EXPORT = ["--min-score", "0.05", "--max-detections", "50"]
+BCCD_NAMES = ["RBC", "WBC", "Platelets"]  # label_map.yaml order: category ids 1, 2, 3
 
 
 def test_postprocess_decoding_is_our_box_coding():
@@ -54,10 +60,14 @@ def test_the_table_row_opens_tflite_files():
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, tiny_checkpoint):
-    """The tiny checkpoint as FP32 .tflite, NMS inside and raw heads, each exported through the CLI with --verify."""
+    """The tiny checkpoint as FP32 .tflite, NMS inside (with a label map) and raw heads (without), each exported
+    through the CLI with --verify."""
     folder = tmp_path_factory.mktemp("litert")
     paths = {"nms": folder / "tiny.tflite", "raw": folder / "tiny_raw.tflite"}
-    assert run(["export", "-m", str(tiny_checkpoint), "-k", KEY, "-o", str(paths["nms"]), *EXPORT, "--verify"]) == 0
+    label_map = folder / "label_map.yaml"
+    label_map.write_text("".join(f"{i}: {name}\n" for i, name in enumerate(BCCD_NAMES, start=1)))
+    assert run(["export", "-m", str(tiny_checkpoint), "-k", KEY, "-o", str(paths["nms"]), *EXPORT, "--verify",
+                f"inference.label_map={label_map}"]) == 0
     assert run(["export", "-m", str(tiny_checkpoint), "-k", KEY, "-o", str(paths["raw"]), *EXPORT, "--nms", "none",
                 "--verify"]) == 0
     return paths
@@ -115,6 +125,177 @@ def test_the_file_stands_alone_and_engine_info_reads_it(exports, capsys):
     outputs = [t["name"] for t in info["tensors"] if t["io"] == "output"]
     assert outputs == ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
     assert [t["shape"] for t in info["tensors"] if t["io"] == "input"] == [[1, 128, 128, 3]]
+
+
+def read_table(buf: bytes, pos: int):
+    import flatbuffers
+
+    return flatbuffers.table.Table(bytearray(buf), pos)
+
+
+def field(tab, slot: int, kind: str):
+    """One field of a flatbuffer table, read generically (no generated schema code): 'str', 'table', 'tables'
+    (a vector of tables), 'uints', 'byte', 'int'."""
+    import flatbuffers
+    from flatbuffers import number_types as n
+
+    offset = tab.Offset(4 + 2 * slot)
+    if not offset:
+        return 0 if kind in ("byte", "int") else None  # a scalar equal to its default is not stored
+    at = offset + tab.Pos
+    if kind == "str":
+        return tab.String(at).decode()
+    if kind == "table":
+        return flatbuffers.table.Table(tab.Bytes, tab.Indirect(at))
+    if kind == "byte":
+        return tab.Get(n.Int8Flags, at)
+    if kind == "int":
+        return tab.Get(n.Int32Flags, at)
+    start, length = tab.Vector(offset), tab.VectorLen(offset)
+    if kind == "uints":
+        return [tab.Get(n.Uint32Flags, start + 4 * i) for i in range(length)]
+    return [flatbuffers.table.Table(tab.Bytes, tab.Indirect(start + 4 * i)) for i in range(length)]
+
+
+def described_outputs(path: Path) -> tuple[str, list[dict]]:
+    """(min parser version, [{name, content kind, box index/type/coordinates, value range, files}]) of the
+    TensorFlow Lite model metadata (TFLITE_METADATA, schema metadata_schema.fbs) in a .tflite."""
+    import flatbuffers
+
+    from effdet_rt.engines.runtime.litert import read_flatbuffer
+
+    model = read_flatbuffer(path)
+    (entry,) = [e for e in model.metadata if e.name == b"TFLITE_METADATA"]
+    data = bytes(model.buffers[entry.buffer].data)
+    assert data[4:8] == b"M001"
+    root = read_table(data, flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0))
+    (subgraph,) = field(root, 3, "tables")
+    (image,) = field(subgraph, 2, "tables")
+    image_content = field(image, 3, "table")
+    assert field(image, 0, "str") == "image" and field(image_content, 0, "byte") == 2  # ImageProperties
+    outputs = []
+    for tensor in field(subgraph, 3, "tables"):
+        content = field(tensor, 3, "table")
+        row = {"name": field(tensor, 0, "str"), "kind": field(content, 0, "byte") if content else None,
+               "files": [(field(f, 0, "str"), field(f, 2, "byte")) for f in field(tensor, 6, "tables") or []]}
+        if content and field(content, 2, "table"):
+            value_range = field(content, 2, "table")
+            row["range"] = (field(value_range, 0, "int"), field(value_range, 1, "int"))
+        if row["kind"] == 3:  # BoundingBoxProperties
+            box = field(content, 1, "table")
+            row["box"] = (field(box, 0, "uints"), field(box, 1, "byte"), field(box, 2, "byte"))
+        outputs.append(row)
+    return field(root, 7, "str"), outputs
+
+
+@pytest.mark.slow
+def test_the_label_map_and_the_object_detector_metadata_are_inside(exports):
+    """The packed labels.txt (the spec's label map, in class order) and the TensorFlow Lite model metadata MediaPipe's
+    ObjectDetector reads: location (boxes y1, x1, y2, x2 as left, top, right, bottom = 1, 0, 3, 2; BOUNDARIES,
+    RATIO), category (its values labelled by labels.txt: TENSOR_VALUE_LABELS), score, number of detections."""
+    from effdet_rt.engines.runtime.litert import LiteRTRunner, read_metadata
+
+    with zipfile.ZipFile(exports["nms"]) as archive:
+        assert archive.namelist() == ["labels.txt"] and archive.read("labels.txt") == b"RBC\nWBC\nPlatelets\n"
+    with zipfile.ZipFile(exports["raw"]) as archive:  # no label map in the spec: the ids, as `infer` shows them
+        assert archive.read("labels.txt") == b"1\n2\n3\n"
+    meta = read_metadata(exports["nms"])
+    assert "classes" not in meta and meta["labels_file"] == "labels.txt"  # one copy: the packed file
+    assert LiteRTRunner(exports["nms"]).metadata["classes"] == BCCD_NAMES
+    version, outputs = described_outputs(exports["nms"])
+    assert version == "1.0.0"
+    assert outputs == [
+        {"name": "location", "kind": 3, "range": (2, 2), "box": ([1, 0, 3, 2], 1, 0), "files": []},
+        {"name": "category", "kind": 1, "range": (2, 2), "files": [("labels.txt", 3)]},
+        {"name": "score", "kind": 1, "range": (2, 2), "files": []},
+        {"name": "number of detections", "kind": None, "files": []},
+    ]
+    _, raw = described_outputs(exports["raw"])
+    runner = LiteRTRunner(exports["raw"])
+    by_index = {index: name for name, index in runner.outputs.items()}
+    subgraph_order = [by_index[int(d["index"])] for d in runner.interp.get_output_details()]
+    assert [row["name"] for row in raw] == subgraph_order == ["box_codes", "class_logits"]
+    assert raw[1]["files"] == [("labels.txt", 2)]  # TENSOR_AXIS_LABELS: the last axis
+
+
+@pytest.mark.slow
+def test_infer_names_the_classes_from_the_file(exports, bccd_root, tmp_path):
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in bccd_images(bccd_root, 2):
+        shutil.copy(path, images)
+    out = tmp_path / "out"
+    assert run(["infer", "-m", str(exports["nms"]), "-i", str(images), "-o", str(out), "--dump-label",
+                "inference.min_score_thresh=0.05"]) == 0
+    names = {line.split(" ")[0] for label in (out / "labels").glob("*.txt") for line in label.read_text().splitlines()}
+    assert names and names <= set(BCCD_NAMES), names
+
+
+MEDIAPIPE_PROGRAM = """
+import json, sys, numpy as np
+import mediapipe as mp
+from mediapipe.tasks.python import BaseOptions, vision
+options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=sys.argv[1]), score_threshold=0.0)
+detector = vision.ObjectDetector.create_from_options(options)
+found = []
+for image in np.load(sys.argv[2]):
+    result = detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+    found.append([[[[c.category_name, c.score] for c in d.categories], d.bounding_box.origin_x, d.bounding_box.origin_y,
+                   d.bounding_box.width, d.bounding_box.height] for d in result.detections])
+print(json.dumps(found))
+"""
+
+
+def mediapipe_path() -> str | None:
+    """Where `import mediapipe` works: this interpreter's path, or EFFDET_MEDIAPIPE_TOOLS (a folder MediaPipe was
+    installed into with pip --target, as benchmarks/litert_classifier.py does); None when neither has it."""
+    folder = os.environ.get("EFFDET_MEDIAPIPE_TOOLS", "")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH", "")) if p)}
+    probe = subprocess.run([sys.executable, "-c", "import mediapipe.tasks.python.vision"], env=env,
+                           capture_output=True)
+    return env["PYTHONPATH"] if probe.returncode == 0 else None
+
+
+@pytest.mark.slow
+def test_mediapipe_object_detector_reads_the_file_and_finds_our_detections(exports, crops, tmp_path):
+    """MediaPipe's ObjectDetector, knowing nothing of effdet-rt, opens the file (label map and normalisation from its
+    metadata) and finds what our engine finds on BCCD crops at the model size (no resizing on either side): the same
+    (class name, score) pairs, and the same boxes where they lie inside the image. (MediaPipe merges detections of
+    one box into one with several categories, and clips a box leaving the image its own way.)"""
+    from PIL import Image
+
+    from effdet_rt.engines.runtime.base import load
+
+    path = mediapipe_path()
+    if path is None:
+        pytest.skip("mediapipe is not importable (pip install mediapipe, or set EFFDET_MEDIAPIPE_TOOLS to a folder "
+                    "holding it)")
+    size = (128, 128)
+    images = np.stack([np.asarray(Image.fromarray(crop).resize(size, Image.BILINEAR)) for crop in crops])
+    np.save(tmp_path / "images.npy", images)
+    done = subprocess.run([sys.executable, "-c", MEDIAPIPE_PROGRAM, str(exports["nms"]), str(tmp_path / "images.npy")],
+                          env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    ours = load(exports["nms"]).infer(list(images))
+    inside = 0
+    for i, theirs in enumerate(found):
+        count = int(ours.num_detections[i])
+        boxes, scores = ours.boxes[i][:count], ours.scores[i][:count]
+        names = [BCCD_NAMES[int(c) - 1] for c in ours.classes[i][:count]]
+        pairs = sorted((name, score) for categories, *_ in theirs for name, score in categories)
+        assert [name for name, _ in pairs] == sorted(names), i  # the classes, named from the packed labels.txt
+        np.testing.assert_allclose([score for _, score in pairs], [s for _, s in sorted(zip(names, scores, strict=True))],
+                                   atol=1e-5)
+        for categories, x, y, w, h in theirs:
+            name, score = categories[0]
+            (j,) = [j for j in range(count) if names[j] == name and abs(scores[j] - score) < 1e-6]
+            x1, y1, x2, y2 = boxes[j]
+            if x1 > 0 and y1 > 0 and x2 < size[1] and y2 < size[0]:
+                assert np.abs(np.subtract([x, y, w, h], [x1, y1, x2 - x1, y2 - y1])).max() <= 1.0, (boxes[j], x, y, w, h)
+                inside += 1
+    assert inside > 20
 
 
 @pytest.fixture(scope="module")

@@ -294,3 +294,15 @@ def test_the_converter_takes_the_smallest_odd_size_the_spec_allows(workspace, tm
     np.testing.assert_allclose(fp32.predict(photos), KerasClassifier(model, KEY).predict(photos), atol=1e-5)
     assert float_weight_tensors((tmp_path / "odd_int8.tflite").read_bytes()) == []
     assert load_classifier(tmp_path / "odd_int8.tflite").predict(photos).shape == (8, 2)
+
+
+def test_calibration_images_are_spread_over_the_class_folders():
+    """A class-sorted folder (hymenoptera train: 124 ants, then 121 bees): the default 80 calibration images take
+    both classes about evenly, not the first 80 ants; the others follow, to replace unreadable files."""
+    from effdet_rt.classification.deploy import spread_evenly
+
+    files = [Path(f"ants/{i:03d}.jpg") for i in range(124)] + [Path(f"bees/{i:03d}.jpg") for i in range(121)]
+    spread = spread_evenly(files, 80)
+    assert sorted(spread) == files and spread[0] == files[0]
+    assert sum(p.parent.name == "bees" for p in spread[:80]) == 39  # every 3.0625th file: 41 ants, 39 bees
+    assert spread_evenly(files[:50], 80) == files[:50]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def infer(
         image_ids_from_annotations,
         infer_folder,
         list_images,
+        packed_label_map,
         with_inference_nms,
     )
     from effdet_rt.utils.status import StatusLogger, progress_bar
@@ -76,6 +78,8 @@ def infer(
     images = list_images(conf.image_dir)
     image_ids = image_ids_from_annotations(annotations, images) if annotations else None
     engine = load(conf.checkpoint, key=key, spec=with_inference_nms(settings))
+    if not options.label_map:  # a .tflite names its classes itself
+        options = dataclasses.replace(options, label_map=packed_label_map(engine))
     created = not output.exists()
     status = StatusLogger(output)
     status.write("STARTED", f"inference on {len(images)} image(s) from {conf.image_dir}")

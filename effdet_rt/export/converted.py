@@ -50,6 +50,25 @@ def calibration_for(spec: Any, input_size: tuple[int, int], log: Callable[[str],
     return lambda: calibration_batches(calib.tfrecords, input_size, calib.batch_size, calib.batches, log=log)
 
 
+def class_labels(spec: Any, num_classes: int, log: Callable[[str], None]) -> list[str]:
+    """The names of classes 0..N-1 (category ids 1..N) from the spec's label map (inference.label_map, else
+    evaluate.label_map), to pack into the file; the ids themselves, as `infer` shows them, when neither is set."""
+    from effdet_rt.data.labels import load_label_map
+
+    field = "inference.label_map" if spec.inference.label_map else "evaluate.label_map"
+    path = spec.inference.label_map or spec.evaluate.label_map
+    if not path:
+        log("no label map in the spec (inference.label_map or evaluate.label_map): the packed labels.txt names the "
+            "classes by their ids")
+        return [str(i) for i in range(1, num_classes + 1)]
+    mapping = load_label_map(path)
+    extra = sorted(i for i in mapping if not 1 <= i <= num_classes)
+    if extra:
+        raise UserError(f"{field} {path}: category id {extra[0]} is outside this model's 1..{num_classes}; pass the "
+                        "label map of the dataset the checkpoint was trained on")
+    return [mapping.get(i, str(i)) for i in range(1, num_classes + 1)]
+
+
 def require_backend(backend: Backend, output: Path) -> None:
     usable, why = backend_status(backend)
     if not usable:
@@ -65,7 +84,7 @@ def export_converted(spec: Any, backend: Backend, engine: Any, heads: Any, metad
     setup = engine.setup
     data = exporter.export_detector(heads, setup, engine.nms_config, spec.export,
                                     calibration=calibration_for(spec, setup.input_size, log), metadata=metadata,
-                                    source=str(output), log=log)
+                                    labels=class_labels(spec, setup.num_classes, log), source=str(output), log=log)
     if verify:
         report = verify_bytes(backend, exporter, engine, heads, data, batch(4))
         log(report.summary())

@@ -55,6 +55,13 @@ class InferOptions:
         )
 
 
+def packed_label_map(engine: Any) -> dict[int, str]:
+    """Category id -> name from the class names a model file carries (a .tflite's packed labels.txt: class k is
+    category id k + 1); {} for a file without them."""
+    names = getattr(engine, "metadata", {}).get("classes") or []
+    return {index: str(name) for index, name in enumerate(names, start=1)}
+
+
 def with_inference_nms(spec: Any) -> Any:
     """``spec`` whose evaluate NMS settings (which the checkpoint backend reads) are inference.iou_thresh and
     inference.pre_nms_top_k, so `infer` on a checkpoint runs the NMS its own section asks for."""

@@ -309,19 +309,27 @@ def float_weight_tensors(data: bytes) -> list[str]:
 
 def export_detector(heads: Any, setup: Any, nms_settings: Any, export: Any, *,
                     calibration: Callable[[], Iterable[np.ndarray]] | None, metadata: dict[str, Any],
-                    source: str, log: Callable[[str], None]) -> bytes:
+                    labels: list[str], source: str, log: Callable[[str], None]) -> bytes:
     """The .tflite bytes (not yet written) of a detector's raw-heads Keras model, NMS inside unless export.nms is
-    none; ``metadata`` (the ONNX export's) is stored with this file's own precision, input type and NMS."""
+    none; ``metadata`` (the ONNX export's) is stored with this file's own precision, input type and NMS, and
+    ``labels`` (the names of classes 0..N-1) as the packed label file the TensorFlow Lite model metadata names."""
+    from effdet_rt.engines.build.litert_metadata import detector_metadata, with_associated_files
+
     nms = "none" if export.nms == "none" else "tflite"
     log(f"exporting {setup.name} {setup.input_size[1]}x{setup.input_size[0]} to LiteRT, {setup.num_classes} classes, "
         f"precision {export.precision}, input {export.io_type}, nms={nms}")
     module, function = detector_function(heads, setup, nms, nms_settings)
     data = convert(module, function, export.precision, export.io_type, nms != "none", calibration, source)
     data = exact_pixel_input(data, export.io_type)
-    meta = {**metadata, "nms": nms, "precision": export.precision, "io_type": export.io_type, "format": "tflite"}
+    # the names live in the label file only (the runner reads them from it), so the two cannot disagree
+    meta = {**{k: v for k, v in metadata.items() if k != "classes"}, "nms": nms, "precision": export.precision,
+            "io_type": export.io_type, "format": "tflite", "labels_file": LABELS_FILE}
     if nms != "none":
         meta["box_layout"] = "detection_boxes: y1, x1, y2, x2 in 0..1 of the input (TFLite_Detection_PostProcess)"
-    return with_metadata(data, meta, POSTPROCESS_OUTPUTS if nms != "none" else None)
+    described = detector_metadata(setup.name, f"effdet-rt detector, {setup.num_classes} classes, {export.precision}",
+                                  setup.input_size, LABELS_FILE, nms != "none")
+    data = with_metadata(data, meta, POSTPROCESS_OUTPUTS if nms != "none" else None, described)
+    return with_associated_files(data, {LABELS_FILE: "".join(f"{label}\n" for label in labels).encode()})
 
 
 def network_function(model: Any, input_shape: tuple[int, int, int], output_name: str):

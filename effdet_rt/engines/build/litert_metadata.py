@@ -20,10 +20,15 @@ METADATA_BUFFER_NAME = "TFLITE_METADATA"
 FILE_IDENTIFIER = b"M001"
 MIN_PARSER_VERSION = "1.0.0"
 # enum and union values of metadata_schema.fbs
-TENSOR_AXIS_LABELS = 2
+TENSOR_AXIS_LABELS, TENSOR_VALUE_LABELS = 2, 3
 COLOR_SPACE = {3: 1, 1: 2}  # channels -> RGB, GRAYSCALE
-FEATURE_PROPERTIES, IMAGE_PROPERTIES = 1, 2
+FEATURE_PROPERTIES, IMAGE_PROPERTIES, BOUNDING_BOX_PROPERTIES = 1, 2, 3
 NORMALIZATION_OPTIONS = 1
+BOUNDARIES, RATIO = 1, 0  # BoundingBoxType, CoordinateType
+# where left, top, right, bottom sit in a box of TFLite_Detection_PostProcess (y1, x1, y2, x2)
+YXYX_BOX_INDEX = (1, 0, 3, 2)
+# the output names MediaPipe's ObjectDetector and the Task Library look up, in the op's output order
+DETECTION_OUTPUT_NAMES = ("location", "category", "score", "number of detections")
 
 
 def _strings(builder, *texts: str) -> list[int]:
@@ -32,13 +37,15 @@ def _strings(builder, *texts: str) -> list[int]:
 
 def _table(builder, fields: list[tuple[int, str, object]]) -> int:
     """A table from (slot, kind, value) fields: kind 'offset' (a string, vector or table made before), 'byte',
-    'uint'. Slots are the fields' positions in the schema (a union field takes two: its type, then its value)."""
+    'int', 'uint'. Slots are the fields' positions in the schema (a union field takes two: its type, then its value)."""
     builder.StartObject(max(slot for slot, _, _ in fields) + 1)
     for slot, kind, value in fields:
         if kind == "offset":
             builder.PrependUOffsetTRelativeSlot(slot, value, 0)
         elif kind == "byte":
             builder.PrependInt8Slot(slot, value, 0)
+        elif kind == "int":
+            builder.PrependInt32Slot(slot, value, 0)
         else:
             builder.PrependUint32Slot(slot, value, 0)
     return builder.EndObject()
@@ -62,12 +69,55 @@ def labelled_output_metadata(name: str, description: str, input_size: tuple[int,
     import flatbuffers
 
     builder = flatbuffers.Builder(1024)
-    height, width = input_size
-    model_name, model_description, image_name, image_description, output_name, output_description = _strings(
-        builder, name, description, "image", "RGB or gray pixels 0..255 at the model size (resized, centre-cropped); "
-        "normalisation is inside the network", "probability", "softmax probabilities, one per label")
-    file_name, file_description, parser_version = _strings(builder, labels_file, labels_description, MIN_PARSER_VERSION)
+    image = _image_input(builder, input_size, channels, "RGB or gray pixels 0..255 at the model size (resized, "
+                         "centre-cropped); normalisation is inside the network")
+    labels = _label_file(builder, labels_file, labels_description, TENSOR_AXIS_LABELS)
+    output = _tensor(builder, "probability", "softmax probabilities, one per label", FEATURE_PROPERTIES,
+                     _empty_table(builder), stats=(1.0, 0.0), files=[labels])
+    return _finish(builder, name, description, [image], [output])
 
+
+def detector_metadata(name: str, description: str, input_size: tuple[int, int], labels_file: str,
+                      nms_inside: bool) -> bytes:
+    """The ModelMetadata of a detector. NMS inside: the four outputs of TFLite_Detection_PostProcess as MediaPipe's
+    ObjectDetector and the Task Library read them (by these names): location (boxes y1, x1, y2, x2 in 0..1 of the
+    input), category (0-based class, its value labelled by ``labels_file``), score, number of detections. Raw
+    heads: box_codes and class_logits (whose last axis ``labels_file`` labels), in the subgraph's (sorted) order."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    image = _image_input(builder, input_size, 3, "RGB pixels 0..255 at the model size (resized keeping aspect, "
+                         "padded bottom/right); normalisation is inside the network")
+    per_box = _table(builder, [(0, "int", 2), (1, "int", 2)])  # the values run along dimension 2 of (1, K, ...)
+    if nms_inside:
+        location_name, category_name, score_name, count_name = DETECTION_OUTPUT_NAMES
+        index = builder.CreateNumpyVector(np.asarray(YXYX_BOX_INDEX, np.uint32))
+        box = _table(builder, [(0, "offset", index), (1, "byte", BOUNDARIES), (2, "byte", RATIO)])
+        labels = _label_file(builder, labels_file, "class names; line k names category k", TENSOR_VALUE_LABELS)
+        outputs = [
+            _tensor(builder, location_name, "boxes y1, x1, y2, x2 in 0..1 of the input", BOUNDING_BOX_PROPERTIES,
+                    box, value_range=per_box),
+            _tensor(builder, category_name, "0-based class of each box", FEATURE_PROPERTIES, _empty_table(builder),
+                    value_range=per_box, files=[labels]),
+            _tensor(builder, score_name, "score of each box (sigmoid)", FEATURE_PROPERTIES, _empty_table(builder),
+                    value_range=per_box, stats=(1.0, 0.0)),
+            _tensor(builder, count_name, "number of valid boxes", None, None),
+        ]
+    else:
+        labels = _label_file(builder, labels_file, "class names in the order of the last axis", TENSOR_AXIS_LABELS)
+        outputs = [
+            _tensor(builder, "box_codes", "box codes (ty, tx, th, tw) per anchor; the anchors are in the effdet_rt "
+                    "metadata", FEATURE_PROPERTIES, _empty_table(builder)),
+            _tensor(builder, "class_logits", "class logits per anchor (sigmoid gives the scores)", FEATURE_PROPERTIES,
+                    _empty_table(builder), files=[labels]),
+        ]
+    return _finish(builder, name, description, [image], outputs)
+
+
+def _image_input(builder, input_size: tuple[int, int], channels: int, description: str) -> int:
+    """An image input of raw pixels at the model size: normalisation mean 0, std 1 (it is inside the network)."""
+    height, width = input_size
+    image_name, image_description = _strings(builder, "image", description)
     size = _table(builder, [(0, "uint", width), (1, "uint", height)])
     image = _table(builder, [(0, "byte", COLOR_SPACE[channels]), (1, "offset", size)])
     image_content = _table(builder, [(0, "byte", IMAGE_PROPERTIES), (1, "offset", image)])
@@ -77,22 +127,38 @@ def labelled_output_metadata(name: str, description: str, input_size: tuple[int,
     units = _vector(builder, [unit])
     pixel_max, pixel_min = _floats(builder, [255.0] * channels), _floats(builder, [0.0] * channels)
     pixel_stats = _table(builder, [(0, "offset", pixel_max), (1, "offset", pixel_min)])
-    image_tensor = _table(builder, [(0, "offset", image_name), (1, "offset", image_description),
-                                    (3, "offset", image_content), (4, "offset", units), (5, "offset", pixel_stats)])
+    return _table(builder, [(0, "offset", image_name), (1, "offset", image_description),
+                            (3, "offset", image_content), (4, "offset", units), (5, "offset", pixel_stats)])
 
-    features = _empty_table(builder)
-    output_content = _table(builder, [(0, "byte", FEATURE_PROPERTIES), (1, "offset", features)])
-    label_file = _table(builder, [(0, "offset", file_name), (1, "offset", file_description),
-                                  (2, "byte", TENSOR_AXIS_LABELS)])
-    files = _vector(builder, [label_file])
-    score_max, score_min = _floats(builder, [1.0]), _floats(builder, [0.0])
-    score_stats = _table(builder, [(0, "offset", score_max), (1, "offset", score_min)])
-    output_tensor = _table(builder, [(0, "offset", output_name), (1, "offset", output_description),
-                                     (3, "offset", output_content), (5, "offset", score_stats),
-                                     (6, "offset", files)])
 
-    subgraph = _table(builder, [(2, "offset", _vector(builder, [image_tensor])),
-                                (3, "offset", _vector(builder, [output_tensor]))])
+def _label_file(builder, name: str, description: str, kind: int) -> int:
+    file_name, file_description = _strings(builder, name, description)
+    return _table(builder, [(0, "offset", file_name), (1, "offset", file_description), (2, "byte", kind)])
+
+
+def _tensor(builder, name: str, description: str, content_kind: int | None, properties: int | None, *,
+            value_range: int | None = None, stats: tuple[float, float] | None = None,
+            files: list[int] | None = None) -> int:
+    """A TensorMetadata: name, description, content (its properties union and value range), stats (max, min),
+    associated files."""
+    tensor_name, tensor_description = _strings(builder, name, description)
+    fields: list[tuple[int, str, object]] = [(0, "offset", tensor_name), (1, "offset", tensor_description)]
+    if content_kind is not None:
+        content = [(0, "byte", content_kind), (1, "offset", properties)]
+        if value_range is not None:
+            content.append((2, "offset", value_range))
+        fields.append((3, "offset", _table(builder, content)))
+    if stats is not None:
+        high, low = _floats(builder, [stats[0]]), _floats(builder, [stats[1]])
+        fields.append((5, "offset", _table(builder, [(0, "offset", high), (1, "offset", low)])))
+    if files:
+        fields.append((6, "offset", _vector(builder, files)))
+    return _table(builder, fields)
+
+
+def _finish(builder, name: str, description: str, inputs: list[int], outputs: list[int]) -> bytes:
+    model_name, model_description, parser_version = _strings(builder, name, description, MIN_PARSER_VERSION)
+    subgraph = _table(builder, [(2, "offset", _vector(builder, inputs)), (3, "offset", _vector(builder, outputs))])
     root = _table(builder, [(0, "offset", model_name), (1, "offset", model_description),
                             (3, "offset", _vector(builder, [subgraph])), (7, "offset", parser_version)])
     builder.Finish(root, file_identifier=FILE_IDENTIFIER)
