@@ -24,6 +24,7 @@ from effdet_rt.classification.engines import OUTPUT_NAME, TASK, KerasClassifier
 from effdet_rt.classification.images import eval_image
 from effdet_rt.engines.runtime.onnxruntime import session_options
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.export.verify import Figure, VerifyReport
 from effdet_rt.onnx.graph import (
     clean_graph,
     drop_identity_reshapes,
@@ -38,20 +39,18 @@ VERIFY_TOLERANCE = 1e-4
 VERIFY_IMAGES = 8
 
 
-@dataclass(frozen=True)
-class VerifyReport:
-    images: int
-    max_abs_diff: float
-    top1_agree: int
-    runtime: str = "ONNX Runtime"
+PROBABILITY = "probability"
+TOP1 = "top-1 agreement"
 
-    @property
-    def ok(self) -> bool:
-        return self.max_abs_diff <= VERIFY_TOLERANCE
 
-    def summary(self) -> str:
-        return (f"verify: {self.images} images, max |TF - {self.runtime}| probability = {self.max_abs_diff:.3e} "
-                f"(limit {VERIFY_TOLERANCE:.0e}), top-1 agrees on {self.top1_agree}/{self.images}")
+def probability_report(images: int, max_abs_diff: float, top1_agree: int, runtime: str = "ONNX Runtime") -> VerifyReport:
+    """The classifier's verification: max |TF - file| of the probabilities, held to VERIFY_TOLERANCE, and how many
+    images' top-1 class agrees (reported)."""
+    return VerifyReport(images, (
+        Figure(PROBABILITY, max_abs_diff, VERIFY_TOLERANCE,
+               f"max |TF - {runtime}| probability = {{value:.3e}} (limit {{limit:.0e}})"),
+        Figure(TOP1, top1_agree, None, "top-1 agrees on {value:.0f}/{images}"),
+    ), heading="verify: {images} images, ")
 
 
 def classifier_to_onnx(classifier: KerasClassifier, batch_size: int | None, opset: int,
@@ -130,8 +129,8 @@ def verify_onnx(classifier: KerasClassifier, proto, images: np.ndarray) -> Verif
             part = np.concatenate([part, np.zeros((fixed - count, *part.shape[1:]), np.float32)])
         outputs.append(session.run([OUTPUT_NAME], {proto.graph.input[0].name: part})[0][:count])
     candidate = np.concatenate(outputs)
-    return VerifyReport(len(images), float(np.max(np.abs(reference - candidate))),
-                        int(np.sum(reference.argmax(1) == candidate.argmax(1))))
+    return probability_report(len(images), float(np.max(np.abs(reference - candidate))),
+                              int(np.sum(reference.argmax(1) == candidate.argmax(1))))
 
 
 @dataclass(frozen=True)
@@ -188,7 +187,7 @@ def export_classifier(spec: Any, *, model_path: Path | None, output: Path | None
     if verify:
         report = verify_onnx(classifier, proto, verification_images(spec, fmt, batch_size or VERIFY_IMAGES))
         log(report.summary())
-        if not report.ok:
+        if not report.passed():
             raise ModelFileError(f"export verification failed: {report.summary()}; nothing was written")
     return write_onnx(proto, output)
 
@@ -241,7 +240,7 @@ def export_converted_classifier(spec: Any, backend: Any, classifier: KerasClassi
         log(report.summary())
         if spec.export.data_type != "fp32":
             log(f"verify: the limit is FP32's; a {spec.export.data_type} file is expected to exceed it")
-        elif not report.ok:
+        elif not report.passed():
             raise ModelFileError(f"export verification failed: {report.summary()}; nothing was written")
     return exporter.write_tflite(data, output)
 
@@ -261,5 +260,5 @@ def verify_converted(classifier: KerasClassifier, backend: Any, data: bytes, ima
         candidate = open_runner(Path(name)).run(images)[OUTPUT_NAME]
     finally:
         os.unlink(name)
-    return VerifyReport(len(images), float(np.max(np.abs(reference - candidate))),
-                        int(np.sum(reference.argmax(1) == candidate.argmax(1))), backend.title)
+    return probability_report(len(images), float(np.max(np.abs(reference - candidate))),
+                              int(np.sum(reference.argmax(1) == candidate.argmax(1))), backend.title)
