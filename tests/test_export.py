@@ -347,6 +347,31 @@ def test_one_verify_report_writes_each_paths_line():
     assert not probability_report(8, 1.01e-4, 8).passed()
 
 
+def test_verify_runs_a_fixed_batch_graph_through_the_runners_padding(setup, tiny_model):
+    """`--verify` (detector heads and classifier probabilities alike) runs the graph not yet written on the ONNX
+    Runtime runner, whose padding to a fixed batch is the engines': 3 images through a batch-2 graph are the
+    batches [0, 1] and [2, zeros], cut back to 3 rows, at the portable optimisation level."""
+    import onnxruntime as ort
+
+    from effdet_rt.export.exporter import convert_raw_heads
+    from effdet_rt.export.verify_run import exported_runner
+
+    fixed = convert_raw_heads(tiny_model, setup, 2, 17)
+    images = _images(3, seed=4)
+    runner = exported_runner(fixed)
+    assert runner.static_batch == 2
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    session = ort.InferenceSession(fixed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    padded = np.concatenate([images, np.zeros_like(images[:1])])
+    expected = [np.concatenate(parts) for parts in zip(*(session.run(None, {"images": padded[i:i + 2]})
+                                                         for i in (0, 2)), strict=True)]
+    outputs = runner.run(images)
+    for name, want in zip(("class_logits", "box_codes"), expected, strict=True):
+        assert outputs[name].shape == (3, *want.shape[1:])
+        np.testing.assert_allclose(outputs[name], want[:3], rtol=0, atol=1e-6)
+
+
 def test_verify_export_reports_both_optimisation_levels(raw_proto, setup, tiny_model):
     from effdet_rt.engines.runtime.checkpoint import KerasEngine
     from effdet_rt.export.exporter import ExportOptions, attach_nms

@@ -22,7 +22,6 @@ from effdet_rt.checkpoint import resolve_key
 from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.engines import OUTPUT_NAME, TASK, KerasClassifier
 from effdet_rt.classification.images import eval_image
-from effdet_rt.engines.runtime.onnxruntime import session_options
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.export.verify import Figure, VerifyReport
 from effdet_rt.onnx.graph import (
@@ -111,24 +110,10 @@ def verification_images(spec: Any, fmt, count: int = VERIFY_IMAGES) -> np.ndarra
 
 
 def verify_onnx(classifier: KerasClassifier, proto, images: np.ndarray) -> VerifyReport:
-    import onnxruntime as ort
-
+    from effdet_rt.export.verify_run import exported_runner
 
     reference = classifier.predict(images)
-    options = session_options()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    dims = proto.graph.input[0].type.tensor_type.shape.dim
-    fixed = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
-    outputs = []
-    step = fixed or len(images)
-    for start in range(0, len(images), step):
-        part = images[start:start + step]
-        count = len(part)
-        if fixed and count < fixed:
-            part = np.concatenate([part, np.zeros((fixed - count, *part.shape[1:]), np.float32)])
-        outputs.append(session.run([OUTPUT_NAME], {proto.graph.input[0].name: part})[0][:count])
-    candidate = np.concatenate(outputs)
+    candidate = exported_runner(proto).run(images)[OUTPUT_NAME]
     return probability_report(len(images), float(np.max(np.abs(reference - candidate))),
                               int(np.sum(reference.argmax(1) == candidate.argmax(1))))
 
@@ -247,18 +232,11 @@ def export_converted_classifier(spec: Any, backend: Any, classifier: KerasClassi
 
 def verify_converted(classifier: KerasClassifier, backend: Any, data: bytes, images: np.ndarray) -> VerifyReport:
     """TensorFlow's probabilities against the written bytes' on the backend's runner."""
-    import os
-    import tempfile
-
     from effdet_rt.engines.registry import open_runner
+    from effdet_rt.export.converted import written_file
 
     reference = classifier.predict(images)
-    handle, name = tempfile.mkstemp(suffix=backend.suffixes[0])
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        candidate = open_runner(Path(name)).run(images)[OUTPUT_NAME]
-    finally:
-        os.unlink(name)
+    with written_file(backend, data) as path:
+        candidate = open_runner(path).run(images)[OUTPUT_NAME]
     return probability_report(len(images), float(np.max(np.abs(reference - candidate))),
                               int(np.sum(reference.argmax(1) == candidate.argmax(1))), backend.title)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,20 +68,28 @@ def export_converted(spec: Any, backend: Backend, engine: Any, heads: Any, metad
     return exporter.write_tflite(data, output)
 
 
-def verify_bytes(backend: Backend, exporter: Any, engine: Any, heads: Any, data: bytes,
-                 batch: np.ndarray) -> VerifyReport:
-    tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
-    tf_scores = 1.0 / (1.0 + np.exp(-tf_logits.astype(np.float64)))
+@contextmanager
+def written_file(backend: Backend, data: bytes) -> Iterator[Path]:
+    """The converted bytes in a temporary file named with the backend's suffix, for its runtime to open before
+    the output is written (`--verify` writes nothing when it fails); removed afterwards."""
     handle, name = tempfile.mkstemp(suffix=backend.suffixes[0])
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
-        scores, codes = exporter.written_heads(Path(name), batch)
-        diff = max(float(np.abs(scores - tf_scores).max() / max(np.abs(tf_scores).max(), 1e-12)),
-                   float(np.abs(codes - tf_codes).max() / max(np.abs(tf_codes).max(), 1e-12)))
-        candidate = runtime_module(backend).load_engine(Path(name)).run(batch)
+        yield Path(name)
     finally:
         os.unlink(name)
+
+
+def verify_bytes(backend: Backend, exporter: Any, engine: Any, heads: Any, data: bytes,
+                 batch: np.ndarray) -> VerifyReport:
+    tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
+    tf_scores = 1.0 / (1.0 + np.exp(-tf_logits.astype(np.float64)))
+    with written_file(backend, data) as path:
+        scores, codes = exporter.written_heads(path, batch)
+        diff = max(float(np.abs(scores - tf_scores).max() / max(np.abs(tf_scores).max(), 1e-12)),
+                   float(np.abs(codes - tf_codes).max() / max(np.abs(tf_codes).max(), 1e-12)))
+        candidate = runtime_module(backend).load_engine(path).run(batch)
     reference, candidate = comparable(engine.run(batch), candidate, engine.nms_config.max_detections)
     return converted_report(diff, match_detections(reference, candidate), len(batch), backend.title)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from effdet_rt.detections import Detections, category_ids
-from effdet_rt.engines.runtime.onnxruntime import session_options
+from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeRunner, session_options
 from effdet_rt.errors import UserError
 from effdet_rt.export.verify import (
     DetectionAgreement,
@@ -14,7 +14,7 @@ from effdet_rt.export.verify import (
     VerifyReport,
     match_detections,
 )
-from effdet_rt.onnx.names import INPUT_NAME
+from effdet_rt.onnx.names import BOX_CODES, CLASS_LOGITS, INPUT_NAME
 
 MAX_HEAD_DIFF = 1e-4
 # Scores below this, and scores within TIE_MARGIN of the last kept box when the per-image cap is hit, are near-ties
@@ -29,6 +29,7 @@ VERIFY_MIN_SCORE = 0.0
 
 
 HEADS = "raw heads"
+EXPORTED_GRAPH = "the exported graph"  # what a runner over a graph not yet written names in its messages
 LAYOUT_KERNELS = "layout kernels"
 COMPARED = (f"same class, IoU >= 0.99, scores >= {COMPARE_MIN_SCORE} or each image's best {COMPARE_TOP_K}, clear of "
             "the top-k cut")
@@ -75,6 +76,18 @@ def comparable(reference: Detections, candidate: Detections, cap: int) -> tuple[
     return reference.filtered(floors), candidate.filtered(floors)
 
 
+def exported_runner(proto, layout_kernels: bool = False) -> OnnxRuntimeRunner:
+    """An exported graph, not yet written, on ONNX Runtime as `--verify` measures it: with the portable graph
+    optimisations (the level `build --precision fp32` saves, what the limits hold), or with every optimisation
+    (``layout_kernels``: also ORT's NCHWc CPU kernels, as engines run). A batch runs in one session call, padded to
+    a fixed-batch graph's size by the runner."""
+    import onnxruntime as ort
+
+    level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if layout_kernels else \
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    return OnnxRuntimeRunner(EXPORTED_GRAPH, proto, micro_batch=1 << 30, graph_level=level)
+
+
 def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> VerifyReport:
     """Compare the Keras network with the ONNX raw heads, and the checkpoint engine's detections with the
     ONNX `--nms onnx` graph's on the same preprocessed batch."""
@@ -86,15 +99,12 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
     heads = raw_heads_model(keras_engine.model, setup.num_levels, setup.num_classes)
     tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
 
-    def heads_diff(level) -> float:
-        options = session_options()
-        options.graph_optimization_level = level
-        raw = ort.InferenceSession(raw_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        onnx_logits, onnx_codes = raw.run(None, {INPUT_NAME: batch})
-        return float(max(np.abs(tf_logits - onnx_logits).max(), np.abs(tf_codes - onnx_codes).max()))
+    def heads_diff(layout_kernels: bool) -> float:
+        onnx = exported_runner(raw_proto, layout_kernels).run(batch)
+        return float(max(np.abs(tf_logits - onnx[CLASS_LOGITS]).max(), np.abs(tf_codes - onnx[BOX_CODES]).max()))
 
-    diff = heads_diff(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
-    layout_diff = heads_diff(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    diff = heads_diff(False)
+    layout_diff = heads_diff(True)
     nms = ort.InferenceSession(nms_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     num, boxes, scores, classes = nms.run(None, {INPUT_NAME: batch})
     onnx_dets = Detections(boxes, scores, category_ids(classes), num[:, 0])
