@@ -12,9 +12,8 @@ checkpoint of the results dir at the epoch after it, and then equals a straight 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +41,9 @@ from effdet_rt.classification.images import ImageFormat
 from effdet_rt.classification.report import write_training_curves
 from effdet_rt.classification.schedule import build_optimizer, tf_schedule
 from effdet_rt.classification.spec import classification_spec_to_yaml
-from effdet_rt.errors import CheckpointError, DataError, TrainingInterrupted, UserError
+from effdet_rt.errors import CheckpointError, DataError, TrainingInterrupted
 from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
+from effdet_rt.trainer.epochs import EpochHistory, require_finite_loss
 from effdet_rt.trainer.results_dir import prepare_results_dir
 from effdet_rt.trainer.state import (
     OPTIMIZER_GROUP,
@@ -58,25 +58,6 @@ from effdet_rt.utils.status import TrainingProgress
 
 TASK = "classification"
 PRETRAINED_SKIP = r"^logits/"
-
-
-@dataclass
-class EpochHistory:
-    epochs: list[int] = field(default_factory=list)
-    values: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, epoch: int, values: dict[str, float]) -> None:
-        self.epochs.append(epoch)
-        for name, value in values.items():
-            self.values.setdefault(name, []).append(float(value))
-
-    def as_metadata(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, **self.values}
-
-    @classmethod
-    def from_metadata(cls, data: dict[str, Any]) -> EpochHistory:
-        data = dict(data or {})
-        return cls(list(data.pop("epochs", [])), {k: list(v) for k, v in data.items()})
 
 
 @dataclass
@@ -168,7 +149,7 @@ class _Run:
             self.load_pretrained()
             return 1
         metadata = self.restore(newest)
-        self.log.message(f"resuming from {newest.name} (epoch {metadata['epoch']}, step {metadata['step']})")
+        self.log.resuming(newest, metadata["epoch"], metadata["step"])
         return int(metadata["epoch"]) + 1
 
     def load_pretrained(self) -> None:
@@ -245,7 +226,7 @@ class _Run:
         first = self.start_epoch()
         spec, plan = self.spec, self.plan
         if first > spec.train.num_epochs and self.last_checkpoint is not None:
-            self.log.message(f"training already finished ({self.last_checkpoint.name}); nothing to do", "SUCCESS")
+            self.log.already_finished(self.last_checkpoint)
             return self.last_checkpoint
         h, w = spec.model.size
         self.log.message(f"training {spec.model.arch} {spec.model.channels}x{h}x{w} on {len(self.classes)} classes: "
@@ -265,7 +246,7 @@ class _Run:
                         loss, data_loss, correct = train_step(images, targets)
                         loss = float(loss)
                         step += 1
-                        self.check_finite(loss, step, epoch)
+                        require_finite_loss(loss, step, epoch, self.last_checkpoint, "train.lr_config.learning_rate")
                         losses.append(loss)
                         data_losses.append(float(data_loss))
                         hits += float(correct)
@@ -275,7 +256,7 @@ class _Run:
                     out_of_time = progress.out_of_time()
                     self.end_epoch(epoch, step, values, force_save=out_of_time)
                     if out_of_time and epoch < spec.train.num_epochs:
-                        self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
+                        self.log.out_of_time(max_seconds, epoch)
                         break
         except KeyboardInterrupt:
             kept = f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
@@ -284,15 +265,9 @@ class _Run:
                                       "from it") from None
         finally:
             batches.close()
-        self.log.message(f"training finished; last checkpoint {self.last_checkpoint}", "SUCCESS")
+        self.log.finished(self.last_checkpoint)
         assert self.last_checkpoint is not None
         return self.last_checkpoint
-
-    def check_finite(self, loss: float, step: int, epoch: int) -> None:
-        if not math.isfinite(loss):
-            kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
-            raise UserError(f"loss became {loss} at step {step} (epoch {epoch}); training stopped and {kept}; lower "
-                            "train.lr_config.learning_rate or check the data")
 
     def validate(self) -> dict[str, float]:
         val = self.data.val
