@@ -99,3 +99,50 @@ def test_non_positive_batch_size_is_an_error(records):
     root, _ = records
     with pytest.raises(DataError, match="batch_size=0"):
         list(calibration_batches([str(root / "*.tfrecord")], SIZE, 0, 1))
+
+
+def test_fixed_batches_stop_reading_at_the_last_batch_and_count_what_is_dropped():
+    from effdet_rt.calib.batches import FixedBatches
+
+    read: list[int] = []
+
+    def images(count):
+        for i in range(count):
+            read.append(i)
+            yield np.full((2, 2, 3), i, np.float32)
+
+    enough = FixedBatches(batch_size=2, num_batches=2)
+    batches = list(enough.batches(images(9)))
+    assert [b[:, 0, 0, 0].tolist() for b in batches] == [[0, 1], [2, 3]]
+    assert read == [0, 1, 2, 3] and enough.complete() and enough.left_over == 0
+    read.clear()
+    short = FixedBatches(batch_size=2, num_batches=3)
+    assert len(list(short.batches(images(5)))) == 2
+    assert read == [0, 1, 2, 3, 4] and not short.complete() and (short.produced, short.left_over) == (2, 1)
+
+
+def test_a_classifier_calibrates_on_a_folder_with_the_same_batching(tmp_path):
+    """The classifier's source (a folder of images, its own preprocessing) batches as the detector's does: unreadable
+    files skipped and counted, the partial batch dropped, fewer than one batch an error naming the folder."""
+    from effdet_rt.classification.deploy import calibration_batches as folder_batches
+    from effdet_rt.classification.images import ImageFormat, eval_image
+
+    fmt = ImageFormat((16, 16))
+    meta = {"image_format": fmt.as_metadata()}
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(_png(i, (20, 24)))
+    (tmp_path / "2b.png").write_bytes(b"not a png")
+    messages: list[str] = []
+    batches = list(folder_batches(tmp_path, meta, 2, 4, messages.append))
+    assert len(batches) == 2 and batches[0].shape == (2, 16, 16, 3)
+    np.testing.assert_array_equal(batches[1][1], eval_image(tmp_path / "3.png", fmt))  # 2b.png skipped
+    assert messages == [f"calibration: 2 batch(es) of 2 images from {tmp_path}, 1 unreadable skipped"]
+    messages.clear()
+    (batch,) = folder_batches(tmp_path, meta, 2, 1, messages.append)
+    # two images wanted of six: spread over the folder they are 0.png and 2b.png; the unreadable one is skipped and
+    # the first file not picked (1.png) stands in for it
+    for image, name in zip(batch, ("0.png", "1.png"), strict=True):
+        np.testing.assert_array_equal(image, eval_image(tmp_path / name, fmt))
+    assert messages == [f"calibration: 1 batch(es) of 2 images from {tmp_path}, 1 unreadable skipped"]
+    with pytest.raises(DataError, match=r"found 5 readable image\(s\), fewer than one calibration batch of 6"):
+        list(folder_batches(tmp_path, meta, 6, 1, messages.append))

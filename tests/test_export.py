@@ -303,10 +303,10 @@ def test_static_batch_engine_splits_and_pads(exported_onnx):
 def test_verification_failure_raises_when_strict_and_warns_in_the_demo():
     from effdet_rt.errors import UserError
     from effdet_rt.export.verify import MatchReport
-    from effdet_rt.export.verify_run import VerifyReport, settle_verification
+    from effdet_rt.export.verify_run import onnx_report, settle_verification
 
-    good = VerifyReport(5e-5, MatchReport(10, 10, 10), 4)
-    off = VerifyReport(2.03e-4, MatchReport(396, 396, 396), 4)
+    good = onnx_report(5e-5, MatchReport(10, 10, 10), 4)
+    off = onnx_report(2.03e-4, MatchReport(396, 396, 396), 4)
     logged: list[str] = []
     settle_verification(good, True, logged.append)
     settle_verification(good, False, logged.append)
@@ -316,9 +316,60 @@ def test_verification_failure_raises_when_strict_and_warns_in_the_demo():
     settle_verification(off, False, logged.append)
     assert len(logged) == 1 and logged[0].startswith("warning: export verification is outside its limits")
     # a trained D0 at 512: the graph matches TF to 6e-6, ORT's NCHWc kernels alone move the heads by 2.8e-4
-    trained = VerifyReport(5.72e-6, MatchReport(394, 394, 394), 4, layout_kernels_diff=2.76e-4)
+    trained = onnx_report(5.72e-6, MatchReport(394, 394, 394), 4, layout_kernels_diff=2.76e-4)
     assert trained.passed()
     assert "= 5.72e-06 (limit 1e-04), 2.76e-04 with ORT's CPU layout kernels;" in trained.summary()
+
+
+def test_one_verify_report_writes_each_paths_line():
+    """The ONNX detector, the converted (.tflite) detector and the classifier share one VerifyReport; each path's
+    line and verdict are pinned here, as the CLI prints them."""
+    from effdet_rt.classification.export import probability_report
+    from effdet_rt.export.converted import converted_report
+    from effdet_rt.export.verify import MatchReport
+    from effdet_rt.export.verify_run import onnx_report
+
+    onnx = onnx_report(2.86e-6, MatchReport(394, 391, 394), 4, 6.03e-5)
+    assert onnx.summary() == (
+        "verify on 4 images: raw heads max |TF - ONNX| = 2.86e-06 (limit 1e-04), 6.03e-05 with ORT's CPU layout "
+        "kernels; detections matched 391/394 = 99.2% (same class, IoU >= 0.99, scores >= 0.05 or each image's best "
+        "10, clear of the top-k cut; limit 99%)")
+    assert onnx.passed() and not onnx_report(2.86e-6, MatchReport(394, 390, 394), 4).passed()
+    tflite = converted_report(3.7e-6, MatchReport(0, 0, 0), 2, "LiteRT")
+    assert tflite.summary() == (
+        "verify on 2 images: raw heads max |TF - LiteRT| / largest = 3.70e-06 (limit 1e-04); detections matched "
+        "0/0 = 100.0% (same class, IoU >= 0.99, scores >= 0.05 clear of the top-k cut; limit 99%)")
+    assert tflite.passed() and not converted_report(1.1e-4, MatchReport(3, 3, 3), 2, "LiteRT").passed()
+    classifier = probability_report(8, 1.6e-6, 7, "LiteRT")
+    assert classifier.summary() == ("verify: 8 images, max |TF - LiteRT| probability = 1.600e-06 (limit 1e-04), "
+                                    "top-1 agrees on 7/8")
+    assert classifier.passed() and classifier.detections is None
+    assert not probability_report(8, 1.01e-4, 8).passed()
+
+
+def test_verify_runs_a_fixed_batch_graph_through_the_runners_padding(setup, tiny_model):
+    """`--verify` (detector heads and classifier probabilities alike) runs the graph not yet written on the ONNX
+    Runtime runner, whose padding to a fixed batch is the engines': 3 images through a batch-2 graph are the
+    batches [0, 1] and [2, zeros], cut back to 3 rows, at the portable optimisation level."""
+    import onnxruntime as ort
+
+    from effdet_rt.export.exporter import convert_raw_heads
+    from effdet_rt.export.verify_run import exported_runner
+
+    fixed = convert_raw_heads(tiny_model, setup, 2, 17)
+    images = _images(3, seed=4)
+    runner = exported_runner(fixed)
+    assert runner.static_batch == 2
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    session = ort.InferenceSession(fixed.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    padded = np.concatenate([images, np.zeros_like(images[:1])])
+    expected = [np.concatenate(parts) for parts in zip(*(session.run(None, {"images": padded[i:i + 2]})
+                                                         for i in (0, 2)), strict=True)]
+    outputs = runner.run(images)
+    for name, want in zip(("class_logits", "box_codes"), expected, strict=True):
+        assert outputs[name].shape == (3, *want.shape[1:])
+        np.testing.assert_allclose(outputs[name], want[:3], rtol=0, atol=1e-6)
 
 
 def test_verify_export_reports_both_optimisation_levels(raw_proto, setup, tiny_model):
@@ -330,9 +381,9 @@ def test_verify_export_reports_both_optimisation_levels(raw_proto, setup, tiny_m
     settings = NmsConfig(score_threshold=0.05)
     nms = attach_nms(raw_proto, setup, ExportOptions(nms="onnx", nms_settings=settings))
     report = verify_export(KerasEngine(tiny_model, setup, settings), raw_proto, nms, _images(2))
-    assert report.passed() and report.match.rate == 1.0
-    assert report.max_abs_diff <= 1e-5  # the graph's own math: float rounding only
-    assert report.layout_kernels_diff is not None and report.layout_kernels_diff <= 1e-4
+    assert report.passed() and report.detections.match.rate == 1.0
+    assert report.value("raw heads") <= 1e-5  # the graph's own math: float rounding only
+    assert report.value("layout kernels") <= 1e-4
 
 
 def test_export_bad_inputs(tmp_path, capsys, tiny_checkpoint):

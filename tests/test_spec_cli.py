@@ -91,3 +91,27 @@ def test_show_takes_the_task_from_the_spec_sections(capsys, tmp_path):
     broken.write_text("data: [unclosed\n")
     assert run(["spec", "show", "-e", str(broken)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {broken}")
+
+
+def test_spec_tasks_come_from_the_task_registry(capsys, monkeypatch, tmp_path):
+    """`--task` takes detection and every task that registered a spec part; a registered task's part prints its
+    spec, so a new task needs no edit here."""
+    from effdet_rt import tasks
+    from effdet_rt.spec.loader import SPEC_PART, SpecShape, task_names
+
+    assert task_names() == ["detection", "classification"]
+    assert run(["spec", "default", "--task", "segmentation"]) == 2
+    assert capsys.readouterr().err == ("error: --task segmentation is not allowed: choose one of detection, "
+                                       "classification\n")
+    shown: list = []
+    fake = SpecShape(lambda data: "masks" in data, "a segmentation spec", lambda: "masks: {}\n",
+                     lambda path, overrides: shown.append((path, list(overrides))) or "masks: {shown: 1}\n")
+    monkeypatch.setitem(tasks._parts[SPEC_PART], "segmentation", fake)
+    assert run(["spec", "default", "--task", "segmentation"]) == 0
+    assert capsys.readouterr().out == "masks: {}\n"
+    spec = tmp_path / "seg.yaml"
+    spec.write_text("masks: {}\n")
+    assert run(["spec", "show", "-e", str(spec), "a.b=1"]) == 0  # the task taken from the file's sections
+    assert capsys.readouterr().out == "masks: {shown: 1}\n" and shown == [(spec, ["a.b=1"])]
+    assert run(["spec", "default", "--task", "nothing"]) == 2
+    assert "choose one of detection, classification, segmentation\n" in capsys.readouterr().err

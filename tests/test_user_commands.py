@@ -106,7 +106,7 @@ def test_verify_compares_the_best_detections_of_a_model_scoring_under_the_floor(
     """Scores that never reach COMPARE_MIN_SCORE (0.05) used to leave "0/0 detections matched", a pass."""
     from effdet_rt.detections import Detections
     from effdet_rt.export.verify import MatchReport, match_detections
-    from effdet_rt.export.verify_run import COMPARE_TOP_K, VerifyReport, comparable
+    from effdet_rt.export.verify_run import COMPARE_TOP_K, comparable, onnx_report
 
     scores = np.linspace(0.03, 0.001, 30, dtype=np.float32)[None]
     boxes = np.tile(np.arange(30, dtype=np.float32)[None, :, None] * 10 + [0, 0, 8, 8], (1, 1, 1))
@@ -114,16 +114,16 @@ def test_verify_compares_the_best_detections_of_a_model_scoring_under_the_floor(
     reference, candidate = comparable(dets, dets, cap=100)
     assert reference.num_detections.tolist() == [COMPARE_TOP_K]
     assert match_detections(reference, candidate) == MatchReport(10, 10, 10)
-    nothing = VerifyReport(0.0, MatchReport(0, 0, 0), 4)
+    nothing = onnx_report(0.0, MatchReport(0, 0, 0), 4)
     assert not nothing.passed() and "no detections to compare: the check fails" in nothing.summary()
     # a collapsed model: 100 detections per image whose scores are all near-ties, so none has a rank to compare
     tied = np.full((1, 100), 0.0099, np.float32)
     collapsed = Detections(np.tile(boxes[:, :1], (1, 100, 1)), tied, np.ones((1, 100), np.int32), np.array([100]))
     reference, _ = comparable(collapsed, collapsed, cap=100)
     assert reference.num_detections.tolist() == [0]
-    decided_by_heads = VerifyReport(1e-7, MatchReport(0, 0, 0), 4, all_tied=True)
+    decided_by_heads = onnx_report(1e-7, MatchReport(0, 0, 0), 4, all_tied=True)
     assert decided_by_heads.passed() and "the raw heads alone decide" in decided_by_heads.summary()
-    assert not VerifyReport(2e-4, MatchReport(0, 0, 0), 4, all_tied=True).passed()  # the heads must still agree
+    assert not onnx_report(2e-4, MatchReport(0, 0, 0), 4, all_tied=True).passed()  # the heads must still agree
 
 
 @pytest.mark.slow

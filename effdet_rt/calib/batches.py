@@ -6,7 +6,8 @@ Both INT8 paths (TensorRT's calibrator and the ONNX Runtime Q/DQ quantizer) cons
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,35 @@ def encoded_images(files: Sequence[Path]) -> Iterator[tuple[bytes, str]]:
         yield example[IMAGE_FEATURE].numpy(), f"{path}#{index}"
 
 
+@dataclass
+class FixedBatches:
+    """Images gathered into calibration batches of one size (calibrators need a fixed batch), at most
+    ``num_batches`` of them; what every task's calibration source does with its own images. After `batches` has
+    run, ``produced`` says how many batches it gave and ``left_over`` how many images of a last, partial batch were
+    dropped."""
+
+    batch_size: int
+    num_batches: int
+    produced: int = 0
+    left_over: int = 0
+
+    def batches(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Stops reading ``images`` once ``num_batches`` are made."""
+        pending: list[np.ndarray] = []
+        for image in images:
+            pending.append(image)
+            if len(pending) == self.batch_size:
+                yield np.stack(pending)
+                pending = []
+                self.produced += 1
+                if self.produced == self.num_batches:
+                    return
+        self.left_over = len(pending)
+
+    def complete(self) -> bool:
+        return self.produced == self.num_batches
+
+
 def calibration_batches(
     tfrecord_globs: Sequence[str],
     input_size: tuple[int, int],
@@ -54,24 +84,18 @@ def calibration_batches(
         )
     files = resolve_tfrecords(tfrecord_globs, FIELD)
     wanted = batch_size * num_batches
-    pending: list[np.ndarray] = []
-    produced = 0
-    for data, name in encoded_images(files):
-        image, _ = preprocess_image(decode_image(data, name), input_size)
-        pending.append(image)
-        if len(pending) == batch_size:
-            yield np.stack(pending)
-            pending = []
-            produced += 1
-            if produced == num_batches:
-                return
+    batching = FixedBatches(batch_size, num_batches)
+    yield from batching.batches(preprocess_image(decode_image(data, name), input_size)[0]
+                                for data, name in encoded_images(files))
+    if batching.complete():
+        return
+    produced = batching.produced
     if produced == 0:
-        found = len(pending)
         raise DataError(
-            f"{', '.join(map(str, tfrecord_globs))}: found {found} image(s), fewer than one calibration batch "
-            f"of {batch_size}; lower calibration.batch_size or add images"
+            f"{', '.join(map(str, tfrecord_globs))}: found {batching.left_over} image(s), fewer than one calibration "
+            f"batch of {batch_size}; lower calibration.batch_size or add images"
         )
     log(
-        f"calibration: only {produced * batch_size + len(pending)} of {wanted} images available; "
+        f"calibration: only {produced * batch_size + batching.left_over} of {wanted} images available; "
         f"using {produced} batch(es) of {batch_size}"
     )

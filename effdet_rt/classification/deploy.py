@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from effdet_rt.calib.batches import FixedBatches
 from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.images import ImageFormat, eval_image
 from effdet_rt.errors import DataError, UserError
@@ -29,26 +30,23 @@ def calibration_batches(folder: str | Path, meta: dict[str, Any], batch_size: in
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--calib-images {folder}: not a folder of images")
-    files = spread_evenly(image_files(folder), batch_size * num_batches)
     fmt = ImageFormat.from_metadata(meta["image_format"])
-    pending: list[np.ndarray] = []
-    produced = skipped = 0
-    for path in files:
-        try:
-            pending.append(eval_image(path, fmt))
-        except UserError:
-            skipped += 1
-            continue
-        if len(pending) == batch_size:
-            yield np.stack(pending)
-            pending, produced = [], produced + 1
-            if produced == num_batches:
-                break
-    if produced == 0:
-        raise DataError(f"--calib-images {folder}: found {len(pending)} readable image(s), fewer than one calibration "
-                        f"batch of {batch_size}; lower --calib-batch-size or add images")
-    note = f", {skipped} unreadable skipped" if skipped else ""
-    log(f"calibration: {produced} batch(es) of {batch_size} images from {folder}{note}")
+    skipped: list[Path] = []
+
+    def readable_images() -> Iterator[np.ndarray]:
+        for path in spread_evenly(image_files(folder), batch_size * num_batches):
+            try:
+                yield eval_image(path, fmt)
+            except UserError:
+                skipped.append(path)
+
+    batching = FixedBatches(batch_size, num_batches)
+    yield from batching.batches(readable_images())
+    if batching.produced == 0:
+        raise DataError(f"--calib-images {folder}: found {batching.left_over} readable image(s), fewer than one "
+                        f"calibration batch of {batch_size}; lower --calib-batch-size or add images")
+    note = f", {len(skipped)} unreadable skipped" if skipped else ""
+    log(f"calibration: {batching.produced} batch(es) of {batch_size} images from {folder}{note}")
 
 
 def spread_evenly(files: list[Path], wanted: int) -> list[Path]:

@@ -22,8 +22,8 @@ from effdet_rt.checkpoint import resolve_key
 from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.engines import OUTPUT_NAME, TASK, KerasClassifier
 from effdet_rt.classification.images import eval_image
-from effdet_rt.engines.runtime.onnxruntime import session_options
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.export.verify import Figure, VerifyReport
 from effdet_rt.onnx.graph import (
     clean_graph,
     drop_identity_reshapes,
@@ -38,20 +38,18 @@ VERIFY_TOLERANCE = 1e-4
 VERIFY_IMAGES = 8
 
 
-@dataclass(frozen=True)
-class VerifyReport:
-    images: int
-    max_abs_diff: float
-    top1_agree: int
-    runtime: str = "ONNX Runtime"
+PROBABILITY = "probability"
+TOP1 = "top-1 agreement"
 
-    @property
-    def ok(self) -> bool:
-        return self.max_abs_diff <= VERIFY_TOLERANCE
 
-    def summary(self) -> str:
-        return (f"verify: {self.images} images, max |TF - {self.runtime}| probability = {self.max_abs_diff:.3e} "
-                f"(limit {VERIFY_TOLERANCE:.0e}), top-1 agrees on {self.top1_agree}/{self.images}")
+def probability_report(images: int, max_abs_diff: float, top1_agree: int, runtime: str = "ONNX Runtime") -> VerifyReport:
+    """The classifier's verification: max |TF - file| of the probabilities, held to VERIFY_TOLERANCE, and how many
+    images' top-1 class agrees (reported)."""
+    return VerifyReport(images, (
+        Figure(PROBABILITY, max_abs_diff, VERIFY_TOLERANCE,
+               f"max |TF - {runtime}| probability = {{value:.3e}} (limit {{limit:.0e}})"),
+        Figure(TOP1, top1_agree, None, "top-1 agrees on {value:.0f}/{images}"),
+    ), heading="verify: {images} images, ")
 
 
 def classifier_to_onnx(classifier: KerasClassifier, batch_size: int | None, opset: int,
@@ -112,26 +110,12 @@ def verification_images(spec: Any, fmt, count: int = VERIFY_IMAGES) -> np.ndarra
 
 
 def verify_onnx(classifier: KerasClassifier, proto, images: np.ndarray) -> VerifyReport:
-    import onnxruntime as ort
-
+    from effdet_rt.export.verify_run import exported_runner
 
     reference = classifier.predict(images)
-    options = session_options()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    dims = proto.graph.input[0].type.tensor_type.shape.dim
-    fixed = int(dims[0].dim_value) if dims[0].HasField("dim_value") else None
-    outputs = []
-    step = fixed or len(images)
-    for start in range(0, len(images), step):
-        part = images[start:start + step]
-        count = len(part)
-        if fixed and count < fixed:
-            part = np.concatenate([part, np.zeros((fixed - count, *part.shape[1:]), np.float32)])
-        outputs.append(session.run([OUTPUT_NAME], {proto.graph.input[0].name: part})[0][:count])
-    candidate = np.concatenate(outputs)
-    return VerifyReport(len(images), float(np.max(np.abs(reference - candidate))),
-                        int(np.sum(reference.argmax(1) == candidate.argmax(1))))
+    candidate = exported_runner(proto).run(images)[OUTPUT_NAME]
+    return probability_report(len(images), float(np.max(np.abs(reference - candidate))),
+                              int(np.sum(reference.argmax(1) == candidate.argmax(1))))
 
 
 @dataclass(frozen=True)
@@ -188,7 +172,7 @@ def export_classifier(spec: Any, *, model_path: Path | None, output: Path | None
     if verify:
         report = verify_onnx(classifier, proto, verification_images(spec, fmt, batch_size or VERIFY_IMAGES))
         log(report.summary())
-        if not report.ok:
+        if not report.passed():
             raise ModelFileError(f"export verification failed: {report.summary()}; nothing was written")
     return write_onnx(proto, output)
 
@@ -241,25 +225,18 @@ def export_converted_classifier(spec: Any, backend: Any, classifier: KerasClassi
         log(report.summary())
         if spec.export.data_type != "fp32":
             log(f"verify: the limit is FP32's; a {spec.export.data_type} file is expected to exceed it")
-        elif not report.ok:
+        elif not report.passed():
             raise ModelFileError(f"export verification failed: {report.summary()}; nothing was written")
     return exporter.write_tflite(data, output)
 
 
 def verify_converted(classifier: KerasClassifier, backend: Any, data: bytes, images: np.ndarray) -> VerifyReport:
     """TensorFlow's probabilities against the written bytes' on the backend's runner."""
-    import os
-    import tempfile
-
     from effdet_rt.engines.registry import open_runner
+    from effdet_rt.export.converted import written_file
 
     reference = classifier.predict(images)
-    handle, name = tempfile.mkstemp(suffix=backend.suffixes[0])
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        candidate = open_runner(Path(name)).run(images)[OUTPUT_NAME]
-    finally:
-        os.unlink(name)
-    return VerifyReport(len(images), float(np.max(np.abs(reference - candidate))),
-                        int(np.sum(reference.argmax(1) == candidate.argmax(1))), backend.title)
+    with written_file(backend, data) as path:
+        candidate = open_runner(path).run(images)[OUTPUT_NAME]
+    return probability_report(len(images), float(np.max(np.abs(reference - candidate))),
+                              int(np.sum(reference.argmax(1) == candidate.argmax(1))), backend.title)

@@ -4,7 +4,8 @@ whole classifier. Light on purpose: spec loading, opening an engine and importin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from effdet_rt.model.configs import canonical_name
@@ -42,10 +43,23 @@ def whole_classifier(*args: Any) -> ImportedWeights:
     return imported
 
 
+def default_spec_yaml() -> str:
+    from effdet_rt.classification.spec import classification_spec_to_yaml, default_classification_spec
+
+    return classification_spec_to_yaml(default_classification_spec())
+
+
+def resolved_spec_yaml(path: Path | None, overrides: Sequence[str]) -> str:
+    from effdet_rt.classification.spec import classification_spec_to_yaml, load_classification_spec
+
+    return classification_spec_to_yaml(load_classification_spec(path, list(overrides)))
+
+
 SPEC = SpecShape(is_classification_data,
                  "this is a classification spec (data:, augment: sections); run it with "
                  "`effdet-rt classification train|evaluate|inference|export -e ...` (a detector spec names "
-                 "its data section dataset:)")
+                 "its data section dataset:)",
+                 default_spec_yaml, resolved_spec_yaml)
 # a classifier keeps its Softmax in float (probabilities as fine-grained as FP32's), and quantizes only its
 # convolutions and dense layer: quantizing swish / squeeze-excite too flips several times more top-1 answers
 # (measured in docs/classification.md)

@@ -12,9 +12,8 @@ checkpoint of the results dir at the epoch after it, and then equals a straight 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,41 +41,22 @@ from effdet_rt.classification.images import ImageFormat
 from effdet_rt.classification.report import write_training_curves
 from effdet_rt.classification.schedule import build_optimizer, tf_schedule
 from effdet_rt.classification.spec import classification_spec_to_yaml
-from effdet_rt.errors import CheckpointError, DataError, TrainingInterrupted, UserError
+from effdet_rt.errors import CheckpointError, DataError
 from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
+from effdet_rt.trainer.epochs import EpochHistory, EpochRun
 from effdet_rt.trainer.results_dir import prepare_results_dir
 from effdet_rt.trainer.state import (
     OPTIMIZER_GROUP,
-    _assign_indexed,
-    _indexed,
+    assign_indexed,
     checkpoint_name,
+    indexed_values,
     newest_checkpoint,
 )
 from effdet_rt.utils.atomic import atomic_write_text
-from effdet_rt.utils.charts import RedrawClock, draw_safely
-from effdet_rt.utils.status import TrainingProgress
+from effdet_rt.utils.charts import draw_safely
 
 TASK = "classification"
 PRETRAINED_SKIP = r"^logits/"
-
-
-@dataclass
-class EpochHistory:
-    epochs: list[int] = field(default_factory=list)
-    values: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, epoch: int, values: dict[str, float]) -> None:
-        self.epochs.append(epoch)
-        for name, value in values.items():
-            self.values.setdefault(name, []).append(float(value))
-
-    def as_metadata(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, **self.values}
-
-    @classmethod
-    def from_metadata(cls, data: dict[str, Any]) -> EpochHistory:
-        data = dict(data or {})
-        return cls(list(data.pop("epochs", [])), {k: list(v) for k, v in data.items()})
 
 
 @dataclass
@@ -131,22 +111,26 @@ def pruned_filter_counts(spec: Any, key: str, resume_from: Path | None) -> dict[
     return filter_counts_from_metadata(read_metadata(path, key), f"train.pretrained_model_path {path}")
 
 
-class _Run:
+class _Run(EpochRun):
+    """The classifier's side of the epoch loop (trainer/epochs.py): its folders of images, network, cross-entropy
+    step with accuracy, validation and checkpoint contents."""
+
+    learning_rate_field = "train.lr_config.learning_rate"
+
     def __init__(self, spec: Any, results: Path, key: str, log: Callable[[str], None]):
         from effdet_rt.trainer.callbacks import TrainingLog
 
+        super().__init__()
         self.spec, self.results, self.key, self.echo = spec, results, key, log
-        self.progress: TrainingProgress | None = None
         self.data = load_datasets(spec, log)
         self.classes = self.data.train.classes
         report_skipped(results, self.data, log)
         write_classmap(results / "classmap.json", self.classes)
         self.plan = plan_batches(len(self.data.train), spec.train.batch_size_per_gpu, spec.train.random_seed)
+        self.num_epochs, self.steps_per_epoch = spec.train.num_epochs, self.plan.steps_per_epoch
+        self.checkpoint_interval = spec.train.checkpoint_interval
         self.total_steps = self.plan.steps_per_epoch * spec.train.num_epochs
         self.log = TrainingLog(results, log)
-        self.history = EpochHistory()
-        self.redraw = RedrawClock()
-        self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------ building
 
@@ -169,7 +153,7 @@ class _Run:
             self.load_pretrained()
             return 1
         metadata = self.restore(newest)
-        self.log.message(f"resuming from {newest.name} (epoch {metadata['epoch']}, step {metadata['step']})")
+        self.log.resuming(newest, metadata["epoch"], metadata["step"])
         return int(metadata["epoch"]) + 1
 
     def load_pretrained(self) -> None:
@@ -204,7 +188,7 @@ class _Run:
             raise CheckpointError(f"{path}: trained on classes {meta.get('classes')}, but the training set now has "
                                   f"{self.classes}; use another results dir")
         assign_weights(self.model, checkpoint.weights)
-        _assign_indexed(path, "optimizer", self.optimizer.variables, checkpoint.groups[OPTIMIZER_GROUP])
+        assign_indexed(path, "optimizer", self.optimizer.variables, checkpoint.groups[OPTIMIZER_GROUP])
         self.history = EpochHistory.from_metadata(meta.get("history", {}))
         self.last_checkpoint = path
         return meta
@@ -239,61 +223,33 @@ class _Run:
 
         return train_step, eval_step
 
-    # ------------------------------------------------------------ running
+    # ------------------------------------------------------------ the loop's hooks
 
-    def run(self, max_seconds: float | None) -> Path:
+    def prepare(self) -> int:
         self.build()
-        first = self.start_epoch()
-        spec, plan = self.spec, self.plan
-        if first > spec.train.num_epochs and self.last_checkpoint is not None:
-            self.log.message(f"training already finished ({self.last_checkpoint.name}); nothing to do", "SUCCESS")
-            return self.last_checkpoint
-        h, w = spec.model.size
-        self.log.message(f"training {spec.model.arch} {spec.model.channels}x{h}x{w} on {len(self.classes)} classes: "
-                         f"{spec.train.num_epochs} epochs x {plan.steps_per_epoch} steps of {plan.batch_size}")
-        train_step, self.eval_step = self.step_functions()
-        batches = training_batches(self.data.train, self.data.fmt, spec.augment, plan, first, spec.train.num_epochs,
-                                   spec.train.n_workers)
-        step = (first - 1) * plan.steps_per_epoch
-        try:
-            with TrainingProgress(self.total_steps, plan.steps_per_epoch, spec.train.num_epochs, step,
-                                  max_seconds) as progress:
-                self.progress = progress
-                for epoch in range(first, spec.train.num_epochs + 1):
-                    losses, data_losses, hits = [], [], 0.0
-                    for _ in range(plan.steps_per_epoch):
-                        _, images, targets = next(batches)
-                        loss, data_loss, correct = train_step(images, targets)
-                        loss = float(loss)
-                        step += 1
-                        self.check_finite(loss, step, epoch)
-                        losses.append(loss)
-                        data_losses.append(float(data_loss))
-                        hits += float(correct)
-                        progress.update(step, f"loss {loss:.4f}")
-                    values = {"loss": sum(losses) / len(losses), "data_loss": sum(data_losses) / len(data_losses),
-                              "accuracy": hits / (len(losses) * plan.batch_size)}
-                    out_of_time = progress.out_of_time()
-                    self.end_epoch(epoch, step, values, force_save=out_of_time)
-                    if out_of_time and epoch < spec.train.num_epochs:
-                        self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
-                        break
-        except KeyboardInterrupt:
-            kept = f"the last checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written"
-            self.log.message(f"interrupted at step {step}; {kept}", "INTERRUPTED")
-            raise TrainingInterrupted(f"training interrupted at step {step}; {kept}; run train again to resume "
-                                      "from it") from None
-        finally:
-            batches.close()
-        self.log.message(f"training finished; last checkpoint {self.last_checkpoint}", "SUCCESS")
-        assert self.last_checkpoint is not None
-        return self.last_checkpoint
+        return self.start_epoch()
 
-    def check_finite(self, loss: float, step: int, epoch: int) -> None:
-        if not math.isfinite(loss):
-            kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
-            raise UserError(f"loss became {loss} at step {step} (epoch {epoch}); training stopped and {kept}; lower "
-                            "train.lr_config.learning_rate or check the data")
+    def opening_line(self) -> str:
+        spec, plan = self.spec, self.plan
+        h, w = spec.model.size
+        return (f"training {spec.model.arch} {spec.model.channels}x{h}x{w} on {len(self.classes)} classes: "
+                f"{spec.train.num_epochs} epochs x {plan.steps_per_epoch} steps of {plan.batch_size}")
+
+    def start_steps(self, first_epoch: int):
+        spec = self.spec
+        self.train_step, self.eval_step = self.step_functions()
+        return training_batches(self.data.train, self.data.fmt, spec.augment, self.plan, first_epoch,
+                                spec.train.num_epochs, spec.train.n_workers)
+
+    def train_on(self, batch: Any) -> tuple[float, dict[str, float]]:
+        _, images, targets = batch
+        loss, data_loss, correct = self.train_step(images, targets)
+        return float(loss), {"data_loss": float(data_loss), "hits": float(correct)}
+
+    def epoch_values(self, figures: dict[str, list[float]]) -> dict[str, float]:
+        data_losses, hits = figures["data_loss"], figures["hits"]
+        return {"data_loss": sum(data_losses) / len(data_losses),
+                "accuracy": sum(hits) / (len(hits) * self.plan.batch_size)}
 
     def validate(self) -> dict[str, float]:
         val = self.data.val
@@ -308,29 +264,9 @@ class _Run:
             hits += float(correct)
         return {"val_loss": total_loss / len(val), "val_accuracy": hits / len(val)}
 
-    def end_epoch(self, epoch: int, step: int, values: dict[str, float], force_save: bool) -> None:
-        spec = self.spec
-        values = {**values, **self.validate()}
-        self.history.add(epoch, values)
-        lr = float(self.optimizer.learning_rate(self.optimizer.iterations)) if callable(self.optimizer.learning_rate) \
-            else float(self.optimizer.learning_rate)
-        self.log.scalars(step, {"train/learning_rate": lr})
-        progress = self.progress
-        budgeted = progress is not None and progress.budget is not None
-        self.log.epoch_end(epoch, spec.train.num_epochs, step, values,
-                           message=f"epoch {epoch} done; {progress.describe()}" if budgeted else None,
-                           fields=progress.fields() if progress else None)
-        self.echo(f"epoch {epoch}/{spec.train.num_epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-        saved = epoch % spec.train.checkpoint_interval == 0 or epoch == spec.train.num_epochs or force_save
-        if self.redraw.due(now=saved):
-            self.write_curves()
-        if saved:
-            self.save(epoch, step)
-
     def write_curves(self) -> None:
         draw_safely(write_training_curves, self.results / "training_curves.png", self.history.epochs,
                     self.history.values, log=self.echo)
-        self.redraw.drawn()
 
     def save(self, epoch: int, step: int) -> Path:
         metadata = {
@@ -348,7 +284,7 @@ class _Run:
             metadata[FILTERS_KEY] = self.filter_counts
         path = self.results / checkpoint_name(self.spec.model.arch, epoch)
         save_checkpoint(path, model_weights(self.model), key=self.key, spec_yaml=classification_spec_to_yaml(self.spec.model_copy(update={"key": ""})),
-                        metadata=metadata, groups={OPTIMIZER_GROUP: _indexed(self.optimizer.variables)})
+                        metadata=metadata, groups={OPTIMIZER_GROUP: indexed_values(self.optimizer.variables)})
         self.last_checkpoint = path
         self.log.status.write("RUNNING", f"saved {path.name}", epoch=epoch, cur_iter=step)
         return path

@@ -12,16 +12,21 @@ spec_app = typer.Typer(
 )
 
 
-TASKS = ("detection", "classification")
 task_option = typer.Option("detection", "--task", help="detection (EfficientDet) or classification (EfficientNet).")
 show_task_option = typer.Option(None, "--task", show_default=False,
                                 help="detection (EfficientDet) or classification (EfficientNet). Default: what the "
                                      "-e spec's sections say (data:/augment: is classification), else detection.")
 
 
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise UserError(f"--task {task} is not allowed: choose one of {', '.join(TASKS)}")
+def _task_spec_shape(task: str):
+    """The registered spec part of ``task`` (None: detection, the default task), refusing a task nobody registered."""
+    from effdet_rt.spec.loader import SPEC_PART, task_names
+    from effdet_rt.tasks import parts
+
+    names = task_names()
+    if task not in names:
+        raise UserError(f"--task {task} is not allowed: choose one of {', '.join(names)}")
+    return parts(SPEC_PART).get(task)
 
 
 @spec_app.command("default")
@@ -29,13 +34,8 @@ def default_command(task: str = task_option) -> None:
     """Print the complete default spec as YAML."""
     from effdet_rt.spec import default_spec, spec_to_yaml
 
-    _check_task(task)
-    if task == "classification":
-        from effdet_rt.classification.spec import classification_spec_to_yaml, default_classification_spec
-
-        typer.echo(classification_spec_to_yaml(default_classification_spec()), nl=False)
-        return
-    typer.echo(spec_to_yaml(default_spec()), nl=False)
+    shape = _task_spec_shape(task)
+    typer.echo(spec_to_yaml(default_spec()) if shape is None else shape.default_yaml(), nl=False)
 
 
 @spec_app.command("show")
@@ -46,16 +46,13 @@ def show_command(
 ) -> None:
     """Print the spec after loading it and applying overrides, and the preset values its unset model fields take."""
     from effdet_rt.spec import spec_to_yaml
-    from effdet_rt.spec.loader import spec_file_task
+    from effdet_rt.spec.loader import DETECTION_TASK, spec_file_task
 
     if task is None:
-        task = spec_file_task(spec) if spec else "detection"
-    _check_task(task)
-    if task == "classification":
-        from effdet_rt.classification.spec import classification_spec_to_yaml, load_classification_spec
-
-        typer.echo(classification_spec_to_yaml(load_classification_spec(path_or_none(spec), overrides or [])),
-                   nl=False)
+        task = spec_file_task(spec) if spec else DETECTION_TASK
+    shape = _task_spec_shape(task)
+    if shape is not None:
+        typer.echo(shape.resolved_yaml(path_or_none(spec), overrides or []), nl=False)
         return
     settings = task_spec(show_command, locals())
     typer.echo(spec_to_yaml(settings), nl=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,29 +17,19 @@ from effdet_rt.calib.batches import calibration_batches
 from effdet_rt.data.tfrecord import resolve_tfrecords
 from effdet_rt.engines.registry import backend_status, exporter_module, runtime_module
 from effdet_rt.errors import UserError
-from effdet_rt.export.verify import MatchReport, match_detections
-from effdet_rt.export.verify_run import MAX_HEAD_DIFF, MIN_MATCH_RATE, comparable
+from effdet_rt.export.verify import DetectionAgreement, Figure, MatchReport, VerifyReport, match_detections
+from effdet_rt.export.verify_run import HEADS, MAX_HEAD_DIFF, comparable
 from effdet_rt.onnx.tasks import DETECTION
 
+CONVERTED_COMPARED = "same class, IoU >= 0.99, scores >= 0.05 clear of the top-k cut"
 
-@dataclass(frozen=True)
-class ConvertedVerifyReport:
+
+def converted_report(head_diff: float, match: MatchReport, images: int, title: str) -> VerifyReport:
     """head_diff: max |TF - file| of the class scores (after the sigmoid) and box codes, divided by the largest
     TF value of each; match: detections of the checkpoint engine vs the file's own NMS (or host NMS)."""
-
-    head_diff: float
-    match: MatchReport
-    images: int
-    title: str
-
-    def passed(self) -> bool:
-        return self.head_diff <= MAX_HEAD_DIFF and self.match.rate >= MIN_MATCH_RATE
-
-    def summary(self) -> str:
-        total = max(self.match.reference, self.match.candidate)
-        return (f"verify on {self.images} images: raw heads max |TF - {self.title}| / largest = {self.head_diff:.2e} "
-                f"(limit {MAX_HEAD_DIFF:.0e}); detections matched {self.match.matched}/{total} = {self.match.rate:.1%} "
-                f"(same class, IoU >= 0.99, scores >= 0.05 clear of the top-k cut; limit {MIN_MATCH_RATE:.0%})")
+    heads = Figure(HEADS, head_diff, MAX_HEAD_DIFF,
+                   f"raw heads max |TF - {title}| / largest = {{value:.2e}} (limit {{limit:.0e}})")
+    return VerifyReport(images, (heads,), DetectionAgreement(match, CONVERTED_COMPARED))
 
 
 def calibration_for(spec: Any, input_size: tuple[int, int], log: Callable[[str], None]):
@@ -97,21 +87,30 @@ def export_converted(spec: Any, backend: Backend, engine: Any, heads: Any, metad
     return exporter.write_tflite(data, output)
 
 
-def verify_bytes(backend: Backend, exporter: Any, engine: Any, heads: Any, data: bytes, batch: np.ndarray):
-    tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
-    tf_scores = 1.0 / (1.0 + np.exp(-tf_logits.astype(np.float64)))
+@contextmanager
+def written_file(backend: Backend, data: bytes) -> Iterator[Path]:
+    """The converted bytes in a temporary file named with the backend's suffix, for its runtime to open before
+    the output is written (`--verify` writes nothing when it fails); removed afterwards."""
     handle, name = tempfile.mkstemp(suffix=backend.suffixes[0])
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
-        scores, codes = exporter.written_heads(Path(name), batch)
-        diff = max(float(np.abs(scores - tf_scores).max() / max(np.abs(tf_scores).max(), 1e-12)),
-                   float(np.abs(codes - tf_codes).max() / max(np.abs(tf_codes).max(), 1e-12)))
-        candidate = runtime_module(backend).load_engine(Path(name)).run(batch)
+        yield Path(name)
     finally:
         os.unlink(name)
+
+
+def verify_bytes(backend: Backend, exporter: Any, engine: Any, heads: Any, data: bytes,
+                 batch: np.ndarray) -> VerifyReport:
+    tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
+    tf_scores = 1.0 / (1.0 + np.exp(-tf_logits.astype(np.float64)))
+    with written_file(backend, data) as path:
+        scores, codes = exporter.written_heads(path, batch)
+        diff = max(float(np.abs(scores - tf_scores).max() / max(np.abs(tf_scores).max(), 1e-12)),
+                   float(np.abs(codes - tf_codes).max() / max(np.abs(tf_codes).max(), 1e-12)))
+        candidate = runtime_module(backend).load_engine(path).run(batch)
     reference, candidate = comparable(engine.run(batch), candidate, engine.nms_config.max_detections)
-    return ConvertedVerifyReport(diff, match_detections(reference, candidate), len(batch), backend.title)
+    return converted_report(diff, match_detections(reference, candidate), len(batch), backend.title)
 
 
 def calib_option() -> str:

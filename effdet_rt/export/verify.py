@@ -46,3 +46,69 @@ def match_detections(
                 used[candidates[np.argmax(scores[r, candidates])]] = True
                 matched += 1
     return MatchReport(ref_total, matched, cand_total)
+
+
+MIN_MATCH_RATE = 0.99
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure a verification measured and the limit it is held to (None: reported, not held to one).
+    ``text`` is how the summary writes it, a format string over ``value``, ``limit`` and ``images``."""
+
+    name: str
+    value: float
+    limit: float | None
+    text: str
+
+    def passed(self) -> bool:
+        return self.limit is None or self.value <= self.limit
+
+    def summary(self, images: int) -> str:
+        return self.text.format(value=self.value, limit=self.limit, images=images)
+
+
+@dataclass(frozen=True)
+class DetectionAgreement:
+    """Detections of the reference matched in the candidate. ``compared`` says which detections were compared;
+    when there were none, ``when_none`` is added to the summary and ``none_passes`` decides."""
+
+    match: MatchReport
+    compared: str
+    when_none: str = ""
+    none_passes: bool = True
+
+    def any_compared(self) -> bool:
+        return self.match.reference + self.match.candidate > 0
+
+    def passed(self) -> bool:
+        return self.match.rate >= MIN_MATCH_RATE if self.any_compared() else self.none_passes
+
+    def summary(self) -> str:
+        total = max(self.match.reference, self.match.candidate)
+        return (f"detections matched {self.match.matched}/{total} = {self.match.rate:.1%} ({self.compared}; "
+                f"limit {MIN_MATCH_RATE:.0%})" + ("" if self.any_compared() else self.when_none))
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `--verify` measured between the checkpoint and an exported file, for any task and format: the figures
+    with their limits, and for a detector the detections matched. It passes when every part is within its limit."""
+
+    images: int
+    figures: tuple[Figure, ...]
+    detections: DetectionAgreement | None = None
+    heading: str = "verify on {images} images: "
+
+    def figure(self, name: str) -> Figure:
+        return next(figure for figure in self.figures if figure.name == name)
+
+    def value(self, name: str) -> float:
+        return self.figure(name).value
+
+    def passed(self) -> bool:
+        return all(f.passed() for f in self.figures) and (self.detections is None or self.detections.passed())
+
+    def summary(self) -> str:
+        text = self.heading.format(images=self.images) + ", ".join(f.summary(self.images) for f in self.figures)
+        return text if self.detections is None else f"{text}; {self.detections.summary()}"

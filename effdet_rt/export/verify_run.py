@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from effdet_rt.detections import Detections, category_ids
-from effdet_rt.engines.runtime.onnxruntime import session_options
+from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeRunner, session_options
 from effdet_rt.errors import UserError
-from effdet_rt.export.verify import MatchReport, match_detections
-from effdet_rt.onnx.names import INPUT_NAME
+from effdet_rt.export.verify import (
+    DetectionAgreement,
+    Figure,
+    MatchReport,
+    VerifyReport,
+    match_detections,
+)
+from effdet_rt.onnx.names import BOX_CODES, CLASS_LOGITS, INPUT_NAME
 
 MAX_HEAD_DIFF = 1e-4
-MIN_MATCH_RATE = 0.99
 # Scores below this, and scores within TIE_MARGIN of the last kept box when the per-image cap is hit, are near-ties
 # whose order float rounding decides (a weak or untrained model has thousands of them); they are not compared.
 COMPARE_MIN_SCORE = 0.05
@@ -25,40 +28,31 @@ COMPARE_TOP_K = 10
 VERIFY_MIN_SCORE = 0.0
 
 
-@dataclass(frozen=True)
-class VerifyReport:
+HEADS = "raw heads"
+EXPORTED_GRAPH = "the exported graph"  # what a runner over a graph not yet written names in its messages
+LAYOUT_KERNELS = "layout kernels"
+COMPARED = (f"same class, IoU >= 0.99, scores >= {COMPARE_MIN_SCORE} or each image's best {COMPARE_TOP_K}, clear of "
+            "the top-k cut")
+ALL_TIED = ("; no detection's rank is decided (every score within 1e-4 relative of the next, an order float rounding "
+            "picks), so the raw heads alone decide")
+NONE_TO_COMPARE = "; no detections to compare: the check fails"
+
+
+def onnx_report(max_abs_diff: float, match: MatchReport, images: int, layout_kernels_diff: float | None = None,
+                all_tied: bool = False) -> VerifyReport:
     """max_abs_diff: the exported graph as ONNX Runtime runs it with its portable graph optimisations (the level
     `build --precision fp32` saves), the figure the limit applies to. layout_kernels_diff: the same heads with every
     optimisation, i.e. also ONNX Runtime's NCHWc CPU kernels, which sum in another order; on a trained D0 at 512 that
     alone moved the heads by 2.8e-4 while the graph itself matched TF to 6e-6, so it is reported, not limited. The
-    detections are compared as engines run (every optimisation)."""
-
-    max_abs_diff: float
-    match: MatchReport
-    images: int
-    layout_kernels_diff: float | None = None
-    # the reference had detections, but every one's rank was a near-tie (a collapsed or barely trained model whose
-    # scores all sit within TIE_MARGIN of each other): which of them NMS keeps is float rounding's choice, so no
-    # detection can be compared and the raw heads alone decide
-    all_tied: bool = False
-
-    def passed(self) -> bool:
-        compared = self.match.reference + self.match.candidate > 0
-        heads_ok = self.max_abs_diff <= MAX_HEAD_DIFF
-        return heads_ok and ((compared and self.match.rate >= MIN_MATCH_RATE) or (not compared and self.all_tied))
-
-    def summary(self) -> str:
-        layout = "" if self.layout_kernels_diff is None else f", {self.layout_kernels_diff:.2e} with ORT's CPU layout kernels"
-        return (
-            f"verify on {self.images} images: raw heads max |TF - ONNX| = {self.max_abs_diff:.2e} (limit {MAX_HEAD_DIFF:.0e}){layout}; "
-            f"detections matched {self.match.matched}/{max(self.match.reference, self.match.candidate)} "
-            f"= {self.match.rate:.1%} (same class, IoU >= 0.99, scores >= {COMPARE_MIN_SCORE} or each image's best "
-            f"{COMPARE_TOP_K}, clear of the top-k cut; limit {MIN_MATCH_RATE:.0%})"
-            + ("" if self.match.reference + self.match.candidate else
-               "; no detection's rank is decided (every score within 1e-4 relative of the next, an order float "
-               "rounding picks), so the raw heads alone decide" if self.all_tied else
-               "; no detections to compare: the check fails")
-        )
+    detections are compared as engines run (every optimisation). all_tied: the reference had detections, but every
+    one's rank was a near-tie (a collapsed or barely trained model whose scores all sit within TIE_MARGIN of each
+    other): which of them NMS keeps is float rounding's choice, so no detection can be compared and the raw heads
+    alone decide."""
+    figures = [Figure(HEADS, max_abs_diff, MAX_HEAD_DIFF, "raw heads max |TF - ONNX| = {value:.2e} (limit {limit:.0e})")]
+    if layout_kernels_diff is not None:
+        figures.append(Figure(LAYOUT_KERNELS, layout_kernels_diff, None, "{value:.2e} with ORT's CPU layout kernels"))
+    detections = DetectionAgreement(match, COMPARED, ALL_TIED if all_tied else NONE_TO_COMPARE, none_passes=all_tied)
+    return VerifyReport(images, tuple(figures), detections)
 
 
 def top_k_floor(scores: np.ndarray, k: int = COMPARE_TOP_K) -> float:
@@ -82,6 +76,18 @@ def comparable(reference: Detections, candidate: Detections, cap: int) -> tuple[
     return reference.filtered(floors), candidate.filtered(floors)
 
 
+def exported_runner(proto, layout_kernels: bool = False) -> OnnxRuntimeRunner:
+    """An exported graph, not yet written, on ONNX Runtime as `--verify` measures it: with the portable graph
+    optimisations (the level `build --precision fp32` saves, what the limits hold), or with every optimisation
+    (``layout_kernels``: also ORT's NCHWc CPU kernels, as engines run). A batch runs in one session call, padded to
+    a fixed-batch graph's size by the runner."""
+    import onnxruntime as ort
+
+    level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if layout_kernels else \
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    return OnnxRuntimeRunner(EXPORTED_GRAPH, proto, micro_batch=1 << 30, graph_level=level)
+
+
 def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> VerifyReport:
     """Compare the Keras network with the ONNX raw heads, and the checkpoint engine's detections with the
     ONNX `--nms onnx` graph's on the same preprocessed batch."""
@@ -93,22 +99,19 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
     heads = raw_heads_model(keras_engine.model, setup.num_levels, setup.num_classes)
     tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
 
-    def heads_diff(level) -> float:
-        options = session_options()
-        options.graph_optimization_level = level
-        raw = ort.InferenceSession(raw_proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        onnx_logits, onnx_codes = raw.run(None, {INPUT_NAME: batch})
-        return float(max(np.abs(tf_logits - onnx_logits).max(), np.abs(tf_codes - onnx_codes).max()))
+    def heads_diff(layout_kernels: bool) -> float:
+        onnx = exported_runner(raw_proto, layout_kernels).run(batch)
+        return float(max(np.abs(tf_logits - onnx[CLASS_LOGITS]).max(), np.abs(tf_codes - onnx[BOX_CODES]).max()))
 
-    diff = heads_diff(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
-    layout_diff = heads_diff(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    diff = heads_diff(False)
+    layout_diff = heads_diff(True)
     nms = ort.InferenceSession(nms_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
     num, boxes, scores, classes = nms.run(None, {INPUT_NAME: batch})
     onnx_dets = Detections(boxes, scores, category_ids(classes), num[:, 0])
     full = keras_engine.run(batch)
     reference, candidate = comparable(full, onnx_dets, keras_engine.nms_config.max_detections)
     all_tied = int(full.num_detections.sum()) > 0 and int(reference.num_detections.sum()) == 0
-    return VerifyReport(diff, match_detections(reference, candidate), len(batch), layout_diff, all_tied)
+    return onnx_report(diff, match_detections(reference, candidate), len(batch), layout_diff, all_tied)
 
 
 def require_passed(report: VerifyReport) -> None:

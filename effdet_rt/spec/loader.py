@@ -104,6 +104,13 @@ class SpecShape:
 
     recognizes: Callable[[Mapping[str, Any]], bool]  # the file's parsed YAML is this task's spec
     refusal: str  # what a detector command says when given such a file: which command runs it
+    default_yaml: Callable[[], str]  # `spec default --task`: every field with its default
+    resolved_yaml: Callable[[Path | None, Sequence[str]], str]  # `spec show`: the file after the overrides
+
+
+def task_names() -> list[str]:
+    """Every task a spec can be written for: detection, the default, then the tasks that registered a spec part."""
+    return [DETECTION_TASK, *parts(SPEC_PART)]
 
 
 def claiming_task(data: Mapping[str, Any]) -> tuple[str, SpecShape] | None:

@@ -56,6 +56,18 @@ class TrainingLog:
         self.status.write(status, text)
         self.echo(text)
 
+    def resuming(self, checkpoint: Path, epoch: Any, step: Any) -> None:
+        self.message(f"resuming from {checkpoint.name} (epoch {epoch}, step {step})")
+
+    def already_finished(self, checkpoint: Path) -> None:
+        self.message(f"training already finished ({checkpoint.name}); nothing to do", "SUCCESS")
+
+    def out_of_time(self, max_seconds: float, epoch: int) -> None:
+        self.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
+
+    def finished(self, checkpoint: Path | None) -> None:
+        self.message(f"training finished; last checkpoint {checkpoint}", "SUCCESS")
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         with self.writer.as_default():
             for name, value in values.items():

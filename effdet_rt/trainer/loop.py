@@ -15,6 +15,7 @@ from effdet_rt.errors import TrainingInterrupted, UserError
 from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
 from effdet_rt.model.pruned import FILTERS_KEY
 from effdet_rt.spec.loader import spec_to_yaml
+from effdet_rt.trainer.epochs import require_finite_loss
 from effdet_rt.trainer.initial_weights import load_initial_weights, pruned_filter_counts
 from effdet_rt.trainer.lr_schedule import build_schedule, learning_rate_at, schedule_steps
 from effdet_rt.trainer.precise_bn import recompute_batch_norm_statistics
@@ -251,7 +252,7 @@ class _Trainer:
         chart = self.results / "results.json"
         if chart.exists():
             self.history.recover_evaluations(read_chart_data(chart, self.echo), int(metadata.get("epoch", 0)))
-        self.log.message(f"resuming from {newest.name} (epoch {metadata.get('epoch')}, step {step})")
+        self.log.resuming(newest, metadata.get("epoch"), step)
         return step
 
     def check_same_start(self, step: int) -> None:
@@ -359,7 +360,7 @@ class _Trainer:
             self.check_same_start(step)
         plan = self.plan
         if step >= plan.total_steps and self.last_checkpoint is not None:
-            self.log.message(f"training already finished ({self.last_checkpoint.name}); nothing to do", "SUCCESS")
+            self.log.already_finished(self.last_checkpoint)
             return self.last_checkpoint
         self.log.message(
             f"training {self.setup.name} {self.setup.input_size[0]}x{self.setup.input_size[1]}: {plan.num_epochs} epochs "
@@ -377,7 +378,7 @@ class _Trainer:
                     out_of_time = progress.out_of_time()
                     self.end_epoch(epoch, step, epoch_losses, force_save=out_of_time)
                     if out_of_time and step < plan.total_steps:
-                        self.log.message(f"time budget of {max_seconds:.0f} s used up after epoch {epoch}; stopping")
+                        self.log.out_of_time(max_seconds, epoch)
                         break
         except self.tf.errors.DataLossError as exc:
 
@@ -396,7 +397,7 @@ class _Trainer:
             path = self.save(done // plan.steps_per_epoch, done)
             self.log.message(f"interrupted at step {done}; saved {path.name}", "INTERRUPTED")
             raise TrainingInterrupted(f"training interrupted at step {done}; saved {path}; run train again to resume") from None
-        self.log.message(f"training finished; last checkpoint {self.last_checkpoint}", "SUCCESS")
+        self.log.finished(self.last_checkpoint)
         assert self.last_checkpoint is not None
         return self.last_checkpoint
 
@@ -413,12 +414,7 @@ class _Trainer:
             values = train_step(batch)
             step += 1
             total = float(values["total_loss"])
-            if not math.isfinite(total):
-                kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
-                raise UserError(
-                    f"loss became {total} at step {step} (epoch {epoch}); training stopped and {kept}; "
-                    "lower train.lr_schedule.learning_rate or check the data"
-                )
+            require_finite_loss(total, step, epoch, self.last_checkpoint, "train.lr_schedule.learning_rate")
             losses.append(total)
             lr = learning_rate_at(self.schedule, step - 1)
             self.history.append(step, total, float(values["class_loss"]), float(values["box_loss"]), lr)

@@ -36,7 +36,7 @@ def newest_checkpoint(results_dir: Path, model_name: str) -> Path | None:
     return max(found)[2] if found else None
 
 
-def _indexed(variables: list[Any]) -> dict[str, np.ndarray]:
+def indexed_values(variables: list[Any]) -> dict[str, np.ndarray]:
     return {f"{i:05d}/{v.name.split(':')[0]}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
 
 
@@ -47,8 +47,8 @@ def save_training_checkpoint(
         averaged = model_weights(parts.model)
     groups = {
         RAW_GROUP: model_weights(parts.model),
-        EMA_GROUP: _indexed(parts.ema.shadows),
-        OPTIMIZER_GROUP: _indexed(parts.optimizer.variables),
+        EMA_GROUP: indexed_values(parts.ema.shadows),
+        OPTIMIZER_GROUP: indexed_values(parts.optimizer.variables),
     }
     return save_checkpoint(path, averaged, key=key, spec_yaml=spec_yaml, metadata=metadata, groups=groups)
 
@@ -61,12 +61,12 @@ def restore_training_checkpoint(path: Path, parts: TrainingParts, key: str) -> d
         raise CheckpointError(f"{path}: holds no training state ({', '.join(missing)} missing), so training cannot "
                               "resume from it; move it out of the results dir or use it as train.checkpoint")
     assign_weights(parts.model, checkpoint.groups[RAW_GROUP])
-    _assign_indexed(path, "EMA", parts.ema.shadows, checkpoint.groups[EMA_GROUP])
-    _assign_indexed(path, "optimizer", parts.optimizer.variables, checkpoint.groups[OPTIMIZER_GROUP])
+    assign_indexed(path, "EMA", parts.ema.shadows, checkpoint.groups[EMA_GROUP])
+    assign_indexed(path, "optimizer", parts.optimizer.variables, checkpoint.groups[OPTIMIZER_GROUP])
     return checkpoint.metadata
 
 
-def _assign_indexed(path: Path, what: str, variables: list[Any], arrays: dict[str, np.ndarray]) -> None:
+def assign_indexed(path: Path, what: str, variables: list[Any], arrays: dict[str, np.ndarray]) -> None:
     values = [arrays[name] for name in sorted(arrays)]
     shapes_ok = len(values) == len(variables) and all(
         tuple(v.shape) == tuple(a.shape) for v, a in zip(variables, values, strict=False)

@@ -75,7 +75,9 @@ class OnnxRuntimeRunner(Runner):
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, proto: Any = None, threads: int | None = None, micro_batch: int | None = None):
+    def __init__(self, path: str | Path, proto: Any = None, threads: int | None = None, micro_batch: int | None = None,
+                 graph_level: Any = None):
+        """``graph_level``: an ort.GraphOptimizationLevel other than every optimisation (what engines run)."""
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -91,8 +93,11 @@ class OnnxRuntimeRunner(Runner):
         self.output_names = tuple(o.name for o in proto.graph.output)
         self.precision = self.metadata.get("precision", "fp32")
         self.micro_batch = max(1, micro_batch or cpu_micro_batch(self.input_size, self.precision))
+        options = session_options(threads)
+        if graph_level is not None:
+            options.graph_optimization_level = graph_level
         try:
-            self.session = ort.InferenceSession(proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ModelFileError(f"{self.path}: ONNX Runtime cannot load this model ({exc})") from exc
 
