@@ -4,6 +4,7 @@ half-written, and removed again when set-up fails before the first step."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,15 +22,26 @@ def prepare_results_dir(results_dir: str | os.PathLike) -> Path:
     return path
 
 
+# what utils.atomic names the temporary file of a write to <name>: ".<name>.<8 random characters>.tmp"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+# the suffixes of the files a training run writes into its results dir (checkpoints, chart PNGs and their JSON data,
+# the spec it ran with)
+RUN_OUTPUT_SUFFIXES = (".edrt", ".json", ".png", ".yaml")
+
+
 def remove_interrupted_writes(results: Path, log: Callable[[str], None]) -> None:
-    """Delete the temporary files of checkpoint writes a killed run left behind (``.name.edrt.XXXX.tmp``, named so
-    by utils.atomic); they never became checkpoints, so resuming ignores them anyway."""
-    for stale in results.glob(".*.edrt.*.tmp"):
+    """Delete the temporary files of writes a killed run left behind (a checkpoint's, or a chart's and its data's):
+    they never replaced the file they were for, so resuming ignores them anyway."""
+    for stale in results.glob(".*.tmp"):
+        match = _TEMPORARY.match(stale.name)
+        if not match or not match["name"].endswith(RUN_OUTPUT_SUFFIXES) or not stale.is_file():
+            continue
         try:
             stale.unlink()
         except OSError:
             continue
-        log(f"removed {stale.name}, left by an interrupted checkpoint write")
+        what = "checkpoint" if match["name"].endswith(".edrt") else match["name"]
+        log(f"removed {stale.name}, left by an interrupted {what} write")
 
 
 def first_missing_folder(path: Path) -> Path | None:
