@@ -22,8 +22,8 @@ def prepare_results_dir(results_dir: str | os.PathLike) -> Path:
     return path
 
 
-# what utils.atomic names the temporary file of a write to <name>: ".<name>.<8 random characters>.tmp"
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+# what utils.atomic names the temporary file of a write to <name>: ".<name>.<random letters and digits>.tmp"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]+\.tmp$")
 # the suffixes of the files a training run writes into its results dir (checkpoints, chart PNGs and their JSON data,
 # the spec it ran with)
 RUN_OUTPUT_SUFFIXES = (".edrt", ".json", ".png", ".yaml")
