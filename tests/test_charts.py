@@ -216,3 +216,9 @@ def test_training_charts_are_redrawn_at_checkpoints_and_otherwise_once_a_minute(
     assert not redraw.due() and redraw.due(now=True)  # a checkpoint was written: the charts must match it
     clock[0] += 1.0
     assert redraw.due()
+    drawings: list[float] = []
+    redraw.draw_if_due(lambda: drawings.append(clock[0]))  # due: draws and restarts the minute
+    clock[0] += 30.0
+    redraw.draw_if_due(lambda: drawings.append(clock[0]))  # not due
+    redraw.draw_if_due(lambda: drawings.append(clock[0]), now=True)
+    assert drawings == [1060.0, 1090.0] and not redraw.due()

@@ -36,7 +36,8 @@ def keras_to_onnx(model, input_size: tuple[int, int], batch_size: int | None, op
 @contextmanager
 def tf2onnx_fallback_copies(keep: bool) -> Iterator[None]:
     """By default tf2onnx deep-copies the whole graph before each optimizer pass, to go on from the copy when a pass
-    fails: a quarter of a detector's conversion time. The passes and their order are the same without the copies.
+    fails, and copying a detector's graph that often is a large part of converting it. The passes and their order
+    are the same without the copies.
     tf2onnx turns the copies off when TF2ONNX_CATCH_ERRORS is set at all (it compares the variable's name, not its
     value, with "TRUE"), so ``keep=False`` sets it for one conversion and ``keep=True`` removes it."""
     from tf2onnx import constants

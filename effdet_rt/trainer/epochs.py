@@ -156,9 +156,7 @@ class EpochRun(abc.ABC):
                            fields=progress.fields() if progress else None)
         self.echo(f"epoch {epoch}/{self.num_epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
         saved = epoch % self.checkpoint_interval == 0 or epoch == self.num_epochs or force_save
-        if self.redraw.due(now=saved):
-            self.write_curves()
-            self.redraw.drawn()
+        self.redraw.draw_if_due(self.write_curves, now=saved)
         if saved:
             self.save(epoch, step)
 

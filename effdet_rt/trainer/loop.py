@@ -437,8 +437,7 @@ class _Trainer:
         if evaluated:
             # every worker of a cluster evaluates too (BatchNorm reads need them all), but only the chief logs it
             self.evaluate(epoch, step)
-        if self.redraw.due(now=saved or evaluated):
-            self.write_charts()
+        self.redraw.draw_if_due(self.write_charts, now=saved or evaluated)
 
     def epoch_message(self, epoch: int) -> str:
         progress = self.progress
@@ -454,7 +453,6 @@ class _Trainer:
         data = history.chart_data(self.plan.steps_per_epoch, f"{self.setup.name} {self.results.name}")
         draw_safely(write_loss_curve, self.results / "loss_curve.png", history.steps, history.losses, log=self.echo)
         draw_safely(write_training_results, self.results / "results.png", data, log=self.echo)
-        self.redraw.drawn()
 
     def save(self, epoch: int, step: int) -> Path:
         """Write the checkpoint into the results dir; the other workers of a cluster write theirs to a temporary

@@ -41,6 +41,11 @@ class RedrawClock:
     def drawn(self) -> None:
         self.last = time.monotonic()
 
+    def draw_if_due(self, draw: Callable[[], object], now: bool = False) -> None:
+        if self.due(now):
+            draw()
+            self.drawn()
+
 
 def data_path(png_path: str | os.PathLike) -> Path:
     """The JSON file beside a chart: ``results.png`` -> ``results.json``."""
