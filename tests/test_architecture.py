@@ -35,6 +35,7 @@ LAYERS = [
     "effdet_rt.prune",
     "effdet_rt.trainer",
     "effdet_rt.integrations",
+    "effdet_rt.detection",  # the default task's parts, over the stages that run it
     "effdet_rt.classification",
     "effdet_rt.demo",
     "effdet_rt.cli",
@@ -232,15 +233,17 @@ def test_stages_do_not_know_the_classifier():
 
 
 def test_every_task_module_registers_its_parts():
-    """The task modules are found by file name: the classification task's answers each stage's lookup."""
-    from effdet_rt.onnx.tasks import model_tasks
+    """The task modules are found by file name: each task's answers each stage's lookup, detection (the default
+    task, declared by its own package) first."""
+    from effdet_rt.onnx.tasks import default_model_task, model_tasks
     from effdet_rt.spec.loader import SPEC_PART
-    from effdet_rt.tasks import parts, task_packages
+    from effdet_rt.tasks import default_task, parts, task_packages
     from effdet_rt.weights.imported import WEIGHTS_PART
 
-    assert task_packages() == ["classification"]
-    assert list(model_tasks()) == ["detection", "classification"]
-    assert list(parts(SPEC_PART)) == list(parts(WEIGHTS_PART)) == ["classification"]
+    assert task_packages() == ["classification", "detection"]
+    assert default_task() == "detection" and default_model_task().noun == "detector"
+    assert list(model_tasks()) == list(parts(SPEC_PART)) == ["detection", "classification"]
+    assert list(parts(WEIGHTS_PART)) == ["classification"]  # a detector imports the backbone only
 
 
 def test_the_classifier_check_sees_a_stage_that_asks(tmp_path, monkeypatch):
@@ -252,3 +255,58 @@ def test_the_classifier_check_sees_a_stage_that_asks(tmp_path, monkeypatch):
     (fake / "cli" / "classification.py").write_text("")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     assert classifier_aware_modules() == {"effdet_rt/calib/quantize.py"}
+
+
+# Places outside the task folders that still name a task (a task name as a string, or an import of a task's
+# folder), each for a reason. A stage or CLI command that needs a task's answer looks the task's registered part up
+# (effdet_rt/tasks.py) instead of naming the task.
+TASK_NAMING = {
+    "effdet_rt/cli/classification.py",  # the `effdet-rt classification` command group: that task's own verbs
+    "effdet_rt/cli/main.py",  # lists the CLI modules, cli/classification.py among them
+    "effdet_rt/cli/spec.py",  # `spec default --task detection`: the option's default, as users type it
+    "effdet_rt/integrations/deepstream_triton.py",  # nvinferserver's own `postprocess { detection {...} }` block
+    "effdet_rt/cli/build.py",
+    "effdet_rt/cli/deepstream.py",
+    "effdet_rt/cli/triton.py",
+    "effdet_rt/cli/weights.py",
+}
+
+
+def task_naming_places(task_names: set[str], task_folders: set[str]) -> list[str]:
+    """file:line of each string equal to a task's name and each import of a task's folder, outside the task
+    folders and the registry."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] in task_folders or relative == Path("tasks.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            imported = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            if (isinstance(node, ast.Constant) and node.value in task_names) or any(
+                    name.split(".")[:2] in (["effdet_rt", folder] for folder in task_folders) for name in imported):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    return found
+
+
+def test_stages_name_no_task():
+    """The stage packages (and the CLI commands that are no task's own) reach a task only through its registered
+    parts: no task name, no import of a task's folder."""
+    from effdet_rt.onnx.tasks import model_tasks
+    from effdet_rt.tasks import task_packages
+
+    places = task_naming_places(set(model_tasks()), set(task_packages()))
+    assert {place.split(":")[0] for place in places} <= TASK_NAMING
+
+
+def test_the_task_naming_check_sees_a_stage_that_names_a_task(tmp_path, monkeypatch):
+    fake = tmp_path / "effdet_rt"
+    for folder in ("prune", "detection", "export"):
+        (fake / folder).mkdir(parents=True)
+    (fake / "prune" / "run.py").write_text("def check(meta):\n    return meta.get('task', 'detection')\n")
+    (fake / "export" / "flow.py").write_text("from effdet_rt.detection.task import MODEL\n")
+    (fake / "detection" / "task.py").write_text("TASK = 'detection'\n")
+    (fake / "tasks.py").write_text("DEFAULT = 'detection'\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert task_naming_places({"detection"}, {"detection"}) == ["effdet_rt/export/flow.py:1",
+                                                               "effdet_rt/prune/run.py:2"]

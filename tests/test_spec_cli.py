@@ -105,7 +105,7 @@ def test_spec_tasks_come_from_the_task_registry(capsys, monkeypatch, tmp_path):
                                        "classification\n")
     shown: list = []
     fake = SpecShape(lambda data: "masks" in data, "a segmentation spec", lambda: "masks: {}\n",
-                     lambda path, overrides: shown.append((path, list(overrides))) or "masks: {shown: 1}\n")
+                     lambda path, overrides, log: shown.append((path, list(overrides))) or "masks: {shown: 1}\n")
     monkeypatch.setitem(tasks._parts[SPEC_PART], "segmentation", fake)
     assert run(["spec", "default", "--task", "segmentation"]) == 0
     assert capsys.readouterr().out == "masks: {}\n"

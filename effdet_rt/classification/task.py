@@ -4,7 +4,7 @@ whole classifier. Light on purpose: spec loading, opening an engine and importin
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ def default_spec_yaml() -> str:
     return classification_spec_to_yaml(default_classification_spec())
 
 
-def resolved_spec_yaml(path: Path | None, overrides: Sequence[str]) -> str:
+def resolved_spec_yaml(path: Path | None, overrides: Sequence[str], log: Callable[[str], None]) -> str:
+    """The spec after the overrides (loading it has no notices for ``log``)."""
     from effdet_rt.classification.spec import classification_spec_to_yaml, load_classification_spec
 
     return classification_spec_to_yaml(load_classification_spec(path, list(overrides)))
@@ -65,7 +66,8 @@ SPEC = SpecShape(is_classification_data,
 # (measured in docs/classification.md)
 MODEL = ModelTask(TASK, "classifier", "effdet-rt classification", "--calib-images DIR",
                   "pass --calib-images DIR (a folder of images, e.g. the training images)",
-                  softmax_float_nodes, ("Conv", "MatMul", "Gemm"), False, False)
+                  float_nodes=softmax_float_nodes, quantized_ops=("Conv", "MatMul", "Gemm"), ort_channel_scales=False,
+                  raw_heads=False)
 
 WEIGHTS = WholeNetworkImport("classifier", names_a_classifier, whole_classifier)
 

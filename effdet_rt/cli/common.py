@@ -64,7 +64,12 @@ def task_spec(command: Callable[..., Any], given: Mapping[str, Any], extra: Mapp
     spec_path = given.get("spec")
     values = {**option_values(command, given), **(extra or {})}
     return load_task_spec(Path(spec_path) if spec_path else None, given.get("overrides") or [], values,
-                          log=lambda line: typer.echo(f"notice: {line}", err=True))
+                          log=spec_notice)
+
+
+def spec_notice(line: str) -> None:
+    """What loading a spec has to say (a TF1 file's dropped fields), on stderr beside the command's output."""
+    typer.echo(f"notice: {line}", err=True)
 
 
 def use_gpu(index: int | None) -> None:

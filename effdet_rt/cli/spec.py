@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from effdet_rt.cli.common import option, overrides_argument, path_or_none, spec_option, task_spec
+from effdet_rt.cli.common import option, overrides_argument, path_or_none, spec_notice, spec_option
 from effdet_rt.errors import UserError
 
 spec_app = typer.Typer(
@@ -19,23 +19,20 @@ show_task_option = typer.Option(None, "--task", show_default=False,
 
 
 def _task_spec_shape(task: str):
-    """The registered spec part of ``task`` (None: detection, the default task), refusing a task nobody registered."""
+    """The registered spec part of ``task``, refusing a task nobody registered."""
     from effdet_rt.spec.loader import SPEC_PART, task_names
     from effdet_rt.tasks import parts
 
     names = task_names()
     if task not in names:
         raise UserError(f"--task {task} is not allowed: choose one of {', '.join(names)}")
-    return parts(SPEC_PART).get(task)
+    return parts(SPEC_PART)[task]
 
 
 @spec_app.command("default")
 def default_command(task: str = task_option) -> None:
     """Print the complete default spec as YAML."""
-    from effdet_rt.spec import default_spec, spec_to_yaml
-
-    shape = _task_spec_shape(task)
-    typer.echo(spec_to_yaml(default_spec()) if shape is None else shape.default_yaml(), nl=False)
+    typer.echo(_task_spec_shape(task).default_yaml(), nl=False)
 
 
 @spec_app.command("show")
@@ -45,28 +42,13 @@ def show_command(
     overrides: list[str] | None = overrides_argument,
 ) -> None:
     """Print the spec after loading it and applying overrides, and the preset values its unset model fields take."""
-    from effdet_rt.spec import spec_to_yaml
-    from effdet_rt.spec.loader import DETECTION_TASK, spec_file_task
+    from effdet_rt.spec.loader import spec_file_task
+    from effdet_rt.tasks import default_task
 
     if task is None:
-        task = spec_file_task(spec) if spec else DETECTION_TASK
+        task = spec_file_task(spec) if spec else default_task()
     shape = _task_spec_shape(task)
-    if shape is not None:
-        typer.echo(shape.resolved_yaml(path_or_none(spec), overrides or []), nl=False)
-        return
-    settings = task_spec(show_command, locals())
-    typer.echo(spec_to_yaml(settings), nl=False)
-    typer.echo(preset_note(settings.model))
-
-
-def preset_note(model) -> str:
-    """A YAML comment with the values the unset (null) model fields take from the model's preset."""
-    unset = [name for name in ("input_width", "input_height", "min_level", "max_level", "num_scales",
-                               "aspect_ratios", "anchor_scale") if getattr(model, name) is None]
-    if not unset:
-        return "# every model field is set"
-    values = ", ".join(f"{name} {model.resolved(name)}" for name in unset)
-    return f"# {model.name} preset values for the null model fields: {values}"
+    typer.echo(shape.resolved_yaml(path_or_none(spec), overrides or [], spec_notice), nl=False)
 
 
 @spec_app.command("convert")

@@ -19,7 +19,7 @@ from effdet_rt.engines.registry import backend_status, exporter_module, runtime_
 from effdet_rt.errors import UserError
 from effdet_rt.export.verify import DetectionAgreement, Figure, MatchReport, VerifyReport, match_detections
 from effdet_rt.export.verify_run import HEADS, MAX_HEAD_DIFF, comparable
-from effdet_rt.onnx.tasks import DETECTION
+from effdet_rt.onnx.tasks import default_model_task
 
 CONVERTED_COMPARED = "same class, IoU >= 0.99, scores >= 0.05 clear of the top-k cut"
 
@@ -114,4 +114,4 @@ def verify_bytes(backend: Backend, exporter: Any, engine: Any, heads: Any, data:
 
 
 def calib_option() -> str:
-    return DETECTION.calib_data
+    return default_model_task().calib_data

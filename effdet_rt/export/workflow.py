@@ -27,7 +27,7 @@ from effdet_rt.export.heads import raw_heads_model
 from effdet_rt.export.verify_run import VERIFY_MIN_SCORE, settle_verification, verify_export
 from effdet_rt.export.written_heads import written_heads
 from effdet_rt.model.postprocess import NmsConfig
-from effdet_rt.onnx.tasks import DETECTION
+from effdet_rt.onnx.tasks import default_model_task
 
 
 def export_options_from_spec(export: Any) -> ExportOptions:
@@ -88,7 +88,7 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
     if converted is not None:
         require_backend(converted, output)
         exporter_module(converted).check_settings(spec.export.precision, spec.export.io_type,
-                                                  bool(spec.build.calibration.tfrecords), DETECTION.calib_data)
+                                                  bool(spec.build.calibration.tfrecords), default_model_task().calib_data)
     engine = load_engine(checkpoint, key=key, spec=spec)
     if converted is not None:
         setup = engine.setup

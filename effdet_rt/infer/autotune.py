@@ -32,7 +32,7 @@ from effdet_rt.engines.registry import backend_status, builder_module, precision
 from effdet_rt.engines.runtime.onnxruntime import read_onnx
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.export.verify import match_detections
-from effdet_rt.onnx.tasks import DETECTION, model_task
+from effdet_rt.onnx.tasks import default_model_task, model_task
 from effdet_rt.utils.atomic import atomic_write_text
 from effdet_rt.utils.cpu import cpu_class, read_cpuinfo, usable_cpus
 
@@ -263,7 +263,7 @@ def build_fastest(model: str | Path, settings: Any, *, validation: Validation | 
     if not settings.engine_file:
         raise UserError("no output file: pass -o ENGINE (the chosen backend's suffix is added) or set build.engine_file")
     task = model_task(read_onnx(model))
-    if task is not DETECTION:
+    if task is not default_model_task():
         raise UserError(f"--precision auto compares detections, and {model} is a {task.noun}; "
                         "build it with --precision fp32 or int8")
     output = Path(settings.engine_file)

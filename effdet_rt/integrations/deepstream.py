@@ -20,7 +20,7 @@ from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.onnx.fp16 import load_onnx
 from effdet_rt.onnx.graph import read_metadata
 from effdet_rt.onnx.names import OUTPUT_NAMES
-from effdet_rt.onnx.tasks import DETECTION, task_of_metadata
+from effdet_rt.onnx.tasks import default_model_task, task_of_metadata
 from effdet_rt.utils.atomic import atomic_dir
 
 PARSE_FUNCTION = "NvDsInferParseCustomEfficientNMS"
@@ -120,7 +120,7 @@ def write_deepstream_config(model: str | Path, out_dir: str | Path, labels: str 
     if not model.is_file():
         raise ModelFileError(f"{model}: model file not found; pass the exported .onnx or a built .plan/.engine")
     task = task_of_metadata(model_metadata(model), str(model))
-    if task is not DETECTION:
+    if task is not default_model_task():
         raise ModelFileError(f"{model}: is a {task.noun}; write its config with `{task.command} deepstream-config`"
                              if task.command != "effdet-rt" else f"{model}: is not a detector")
     height, width, batch, precision = model_input(model)

@@ -1,10 +1,11 @@
 """What the deployment stages (calib/, engines/, prune/, integrations/) need to know of a model's task, read from
-the model file's own metadata (``effdet_rt.task``; a file without the key is a detector's, as every detector export
+the model file's own metadata (``effdet_rt.task``; a file without the key is the default task's, as every export
 before the key existed).
 
-A stage asks `model_task(...)` and uses the answer's fields; it never compares task names itself. The detector's row
-is the default here; every other task registers its own row from its package (`effdet_rt.tasks`), so adding a task
-is its own folder and no line here.
+A stage asks `model_task(...)` and uses the answer's fields; it never compares task names itself. Every task
+registers its own row from its package (`effdet_rt.tasks`), so adding a task is its own folder and no line here.
+The stages' own flows (decoding outputs into Detections, pruning, measured builds, the primary DeepStream config)
+are the default task's: they refuse another task's file with that task's command (`default_model_task`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from effdet_rt.errors import ModelFileError
-from effdet_rt.tasks import parts
+from effdet_rt.tasks import default_task, parts
 
 MODEL_PART = "model"  # the kind under which a task registers its ModelTask
 
@@ -23,7 +24,7 @@ MODEL_PART = "model"  # the kind under which a task registers its ModelTask
 class ModelTask:
     name: str  # the value of effdet_rt.task
     noun: str  # what people call such a model
-    command: str  # the CLI words that run the task's verbs ("effdet-rt" for detection)
+    command: str  # the CLI words that run the task's verbs ("effdet-rt", or with the task's command group)
     calib_data: str  # the build option that gives INT8 calibration data, as a user types it
     calib_advice: str  # what to do when that data is missing
     # INT8 Q/DQ: node names kept in float (None: the detector's post-processing, found from its head outputs) and the
@@ -34,13 +35,14 @@ class ModelTask:
     raw_heads: bool  # whether the ONNX must carry the detector's outputs (checked before ONNX Runtime builds it)
 
 
-DETECTION = ModelTask("detection", "detector", "effdet-rt", "--calib-tfrecords GLOB",
-                      "set build.calibration.tfrecords (--calib-tfrecords)", None, None, True, True)
-
-
 def model_tasks() -> dict[str, ModelTask]:
-    """Every task's row, the detector's first."""
-    return {DETECTION.name: DETECTION, **parts(MODEL_PART)}
+    """Every task's row, the default task's first."""
+    return parts(MODEL_PART)
+
+
+def default_model_task() -> ModelTask:
+    """The row of the default task (`effdet_rt.tasks.default_task`)."""
+    return model_tasks()[default_task()]
 
 
 def task_named(name: str, source: str = "the model") -> ModelTask:
@@ -52,7 +54,7 @@ def task_named(name: str, source: str = "the model") -> ModelTask:
 
 
 def task_of_metadata(metadata: dict[str, Any], source: str = "the model") -> ModelTask:
-    return task_named(str(metadata.get("task", DETECTION.name)), source)
+    return task_named(str(metadata.get("task", default_task())), source)
 
 
 def model_task(model: Any) -> ModelTask:

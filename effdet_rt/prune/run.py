@@ -16,7 +16,7 @@ from effdet_rt.engines.runtime.checkpoint import spec_from_yaml
 from effdet_rt.errors import CheckpointError, UserError
 from effdet_rt.model.factory import build_model_from_spec, setup_from_spec
 from effdet_rt.model.pruned import FILTERS_KEY, filter_counts_from_metadata
-from effdet_rt.onnx.tasks import DETECTION, task_of_metadata
+from effdet_rt.onnx.tasks import default_model_task, task_of_metadata
 from effdet_rt.prune.criteria import PruneSettings
 from effdet_rt.prune.pruner import prune_model
 from effdet_rt.spec.loader import spec_to_yaml
@@ -79,7 +79,7 @@ def load_detector(path: Path, key: str, spec: Any) -> tuple[Any, Any, Any, dict[
 
     checkpoint = load_checkpoint(path, key)
     task = task_of_metadata(checkpoint.metadata, str(path))
-    if task is not DETECTION:
+    if task is not default_model_task():
         raise UserError(f"{path}: is a {task.noun} checkpoint; prune it with `{task.command} prune`")
     model_spec = _detector_spec(checkpoint, path, spec)
     if model_spec.train.qat:

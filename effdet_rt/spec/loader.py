@@ -16,14 +16,13 @@ from effdet_rt.spec.overrides import apply_option_values, apply_overrides
 from effdet_rt.spec.schema import ExperimentSpec
 from effdet_rt.spec.text import read_spec_text
 from effdet_rt.spec.validation import validate_spec
-from effdet_rt.tasks import parts
+from effdet_rt.tasks import default_task, parts
 
 YAML_SUFFIXES = {".yaml", ".yml"}
 TF1_SUFFIXES = {".txt", ".prototxt", ".pbtxt"}
 # A protobuf-text message opens with `name {` on its own line (YAML would need `name:`).
 _PROTO_BLOCK = re.compile(r"^\s*[A-Za-z_]\w*\s*\{", re.MULTILINE)
-DETECTION_TASK = "detection"  # the spec this module validates; other tasks register a SpecShape
-SPEC_PART = "spec"
+SPEC_PART = "spec"  # the kind under which a task registers its SpecShape
 
 
 def default_spec() -> ExperimentSpec:
@@ -99,33 +98,37 @@ def _load_file(path: Path) -> tuple[ExperimentSpec, list[str]]:
 
 @dataclass(frozen=True)
 class SpecShape:
-    """How a task other than detection tells its spec file apart (registered from the task's package as its
-    "spec" part, `effdet_rt.tasks`)."""
+    """How a task tells its spec file apart and prints it (registered from the task's package as its "spec" part,
+    `effdet_rt.tasks`). The spec this module validates (`ExperimentSpec`, and the TF1 prototxt converted to it) is
+    the default task's."""
 
-    recognizes: Callable[[Mapping[str, Any]], bool]  # the file's parsed YAML is this task's spec
-    refusal: str  # what a detector command says when given such a file: which command runs it
+    # the file's parsed YAML is this task's spec; None for the default task, whose spec is any no other task claims
+    recognizes: Callable[[Mapping[str, Any]], bool] | None
+    refusal: str  # what the default task's commands say when given such a file: which command runs it
     default_yaml: Callable[[], str]  # `spec default --task`: every field with its default
-    resolved_yaml: Callable[[Path | None, Sequence[str]], str]  # `spec show`: the file after the overrides
+    # `spec show`: the file after the overrides; (path, overrides, log for notices such as a TF1 file's dropped fields)
+    resolved_yaml: Callable[[Path | None, Sequence[str], Callable[[str], None]], str]
 
 
 def task_names() -> list[str]:
-    """Every task a spec can be written for: detection, the default, then the tasks that registered a spec part."""
-    return [DETECTION_TASK, *parts(SPEC_PART)]
+    """Every task a spec can be written for, the default task first."""
+    return list(parts(SPEC_PART))
 
 
 def claiming_task(data: Mapping[str, Any]) -> tuple[str, SpecShape] | None:
-    """The task (name, shape) whose spec ``data`` is, when that is not a detector's."""
-    return next(((task, shape) for task, shape in parts(SPEC_PART).items() if shape.recognizes(data)), None)
+    """The task (name, shape) whose spec ``data`` is, when that is not the default task's."""
+    return next(((task, shape) for task, shape in parts(SPEC_PART).items()
+                 if shape.recognizes is not None and shape.recognizes(data)), None)
 
 
 def spec_file_task(path: str | Path) -> str:
-    """The name of the task whose spec the file is, as its sections say (a TF1 prototxt is a detector's)."""
+    """The name of the task whose spec the file is, as its sections say (a TF1 prototxt is the default task's)."""
     source = Path(path)
     text = read_spec_text(source)
     if looks_like_tf1(source, text):
-        return DETECTION_TASK
+        return default_task()
     claim = claiming_task(parse_yaml(text, str(source)))
-    return claim[0] if claim is not None else DETECTION_TASK
+    return claim[0] if claim is not None else default_task()
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -27,7 +27,7 @@ from effdet_rt.gpu.trt_common import (
 )
 from effdet_rt.onnx.fp16 import convert_to_fp16, has_qdq_nodes, load_onnx, op_types
 from effdet_rt.onnx.graph import read_metadata
-from effdet_rt.onnx.tasks import DETECTION, ModelTask, model_task
+from effdet_rt.onnx.tasks import ModelTask, default_model_task, model_task
 from effdet_rt.utils.atomic import atomic_write_bytes, atomic_write_text
 
 PRECISIONS = backend_named("tensorrt").precisions
@@ -73,8 +73,9 @@ def check_topk_fits(model: Any, onnx_path: Path, major: int, version: str) -> No
 
 
 def precision_plan(major: int, precision: str, *, qdq: bool, is_fp16_model: bool, calib_only: bool,
-                   has_cache: bool, has_batches: bool, task: ModelTask = DETECTION) -> PrecisionPlan:
-    """``task``: the model's task, which says how its calibration data is given."""
+                   has_cache: bool, has_batches: bool, task: ModelTask | None = None) -> PrecisionPlan:
+    """``task``: the model's task, which says how its calibration data is given (None: the default task)."""
+    task = task or default_model_task()
     if precision not in PRECISIONS:
         raise SpecError(f"build.data_type '{precision}' is not one of {', '.join(PRECISIONS)}")
     if calib_only and (precision != "int8" or qdq or major >= 11):

@@ -28,7 +28,7 @@ from effdet_rt.onnx.names import (
     OUTPUT_NAMES,
     RAW_OUTPUTS,
 )
-from effdet_rt.onnx.tasks import DETECTION, task_of_metadata
+from effdet_rt.onnx.tasks import default_model_task, task_of_metadata
 
 
 class Engine(abc.ABC):
@@ -78,7 +78,7 @@ class RunnerEngine(Engine):
             self.anchors, self.nms_config = host_nms_setup(self.metadata, self.path)
         else:
             task = task_of_metadata(self.metadata, str(self.path))
-            hint = (f"it is a {task.noun}: run it with `{task.command} evaluate|inference`" if task is not DETECTION
+            hint = (f"it is a {task.noun}: run it with `{task.command} evaluate|inference`" if task is not default_model_task()
                     else "export it with `effdet-rt export`")
             raise ModelFileError(f"{self.path}: outputs {sorted(names)} are not an effdet-rt detector's; expected "
                                  f"{list(OUTPUT_NAMES)} or {list(RAW_OUTPUTS)} ({hint})")

@@ -30,7 +30,7 @@ from effdet_rt.gpu.trt_common import (
     tensorrt_status,
 )
 from effdet_rt.onnx.names import OUTPUT_NAMES
-from effdet_rt.onnx.tasks import DETECTION, ModelTask, task_of_metadata
+from effdet_rt.onnx.tasks import ModelTask, default_model_task, task_of_metadata
 
 __all__ = ["PlanRunner", "PlanSession", "TensorRTEngine", "describe", "engine_info_path", "load_engine", "open_runner",
            "plan_metadata", "tensorrt_status"]
@@ -136,8 +136,8 @@ def describe(path: str | Path) -> dict[str, Any]:
 
 
 def task_entry(task: ModelTask) -> dict[str, str]:
-    """engine-info names the task of every plan but a detector's (as it always has)."""
-    return {} if task is DETECTION else {"task": task.name}
+    """engine-info names the task of every plan but the default task's (a detector's, as it always has)."""
+    return {} if task is default_model_task() else {"task": task.name}
 
 
 def output_allocator_class(base: type) -> type:
@@ -288,7 +288,7 @@ class TensorRTEngine(RunnerEngine):
         if missing:
             task = task_of_metadata(runner.metadata, str(runner.path))
             hint = (f"it is a {task.noun}'s plan: run it with `{task.command} evaluate|inference`"
-                    if task is not DETECTION else "export with --nms efficient or --nms onnx")
+                    if task is not default_model_task() else "export with --nms efficient or --nms onnx")
             raise ModelFileError(f"{runner.path}: expected outputs {', '.join(OUTPUT_NAMES)} "
                                  f"(missing: {', '.join(missing)}); {hint}")
         super().__init__(runner)
