@@ -69,3 +69,11 @@ def calibration_source(images: str | None, meta: dict[str, Any], batch_size: int
     if not Path(images).is_dir():
         raise DataError(f"--calib-images {images}: not a folder of images")
     return lambda: calibration_batches(images, meta, batch_size, num_batches, log)
+
+
+def build_calibration(meta: dict[str, Any], images: Path | None, calibration: Any, log: Callable[[str], None]):
+    """`build`'s INT8 calibration of a classifier ONNX: batches from the folder of images (--calib-images)."""
+    log(f"classifier ONNX ({meta.get('model_name')}, {len(meta['classes'])} classes)")
+    if calibration.tfrecords:
+        raise UserError("a classifier calibrates on a folder of images: pass --calib-images DIR, not --calib-tfrecords")
+    return calibration_source(str(images) if images else None, meta, calibration.batch_size, calibration.batches, log)

@@ -43,6 +43,13 @@ def whole_classifier(*args: Any) -> ImportedWeights:
     return imported
 
 
+def imported_checkpoint(*args: Any) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The imported classifier's weights, spec and metadata (classes, image format) for its .edrt."""
+    from effdet_rt.classification.imported import imported_classifier
+
+    return imported_classifier(*args)
+
+
 def default_spec_yaml() -> str:
     from effdet_rt.classification.spec import classification_spec_to_yaml, default_classification_spec
 
@@ -56,6 +63,36 @@ def resolved_spec_yaml(path: Path | None, overrides: Sequence[str], log: Callabl
     return classification_spec_to_yaml(load_classification_spec(path, list(overrides)))
 
 
+def build_calibration(metadata: dict[str, Any], images: Path | None, calibration: Any,
+                      log: Callable[[str], None]) -> Any:
+    from effdet_rt.classification.deploy import build_calibration as from_images
+
+    return from_images(metadata, images, calibration, log)
+
+
+def deepstream_config(model: Path, output_dir: Path, metadata: dict[str, Any], labels: str | None,
+                      num_classes: int | None, threshold: float) -> tuple[Path, Path]:
+    """A secondary classifier's Gst-nvinfer config, its classes the model's own (``num_classes`` is the detector's
+    option: a classifier's count is in its metadata)."""
+    from effdet_rt.classification.deepstream import write_classifier_deepstream_config
+
+    return write_classifier_deepstream_config(model, output_dir, metadata, labels, threshold)
+
+
+def deepstream_triton_config(model: Path, repository: Path, name: str | None, output_dir: Path,
+                             metadata: dict[str, Any], labels_path: Path, threshold: float) -> Path:
+    from effdet_rt.classification.deepstream import write_classifier_triton_config
+
+    return write_classifier_triton_config(model, repository, name, output_dir, metadata, labels_path.name, threshold)
+
+
+def triton_repository(request: Any, labels: str | Path | None, min_score: float, top_k: int) -> Path:
+    """The top-k classes out of the ensemble (``min_score`` filters a detector's boxes)."""
+    from effdet_rt.classification.triton import write_classifier_repository
+
+    return write_classifier_repository(request, labels, top_k)
+
+
 SPEC = SpecShape(is_classification_data,
                  "this is a classification spec (data:, augment: sections); run it with "
                  "`effdet-rt classification train|evaluate|inference|export -e ...` (a detector spec names "
@@ -67,9 +104,10 @@ SPEC = SpecShape(is_classification_data,
 MODEL = ModelTask(TASK, "classifier", "effdet-rt classification", "--calib-images DIR",
                   "pass --calib-images DIR (a folder of images, e.g. the training images)",
                   float_nodes=softmax_float_nodes, quantized_ops=("Conv", "MatMul", "Gemm"), ort_channel_scales=False,
-                  raw_heads=False)
+                  raw_heads=False, image_calibration=build_calibration, deepstream_config=deepstream_config,
+                  deepstream_triton_config=deepstream_triton_config, triton_repository=triton_repository)
 
-WEIGHTS = WholeNetworkImport("classifier", names_a_classifier, whole_classifier)
+WEIGHTS = WholeNetworkImport("classifier", names_a_classifier, whole_classifier, imported_checkpoint)
 
 register(SPEC_PART, TASK, SPEC)
 register(MODEL_PART, TASK, MODEL)

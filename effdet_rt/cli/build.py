@@ -67,10 +67,10 @@ def build_command(
         calibrate_on_training_set(settings, typer.echo)
         build_measured(model, settings, typer.echo)
         return
-    classifier = classifier_calibration(model, calib_images, settings.build.calibration, typer.echo)
-    if classifier is None:
+    calibration = task_calibration(model, calib_images, settings.build.calibration, typer.echo)
+    if calibration is None:
         calibrate_on_training_set(settings, typer.echo)
-    build_engine(model, settings.build, calib_only=calib_only, calibration=classifier, log=typer.echo)
+    build_engine(model, settings.build, calib_only=calib_only, calibration=calibration, log=typer.echo)
 
 
 def build_measured(model: Path, settings, log) -> Path:
@@ -95,22 +95,20 @@ def calibrate_on_training_set(settings, log) -> None:
         log("calibration: no --calib-tfrecords / build.calibration.tfrecords; using dataset.train_tfrecords")
 
 
-def classifier_calibration(model: Path, images: Path | None, calibration, log):
-    """For a classifier ONNX: its calibration batches from a folder of images (--calib-images); None otherwise."""
-    from effdet_rt.classification.deploy import calibration_source
-    from effdet_rt.classification.engines import classifier_metadata
+def task_calibration(model: Path, images: Path | None, calibration, log):
+    """The calibration batches of the ONNX's task when it calibrates on its own images (a classifier: the folder
+    --calib-images); None when it calibrates on build.calibration's TFRecords."""
     from effdet_rt.engines.runtime.onnxruntime import read_onnx
+    from effdet_rt.onnx.graph import read_metadata
+    from effdet_rt.onnx.tasks import task_of_metadata
 
-    classifier = classifier_metadata(read_onnx(model)) if model.suffix.lower() == ".onnx" and model.is_file() else None
-    if classifier is None:
+    metadata = read_metadata(read_onnx(model)) if model.suffix.lower() == ".onnx" and model.is_file() else {}
+    task = task_of_metadata(metadata, str(model))
+    if task.image_calibration is None:
         if images is not None:
             raise UserError("--calib-images is for classifier ONNX models; calibrate a detector with --calib-tfrecords")
         return None
-    log(f"classifier ONNX ({classifier.get('model_name')}, {len(classifier['classes'])} classes)")
-    if calibration.tfrecords:
-        raise UserError("a classifier calibrates on a folder of images: pass --calib-images DIR, not --calib-tfrecords")
-    return calibration_source(str(images) if images else None, classifier, calibration.batch_size,
-                              calibration.batches, log)
+    return task.image_calibration(metadata, images, calibration, log)
 
 
 def register(app: typer.Typer) -> None:

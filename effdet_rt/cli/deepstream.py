@@ -37,29 +37,24 @@ def deepstream_config(
 
 def write_triton_for_task(model: Path, repository: Path, name: str | None, output_dir: Path, labels_path: Path,
                           threshold: float) -> Path:
-    from effdet_rt.classification.deepstream import write_classifier_triton_config
-    from effdet_rt.classification.engines import TASK as CLASSIFICATION
+    """The Gst-nvinferserver config of the model's task (its labels file already written beside it)."""
     from effdet_rt.integrations.deepstream import model_metadata
-    from effdet_rt.integrations.deepstream_triton import write_detector_triton_config
+    from effdet_rt.onnx.tasks import task_of_metadata
 
     meta = model_metadata(model)
-    if meta.get("task") == CLASSIFICATION:
-        return write_classifier_triton_config(model, repository, name, output_dir, meta, labels_path.name, threshold)
-    classes = len(labels_path.read_text(encoding="utf-8").splitlines())
-    return write_detector_triton_config(model, repository, name, output_dir, labels_path.name, classes, threshold)
+    return task_of_metadata(meta, str(model)).deepstream_triton_config(model, repository, name, output_dir, meta,
+                                                                       labels_path, threshold)
 
 
 def write_for_task(model: Path, output_dir: Path, labels: str | None, num_classes: int | None,
                    threshold: float) -> tuple[Path, Path]:
-    """The config the model's task deploys with: a primary detector, or a secondary classifier."""
-    from effdet_rt.classification.deepstream import write_classifier_deepstream_config
-    from effdet_rt.classification.engines import TASK as CLASSIFICATION
-    from effdet_rt.integrations.deepstream import model_metadata, write_deepstream_config
+    """The config the model's task deploys with (a primary detector, a secondary classifier), and its labels."""
+    from effdet_rt.integrations.deepstream import model_metadata
+    from effdet_rt.onnx.tasks import task_of_metadata
 
     meta = model_metadata(model) if model.is_file() else {}
-    if meta.get("task") == CLASSIFICATION:
-        return write_classifier_deepstream_config(model, output_dir, meta, labels, threshold)
-    return write_deepstream_config(model, output_dir, labels, num_classes, threshold)
+    return task_of_metadata(meta, str(model)).deepstream_config(model, output_dir, meta, labels, num_classes,
+                                                                threshold)
 
 
 def register(app: typer.Typer) -> None:

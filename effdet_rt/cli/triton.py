@@ -33,16 +33,11 @@ def triton(
     """Write a Triton model repository: NAME (the ensemble: encoded JPEG/PNG bytes in; detections, or a
     classifier's top-k classes, out), NAME_preprocess, NAME_model and NAME_postprocess."""
     from effdet_rt.integrations.triton import RepositoryRequest, file_metadata
+    from effdet_rt.onnx.tasks import task_of_metadata
 
     request = RepositoryRequest(model, repository, name, max_batch_size, instances, runtime)
-    if model.is_file() and model.suffix.lower() != ".edrt" and file_metadata(model).get("task") == "classification":
-        from effdet_rt.classification.triton import write_classifier_repository
-
-        folder = write_classifier_repository(request, labels, top_k)
-    else:
-        from effdet_rt.integrations.triton import write_detector_repository
-
-        folder = write_detector_repository(request, labels, min_score)
+    metadata = file_metadata(model) if model.is_file() and model.suffix.lower() != ".edrt" else {}
+    folder = task_of_metadata(metadata, str(model)).triton_repository(request, labels, min_score, top_k)
     typer.echo(f"wrote {folder} (ensemble '{name}') and {name}_preprocess, {name}_model ({runtime}), "
                f"{name}_postprocess in {repository}")
 

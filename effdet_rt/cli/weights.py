@@ -48,13 +48,15 @@ def import_command(
 
 
 def _task_fields(imported):
-    """A whole classifier gets the spec, classes and image format the classification commands read."""
-    if imported.extra_metadata.get("task") != "classification":
-        return None
-    from effdet_rt.classification.imported import imported_classifier
+    """A whole network imported as a task's model (a classifier) gets the spec and metadata (classes, image format)
+    the task's commands read."""
+    from effdet_rt.weights.imported import importing_task
 
-    weights, spec_yaml, metadata = imported_classifier(imported.model_name, imported.num_classes,
-                                                       imported.input_size, imported.weights)
+    task = importing_task(imported)
+    if task is None:
+        return None
+    weights, spec_yaml, metadata = task.checkpoint_fields(imported.model_name, imported.num_classes,
+                                                          imported.input_size, imported.weights)
     imported.weights = weights
     return spec_yaml, metadata
 

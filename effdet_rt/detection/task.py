@@ -1,5 +1,6 @@
 """The detection task's parts that the stages look up by task name (`effdet_rt.tasks`): its spec (the one
-`effdet_rt.spec` validates) and what its model files need from the deployment stages. Detection is the default task: a spec no other task claims, and a model file without effdet_rt.task
+`effdet_rt.spec` validates), what its model files need from the deployment stages, and its DeepStream and Triton
+writers. Detection is the default task: a spec no other task claims, and a model file without effdet_rt.task
 (every detector export before the key existed), are detection's. Light on purpose: spec loading and opening an
 engine import this module, so the parts import their stage modules when called."""
 
@@ -40,13 +41,39 @@ def preset_note(model: Any) -> str:
     return f"# {model.name} preset values for the null model fields: {values}"
 
 
+def deepstream_config(model: Path, output_dir: Path, metadata: dict[str, Any], labels: str | None,
+                      num_classes: int | None, threshold: float) -> tuple[Path, Path]:
+    """The primary detector's Gst-nvinfer config and labels.txt."""
+    from effdet_rt.integrations.deepstream import write_deepstream_config
+
+    return write_deepstream_config(model, output_dir, labels, num_classes, threshold)
+
+
+def deepstream_triton_config(model: Path, repository: Path, name: str | None, output_dir: Path,
+                             metadata: dict[str, Any], labels_path: Path, threshold: float) -> Path:
+    """The primary detector's Gst-nvinferserver config, its classes counted from the labels file written."""
+    from effdet_rt.integrations.deepstream_triton import write_detector_triton_config
+
+    classes = len(labels_path.read_text(encoding="utf-8").splitlines())
+    return write_detector_triton_config(model, repository, name, output_dir, labels_path.name, classes, threshold)
+
+
+def triton_repository(request: Any, labels: str | Path | None, min_score: float, top_k: int) -> Path:
+    """Detections out of the ensemble (``top_k`` is for the tasks that rank classes)."""
+    from effdet_rt.integrations.triton import write_detector_repository
+
+    return write_detector_repository(request, labels, min_score)
+
+
 # recognizes None: the default task's spec is any file no other task claims, so no command refuses it
 SPEC = SpecShape(None, "", default_spec_yaml, resolved_spec_yaml)
 # a detector keeps its post-processing in float (found from its head outputs) and lets ONNX Runtime quantize every
 # op it can; it calibrates on the spec's TFRecords
 MODEL = ModelTask(TASK, "detector", "effdet-rt", "--calib-tfrecords GLOB",
                   "set build.calibration.tfrecords (--calib-tfrecords)", float_nodes=None, quantized_ops=None,
-                  ort_channel_scales=True, raw_heads=True)
+                  ort_channel_scales=True, raw_heads=True, image_calibration=None,
+                  deepstream_config=deepstream_config, deepstream_triton_config=deepstream_triton_config,
+                  triton_repository=triton_repository)
 
 declare_default(TASK)
 register(SPEC_PART, TASK, SPEC)

@@ -1,6 +1,6 @@
-"""What the deployment stages (calib/, engines/, prune/, integrations/) need to know of a model's task, read from
-the model file's own metadata (``effdet_rt.task``; a file without the key is the default task's, as every export
-before the key existed).
+"""What the deployment stages (calib/, engines/, prune/, integrations/, and the CLI's build, deepstream-config and
+triton) need to know of a model's task, read from the model file's own metadata (``effdet_rt.task``; a file without
+the key is the default task's, as every export before the key existed).
 
 A stage asks `model_task(...)` and uses the answer's fields; it never compares task names itself. Every task
 registers its own row from its package (`effdet_rt.tasks`), so adding a task is its own folder and no line here.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from effdet_rt.errors import ModelFileError
@@ -33,6 +34,18 @@ class ModelTask:
     quantized_ops: tuple[str, ...] | None
     ort_channel_scales: bool  # whether ONNX Runtime's FP32 build rewrites BiFPN's weighted sums for its CPU layout
     raw_heads: bool  # whether the ONNX must carry the detector's outputs (checked before ONNX Runtime builds it)
+    # `build`'s INT8 calibration batches from --calib-images: (the ONNX's metadata, the folder or None,
+    # build.calibration, log) -> a callable giving fresh batches; None: the task calibrates on build.calibration's
+    # TFRecords (the spec's)
+    image_calibration: Callable[..., Any] | None
+    # `deepstream-config`: (model, output folder, its metadata, --labels, --num-classes, --threshold) -> the
+    # Gst-nvinfer config and labels file written
+    deepstream_config: Callable[..., tuple[Path, Path]]
+    # `deepstream-config --triton`: (model, repository, --triton-name, output folder, its metadata, the labels file
+    # written, --threshold) -> the Gst-nvinferserver config written
+    deepstream_triton_config: Callable[..., Path]
+    # `triton`: (RepositoryRequest, --labels, --min-score, --top-k) -> the ensemble's folder written
+    triton_repository: Callable[..., Path]
 
 
 def model_tasks() -> dict[str, ModelTask]:

@@ -43,6 +43,9 @@ class WholeNetworkImport:
     claims: Callable[[str], bool]  # -m/--model names one of the task's models
     # (format, source, the file's backbone, -m, --num-classes, every weight renamed, notices so far) -> the import
     finish: Callable[..., ImportedWeights]
+    # (-m, classes, input size, the imported weights) -> (the weights, spec YAML, metadata) the task's checkpoint
+    # holds, so the task's own commands take the written .edrt
+    checkpoint_fields: Callable[..., tuple[dict[str, np.ndarray], str, dict[str, Any]]]
 
 
 def whole_network_import(model_name: str | None) -> WholeNetworkImport | None:
@@ -50,6 +53,11 @@ def whole_network_import(model_name: str | None) -> WholeNetworkImport | None:
     if model_name is None:
         return None
     return next((part for part in parts(WEIGHTS_PART).values() if part.claims(model_name)), None)
+
+
+def importing_task(imported: ImportedWeights) -> WholeNetworkImport | None:
+    """The task the weights were imported as a whole network of (the task its metadata names), if any."""
+    return parts(WEIGHTS_PART).get(imported.extra_metadata.get("task"))
 
 
 def top_noun() -> str:
