@@ -9,6 +9,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("EFFDET_NO_PROGRESS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_onnx_conversions(tmp_path_factory):
+    """Exports convert each distinct network once per run, for every worker (tests/support/onnx_cache.py)."""
+    from effdet_rt.classification import export as classifier_export
+    from effdet_rt.export import exporter
+    from effdet_rt.onnx.graph import keras_to_onnx
+    from tests.support.onnx_cache import cached_conversion
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder, not older runs'
+    cached = cached_conversion(keras_to_onnx, shared / "onnx_conversions")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(exporter, "keras_to_onnx", cached)
+        patch.setattr(classifier_export, "keras_to_onnx", cached)
+        yield
+
+
 @pytest.fixture(scope="session")
 def bccd_root() -> Path:
     if not (BCCD_ROOT / "Annotations").is_dir():
