@@ -19,11 +19,11 @@ import numpy as np
 
 from effdet_rt.backends import exporting_backend
 from effdet_rt.checkpoint import resolve_key
-from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.engines import OUTPUT_NAME, TASK, KerasClassifier
 from effdet_rt.classification.images import eval_image
 from effdet_rt.errors import ModelFileError, UserError
 from effdet_rt.export.verify import Figure, VerifyReport
+from effdet_rt.infer.files import image_files
 from effdet_rt.onnx.graph import (
     clean_graph,
     drop_identity_reshapes,
