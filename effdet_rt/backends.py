@@ -98,6 +98,14 @@ def backend_for_file(path: str | Path) -> Backend:
     raise ModelFileError(f"{path}: unknown model type '{Path(path).suffix}'; supported: {model_file_types()}")
 
 
+def model_file_backend(path: str | Path) -> Backend:
+    """The backend that opens the model file ``path``, chosen by its suffix; every task's `load` starts here, so a
+    missing file gives one message whichever task's command opens it."""
+    if not Path(path).is_file():
+        raise ModelFileError(f"{path}: model file not found; pass a model file: {model_file_types()}")
+    return backend_for_file(path)
+
+
 def precision_help() -> str:
     """The `--precision` option's help, from the table."""
     return ("; ".join(f"{b.name}: {' | '.join(b.precisions)}" for b in BACKENDS if b.builder) + f"; {AUTO}: every "

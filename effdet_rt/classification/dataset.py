@@ -18,6 +18,7 @@ import numpy as np
 from effdet_rt.classification.images import ImageFormat, eval_image, open_image, train_image
 from effdet_rt.data.preprocess import IMAGE_SUFFIXES
 from effdet_rt.errors import DataError
+from effdet_rt.infer.files import fixed_batches, image_files
 from effdet_rt.utils.atomic import atomic_write_text
 
 
@@ -31,10 +32,6 @@ class FolderDataset:
 
     def __len__(self) -> int:
         return len(self.paths)
-
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def scan_class_folders(root: str | Path, field_name: str) -> FolderDataset:
@@ -179,24 +176,4 @@ def training_batches(dataset: FolderDataset, fmt: ImageFormat, augment, plan: Ba
 def eval_batches(paths: Sequence[Path], fmt: ImageFormat, batch_size: int, workers: int,
                  on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
     """(indices, images) batches preprocessed with `eval_image`; unreadable files go to ``on_error`` (else raise)."""
-
-    def load(path: Path):
-        try:
-            return eval_image(path, fmt)
-        except DataError as exc:
-            if on_error is None:
-                raise
-            return exc
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start in range(0, len(paths), batch_size):
-            chunk = list(range(start, min(start + batch_size, len(paths))))
-            results = list(pool.map(load, [paths[i] for i in chunk]))
-            kept = []
-            for i, result in zip(chunk, results, strict=True):
-                if isinstance(result, DataError):
-                    on_error(paths[i], str(result))
-                else:
-                    kept.append((i, result))
-            if kept:
-                yield [i for i, _ in kept], np.stack([image for _, image in kept])
+    return fixed_batches(paths, lambda path: eval_image(path, fmt), batch_size, workers, on_error)

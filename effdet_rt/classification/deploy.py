@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from effdet_rt.calib.batches import FixedBatches
-from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.images import ImageFormat, eval_image
 from effdet_rt.errors import DataError, UserError
+from effdet_rt.infer.files import image_files
 
 
 def calibration_batches(folder: str | Path, meta: dict[str, Any], batch_size: int, num_batches: int,

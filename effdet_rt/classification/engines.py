@@ -173,13 +173,11 @@ class TensorRTClassifier(RunnerClassifier):
 def load_classifier(path: str | Path, key: str | None = None, spec_key: str | None = None) -> Classifier:
     """Open a classifier with the backend the table names for its suffix: a .edrt checkpoint runs in TensorFlow,
     every other file through its backend's runner."""
-    from effdet_rt.backends import backend_for_file, model_file_types
+    from effdet_rt.backends import model_file_backend
     from effdet_rt.engines.registry import open_runner
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; pass a model file: {model_file_types()}")
-    backend = backend_for_file(path)
+    backend = model_file_backend(path)
     if backend.name == "checkpoint":
         return KerasClassifier(path, resolve_key(key, spec_key or None))
     if backend.name == "tensorrt":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,23 +12,19 @@ from typing import Any
 
 import numpy as np
 
-from effdet_rt.classification.dataset import (
-    eval_batches,
-    image_files,
-    read_classmap,
-    relabel,
-    scan_class_folders,
-)
+from effdet_rt.classification.dataset import read_classmap, relabel, scan_class_folders
 from effdet_rt.classification.engines import Classifier, load_classifier
+from effdet_rt.classification.images import eval_image
 from effdet_rt.classification.report import (
     classification_metrics,
     format_report,
     write_report_charts,
 )
-from effdet_rt.data.preprocess import IMAGE_SUFFIXES
 from effdet_rt.errors import DataError, UserError
+from effdet_rt.evaluation.report import write_metrics_json
+from effdet_rt.infer.files import image_inputs, run_files
 from effdet_rt.utils.atomic import atomic_write_text
-from effdet_rt.utils.status import StatusLogger, progress_bar
+from effdet_rt.utils.status import StatusLogger
 
 INFERENCE_BATCH = 16
 
@@ -43,20 +38,12 @@ class Predictions:
 
 def predict_files(classifier: Classifier, paths: list[Path], batch_size: int, workers: int,
                   description: str = "predict") -> Predictions:
-    """Run ``classifier`` on files preprocessed with its own ImageFormat; unreadable files are skipped and listed."""
-
-    skipped: list[tuple[str, str]] = []
-    kept: list[int] = []
-    rows: list[np.ndarray] = []
-    with progress_bar() as progress:
-        task = progress.add_task(description, total=len(paths), info=classifier.describe())
-        for indices, images in eval_batches(paths, classifier.fmt, batch_size, workers,
-                                            on_error=lambda p, why: skipped.append((str(p), why))):
-            rows.append(classifier.predict(images))
-            kept.extend(indices)
-            progress.update(task, completed=len(kept) + len(skipped))
-    probabilities = np.concatenate(rows) if rows else np.zeros((0, len(classifier.classes)), np.float32)
-    return Predictions([paths[i] for i in kept], probabilities, skipped)
+    """Run ``classifier`` on files preprocessed with its own ImageFormat, in fixed chunks of the list
+    (`effdet_rt.infer.files.run_files`); unreadable files are skipped and listed."""
+    fmt = classifier.fmt
+    run = run_files(classifier.predict, paths, lambda path: eval_image(path, fmt), batch_size, workers,
+                    len(classifier.classes), description, classifier.describe())
+    return Predictions(run.paths, run.outputs, run.skipped)
 
 
 def resolve_model(given: str | Path | None, from_spec: str, field_name: str) -> Path:
@@ -94,28 +81,12 @@ def evaluate_classifier(spec: Any, *, model_path: str | Path | None, key: str | 
     log(format_report(metrics))
     if predictions.skipped:
         log(f"skipped {len(predictions.skipped)} unreadable image(s) (listed in eval_results.json)")
-    atomic_write_text(results / "eval_results.json", json.dumps(metrics, indent=2) + "\n")
+    write_metrics_json(results, metrics)
     write_report_charts(results, metrics, log=log)
     k = metrics["top_k"]
     status.write("SUCCESS", "evaluation done", kpi={"top_1_accuracy": metrics["top_1_accuracy"],
                                                     f"top_{k}_accuracy": metrics[f"top_{k}_accuracy"]})
     return metrics
-
-
-def inference_inputs(target: str | Path) -> list[Path]:
-    """A single image, or every image under a folder (recursively, sorted)."""
-
-    target = Path(target)
-    if target.is_file():
-        if target.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DataError(f"{target}: not an image file ({'/'.join(IMAGE_SUFFIXES)})")
-        return [target]
-    if not target.is_dir():
-        raise DataError(f"{target}: no such image or folder; pass an image file or a folder of images")
-    files = image_files(target)
-    if not files:
-        raise DataError(f"{target}: holds no {'/'.join(IMAGE_SUFFIXES)} images")
-    return files
 
 
 def result_csv(paths: list[Path], probabilities: np.ndarray, classes: list[str]) -> str:
@@ -146,7 +117,7 @@ def infer_classifier(spec: Any, *, model_path: str | Path | None, image_dir: str
             raise DataError(f"{classmap}: {len(names)} classes, but the model has {len(classes)}; pass the "
                             "classmap.json of the run that trained it")
         classes = names
-    paths = inference_inputs(target)
+    paths = image_inputs(target)
     results = Path(results_dir)
     status = StatusLogger(results)
     status.write("STARTED", f"inference with {classifier.describe()} on {len(paths)} image(s)")

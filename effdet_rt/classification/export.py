@@ -6,6 +6,9 @@ Input ``images``: float32 NHWC (N, H, W, C) raw pixels (RGB 0..255, or gray; 16-
 centre crop), ``preprocess_mode``, ``precision``. The graph goes through the detector's tf2onnx conversion and
 cleaning (`effdet_rt.onnx.graph`); with torch / tf modes the normalisation becomes the same per-channel 1x1 Conv
 after the NHWC->NCHW transpose as the detector's.
+
+The steps (ONNX or a converted .tflite, `--verify` before anything is written, the atomic write) are every task's,
+in export/flow.py; `ClassifierExport` gives the classifier's parts of them.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import numpy as np
 
 from effdet_rt.backends import exporting_backend
 from effdet_rt.checkpoint import resolve_key
-from effdet_rt.classification.dataset import image_files
 from effdet_rt.classification.engines import OUTPUT_NAME, TASK, KerasClassifier
 from effdet_rt.classification.images import eval_image
 from effdet_rt.errors import ModelFileError, UserError
+from effdet_rt.export.flow import export_file, require_backend
 from effdet_rt.export.verify import Figure, VerifyReport
+from effdet_rt.infer.files import image_files
 from effdet_rt.onnx.graph import (
     clean_graph,
     drop_identity_reshapes,
@@ -52,11 +56,22 @@ def probability_report(images: int, max_abs_diff: float, top1_agree: int, runtim
     ), heading="verify: {images} images, ")
 
 
+INPUT_TEXT = "images: float32 NHWC raw pixels (RGB 0..255 or gray), resized/centre-cropped; normalised inside"
+
+
+def export_metadata(classifier: KerasClassifier) -> dict[str, Any]:
+    """The effdet_rt metadata of every classifier file: its task, classes, image format and preprocessing."""
+    spec, fmt = classifier.spec, classifier.fmt
+    return {"task": TASK, "model_name": spec.model.arch, "classes": classifier.classes,
+            "num_classes": len(classifier.classes), "image_format": fmt.as_metadata(),
+            "preprocess_mode": spec.data.preprocess_mode, "image_mean": list(spec.data.image_mean),
+            "input": INPUT_TEXT}
+
+
 def classifier_to_onnx(classifier: KerasClassifier, batch_size: int | None, opset: int,
                        extra_metadata: dict[str, Any] | None = None):
     import onnx
     import onnx_graphsurgeon as gs
-
 
     fmt = classifier.fmt
     raw = keras_to_onnx(classifier.model, fmt.size, batch_size, opset, channels=fmt.channels)
@@ -72,19 +87,7 @@ def classifier_to_onnx(classifier: KerasClassifier, batch_size: int | None, opse
     graph.producer_name = "effdet-rt"
     proto = gs.export_onnx(graph)
     proto.ir_version = raw.ir_version
-    spec = classifier.spec
-    meta = {
-        "task": TASK,
-        "model_name": spec.model.arch,
-        "classes": classifier.classes,
-        "num_classes": len(classifier.classes),
-        "image_format": fmt.as_metadata(),
-        "preprocess_mode": spec.data.preprocess_mode,
-        "image_mean": list(spec.data.image_mean),
-        "precision": "fp32",
-        "input": "images: float32 NHWC raw pixels (RGB 0..255 or gray), resized/centre-cropped; normalised inside",
-        **(extra_metadata or {}),
-    }
+    meta = {**export_metadata(classifier), "precision": "fp32", **(extra_metadata or {})}
     set_metadata(proto, meta)
     onnx.checker.check_model(proto)
     return proto
@@ -109,15 +112,6 @@ def verification_images(spec: Any, fmt, count: int = VERIFY_IMAGES) -> np.ndarra
     return np.random.default_rng(0).uniform(0, peak, (count, *fmt.size, fmt.channels)).astype(np.float32)
 
 
-def verify_onnx(classifier: KerasClassifier, proto, images: np.ndarray) -> VerifyReport:
-    from effdet_rt.export.verify_run import exported_runner
-
-    reference = classifier.predict(images)
-    candidate = exported_runner(proto).run(images)[OUTPUT_NAME]
-    return probability_report(len(images), float(np.max(np.abs(reference - candidate))),
-                              int(np.sum(reference.argmax(1) == candidate.argmax(1))))
-
-
 @dataclass(frozen=True)
 class ConvertedOptions:
     """What only a format converted straight from the checkpoint (LiteRT's .tflite) takes: the input type of an
@@ -137,8 +131,6 @@ def export_classifier(spec: Any, *, model_path: Path | None, output: Path | None
                       converted: ConvertedOptions | None = None, log: Callable[[str], None] = print) -> Path:
     """Export a classification checkpoint to ONNX, or to a .tflite (LiteRT) at export.data_type; with ``verify``
     a failed FP32 parity check writes nothing and raises."""
-    from effdet_rt.export.exporter import write_onnx
-
     model_path = model_path or (Path(spec.export.model_path) if spec.export.model_path else None)
     output = output or (Path(spec.export.output_path) if spec.export.output_path else None)
     converted = converted or ConvertedOptions()
@@ -162,25 +154,13 @@ def export_classifier(spec: Any, *, model_path: Path | None, output: Path | None
     if not model_path.is_file():
         raise ModelFileError(f"{model_path}: checkpoint not found; pass the .edrt written by classification train")
     classifier = KerasClassifier(model_path, resolve_key(key, spec.key or None))
-    fmt = classifier.fmt
-    if backend is not None:
-        return export_converted_classifier(spec, backend, classifier, output, converted, verify=verify, log=log)
-    opset = 17 if opset is None else opset
-    log(f"exporting {classifier.spec.model.arch} {fmt.channels}x{fmt.size[0]}x{fmt.size[1]}, "
-        f"{len(classifier.classes)} classes, batch {batch_size or 'dynamic'}, opset {opset}")
-    proto = classifier_to_onnx(classifier, batch_size, opset, {"source_checkpoint": model_path.name})
-    if verify:
-        report = verify_onnx(classifier, proto, verification_images(spec, fmt, batch_size or VERIFY_IMAGES))
-        log(report.summary())
-        if not report.passed():
-            raise ModelFileError(f"export verification failed: {report.summary()}; nothing was written")
-    return write_onnx(proto, output)
+    job = ClassifierExport(spec, classifier, output, batch_size, 17 if opset is None else opset, converted, log)
+    return export_file(job, output, backend, verify=verify, log=log)
 
 
 def check_converted(spec: Any, backend: Any, output: Path, converted: ConvertedOptions, batch_size: int | None,
                     opset: int | None) -> None:
     from effdet_rt.engines.registry import exporter_module
-    from effdet_rt.export.converted import require_backend
 
     if batch_size is not None or opset is not None:
         raise UserError(f"{output}: --batch-size and --opset are ONNX settings; a {backend.suffixes[0]} takes any "
@@ -195,48 +175,66 @@ def check_converted(spec: Any, backend: Any, output: Path, converted: ConvertedO
         raise UserError(f"--calib-images {converted.calib_images}: not a folder of images")
 
 
-def export_converted_classifier(spec: Any, backend: Any, classifier: KerasClassifier, output: Path,
-                                converted: ConvertedOptions, *, verify: bool, log: Callable[[str], None]) -> Path:
-    """The classifier's probabilities network converted straight from the checkpoint by the backend's exporter,
-    INT8 calibrated on the batches `effdet-rt build --calib-images` calibrates the ONNX on; written atomically."""
-    from effdet_rt.classification.deploy import calibration_source
-    from effdet_rt.engines.registry import exporter_module
+@dataclass
+class ClassifierExport:
+    """The classifier's parts of the export flow (export/flow.py): the probabilities network, its metadata, and
+    `--verify`'s probabilities on the spec's images; a verification outside its limits writes nothing."""
 
-    fmt = classifier.fmt
-    if converted.io_type != "float32" and fmt.depth != 8:
-        raise UserError(f"--io-type {converted.io_type}: a {fmt.depth}-bit model's pixels do not fit an 8-bit input; "
-                        "export it with --io-type float32")
-    exporter = exporter_module(backend)
-    meta = {"task": TASK, "model_name": classifier.spec.model.arch, "classes": classifier.classes,
-            "num_classes": len(classifier.classes), "image_format": fmt.as_metadata(),
-            "preprocess_mode": classifier.spec.data.preprocess_mode, "image_mean": list(classifier.spec.data.image_mean),
-            "input": "images: float32 NHWC raw pixels (RGB 0..255 or gray), resized/centre-cropped; normalised inside",
-            "source_checkpoint": classifier.path.name}
-    calibration = calibration_source(str(converted.calib_images) if converted.calib_images else None, meta,
-                                     converted.calib_batch_size, converted.calib_batches, log)
-    precision, classes = spec.export.data_type, classifier.classes
-    log(f"exporting the classifier to LiteRT, {len(classes)} classes, precision {precision}, input {converted.io_type}")
-    data = exporter.export_labelled_network(
-        classifier.model, (*fmt.size, fmt.channels), OUTPUT_NAME, precision, converted.io_type,
-        calibration=calibration, metadata=meta, labels=classes,
-        description=f"effdet-rt image classifier, {len(classes)} classes, {precision}", source=str(output))
-    if verify:
-        report = verify_converted(classifier, backend, data, verification_images(spec, fmt))
-        log(report.summary())
-        if spec.export.data_type != "fp32":
-            log(f"verify: the limit is FP32's; a {spec.export.data_type} file is expected to exceed it")
+    spec: Any
+    classifier: KerasClassifier
+    output: Path
+    batch_size: int | None
+    opset: int
+    converted: ConvertedOptions
+    log: Callable[[str], None]
+
+    def onnx_graph(self) -> Any:
+        classifier, fmt = self.classifier, self.classifier.fmt
+        self.log(f"exporting {classifier.spec.model.arch} {fmt.channels}x{fmt.size[0]}x{fmt.size[1]}, "
+                 f"{len(classifier.classes)} classes, batch {self.batch_size or 'dynamic'}, opset {self.opset}")
+        return classifier_to_onnx(classifier, self.batch_size, self.opset,
+                                  {"source_checkpoint": classifier.path.name})
+
+    def verify_graph(self, proto: Any) -> VerifyReport:
+        from effdet_rt.export.verify_run import exported_runner
+
+        images = verification_images(self.spec, self.classifier.fmt, self.batch_size or VERIFY_IMAGES)
+        return compared(self.classifier.predict(images), exported_runner(proto).run(images)[OUTPUT_NAME])
+
+    def converted_bytes(self, exporter: Any) -> bytes:
+        """INT8 calibrated on the batches `effdet-rt build --calib-images` calibrates the ONNX on."""
+        from effdet_rt.classification.deploy import calibration_source
+
+        classifier, converted, fmt = self.classifier, self.converted, self.classifier.fmt
+        if converted.io_type != "float32" and fmt.depth != 8:
+            raise UserError(f"--io-type {converted.io_type}: a {fmt.depth}-bit model's pixels do not fit an 8-bit "
+                            "input; export it with --io-type float32")
+        meta = {**export_metadata(classifier), "source_checkpoint": classifier.path.name}
+        calibration = calibration_source(str(converted.calib_images) if converted.calib_images else None, meta,
+                                         converted.calib_batch_size, converted.calib_batches, self.log)
+        precision, classes = self.spec.export.data_type, classifier.classes
+        self.log(f"exporting the classifier to LiteRT, {len(classes)} classes, precision {precision}, "
+                 f"input {converted.io_type}")
+        return exporter.export_labelled_network(
+            classifier.model, (*fmt.size, fmt.channels), OUTPUT_NAME, precision, converted.io_type,
+            calibration=calibration, metadata=meta, labels=classes,
+            description=f"effdet-rt image classifier, {len(classes)} classes, {precision}", source=str(self.output))
+
+    def verify_written(self, backend: Any, exporter: Any, path: Path) -> VerifyReport:
+        """TensorFlow's probabilities against the written bytes' on the backend's runner."""
+        from effdet_rt.engines.registry import open_runner
+
+        images = verification_images(self.spec, self.classifier.fmt)
+        return compared(self.classifier.predict(images), open_runner(path).run(images)[OUTPUT_NAME], backend.title)
+
+    def settle(self, report: VerifyReport, backend: Any, log: Callable[[str], None]) -> None:
+        if backend is not None and self.spec.export.data_type != "fp32":
+            log(f"verify: the limit is FP32's; a {self.spec.export.data_type} file is expected to exceed it")
         elif not report.passed():
             raise ModelFileError(f"export verification failed: {report.summary()}; nothing was written")
-    return exporter.write_tflite(data, output)
 
 
-def verify_converted(classifier: KerasClassifier, backend: Any, data: bytes, images: np.ndarray) -> VerifyReport:
-    """TensorFlow's probabilities against the written bytes' on the backend's runner."""
-    from effdet_rt.engines.registry import open_runner
-    from effdet_rt.export.converted import written_file
-
-    reference = classifier.predict(images)
-    with written_file(backend, data) as path:
-        candidate = open_runner(path).run(images)[OUTPUT_NAME]
-    return probability_report(len(images), float(np.max(np.abs(reference - candidate))),
-                              int(np.sum(reference.argmax(1) == candidate.argmax(1))), backend.title)
+def compared(reference: np.ndarray, candidate: np.ndarray, runtime: str = "ONNX Runtime") -> VerifyReport:
+    """The probability report of TensorFlow's ``reference`` against a file's ``candidate`` probabilities."""
+    return probability_report(len(reference), float(np.max(np.abs(reference - candidate))),
+                              int(np.sum(reference.argmax(1) == candidate.argmax(1))), runtime)

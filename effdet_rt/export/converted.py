@@ -1,12 +1,10 @@
-"""`effdet-rt export -o` a format converted straight from the checkpoint (the backend table's `exporter` column:
-LiteRT's .tflite), with `--verify` as for ONNX: raw heads of TensorFlow vs the written file, detections matched."""
+"""The detector's parts of a file converted straight from the checkpoint (the backend table's `exporter` column:
+LiteRT's .tflite; the flow is export/flow.py's): its calibration batches and packed labels, and `--verify` as for
+ONNX: raw heads of TensorFlow vs the written file, detections matched."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import numpy as np
 from effdet_rt.backends import Backend
 from effdet_rt.calib.batches import calibration_batches
 from effdet_rt.data.tfrecord import resolve_tfrecords
-from effdet_rt.engines.registry import backend_status, exporter_module, runtime_module
+from effdet_rt.engines.registry import runtime_module
 from effdet_rt.errors import UserError
 from effdet_rt.export.verify import DetectionAgreement, Figure, MatchReport, VerifyReport, match_detections
 from effdet_rt.export.verify_run import HEADS, MAX_HEAD_DIFF, comparable
@@ -59,56 +57,15 @@ def class_labels(spec: Any, num_classes: int, log: Callable[[str], None]) -> lis
     return [mapping.get(i, str(i)) for i in range(1, num_classes + 1)]
 
 
-def require_backend(backend: Backend, output: Path) -> None:
-    usable, why = backend_status(backend)
-    if not usable:
-        raise UserError(f"{output}: writing a {backend.suffixes[0]} needs {backend.title}: {why}")
-
-
-def export_converted(spec: Any, backend: Backend, engine: Any, heads: Any, metadata: dict[str, Any], output: Path, *,
-                     verify: bool, strict_verify: bool, batch: Callable[[int], np.ndarray],
-                     log: Callable[[str], None]) -> Path:
-    """Convert the checkpoint engine's network with the backend's exporter and write ``output`` atomically;
-    ``verify`` compares the written bytes before they are renamed into place."""
-    exporter = exporter_module(backend)
-    setup = engine.setup
-    data = exporter.export_detector(heads, setup, engine.nms_config, spec.export,
-                                    calibration=calibration_for(spec, setup.input_size, log), metadata=metadata,
-                                    labels=class_labels(spec, setup.num_classes, log), source=str(output), log=log)
-    if verify:
-        report = verify_bytes(backend, exporter, engine, heads, data, batch(4))
-        log(report.summary())
-        if spec.export.precision != "fp32":
-            log(f"verify: the limits are FP32's; a {spec.export.precision} file is expected to exceed them")
-        if not report.passed():
-            if strict_verify and spec.export.precision == "fp32":
-                raise UserError(f"export verification failed: {report.summary()}")
-            log("warning: export verification is outside its limits (see the line above); the model was written anyway")
-    return exporter.write_tflite(data, output)
-
-
-@contextmanager
-def written_file(backend: Backend, data: bytes) -> Iterator[Path]:
-    """The converted bytes in a temporary file named with the backend's suffix, for its runtime to open before
-    the output is written (`--verify` writes nothing when it fails); removed afterwards."""
-    handle, name = tempfile.mkstemp(suffix=backend.suffixes[0])
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        yield Path(name)
-    finally:
-        os.unlink(name)
-
-
-def verify_bytes(backend: Backend, exporter: Any, engine: Any, heads: Any, data: bytes,
-                 batch: np.ndarray) -> VerifyReport:
+def verify_written(backend: Backend, exporter: Any, engine: Any, heads: Any, path: Path,
+                   batch: np.ndarray) -> VerifyReport:
+    """TensorFlow's raw heads and the checkpoint engine's detections against the converted file at ``path``."""
     tf_logits, tf_codes = (t.numpy() for t in heads(batch, training=False))
     tf_scores = 1.0 / (1.0 + np.exp(-tf_logits.astype(np.float64)))
-    with written_file(backend, data) as path:
-        scores, codes = exporter.written_heads(path, batch)
-        diff = max(float(np.abs(scores - tf_scores).max() / max(np.abs(tf_scores).max(), 1e-12)),
-                   float(np.abs(codes - tf_codes).max() / max(np.abs(tf_codes).max(), 1e-12)))
-        candidate = runtime_module(backend).load_engine(path).run(batch)
+    scores, codes = exporter.written_heads(path, batch)
+    diff = max(float(np.abs(scores - tf_scores).max() / max(np.abs(tf_scores).max(), 1e-12)),
+               float(np.abs(codes - tf_codes).max() / max(np.abs(tf_codes).max(), 1e-12)))
+    candidate = runtime_module(backend).load_engine(path).run(batch)
     reference, candidate = comparable(engine.run(batch), candidate, engine.nms_config.max_detections)
     return converted_report(diff, match_detections(reference, candidate), len(batch), backend.title)
 

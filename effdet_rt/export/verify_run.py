@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from effdet_rt.detections import Detections, category_ids
-from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeRunner, session_options
+from effdet_rt.engines.runtime.onnxruntime import OnnxRuntimeRunner
 from effdet_rt.errors import UserError
 from effdet_rt.export.verify import (
     DetectionAgreement,
@@ -14,7 +14,7 @@ from effdet_rt.export.verify import (
     VerifyReport,
     match_detections,
 )
-from effdet_rt.onnx.names import BOX_CODES, CLASS_LOGITS, INPUT_NAME
+from effdet_rt.onnx.names import BOX_CODES, CLASS_LOGITS
 
 MAX_HEAD_DIFF = 1e-4
 # Scores below this, and scores within TIE_MARGIN of the last kept box when the per-image cap is hit, are near-ties
@@ -91,8 +91,6 @@ def exported_runner(proto, layout_kernels: bool = False) -> OnnxRuntimeRunner:
 def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> VerifyReport:
     """Compare the Keras network with the ONNX raw heads, and the checkpoint engine's detections with the
     ONNX `--nms onnx` graph's on the same preprocessed batch."""
-    import onnxruntime as ort
-
     from effdet_rt.export.heads import raw_heads_model
 
     setup = keras_engine.setup
@@ -105,8 +103,8 @@ def verify_export(keras_engine, raw_proto, nms_proto, batch: np.ndarray) -> Veri
 
     diff = heads_diff(False)
     layout_diff = heads_diff(True)
-    nms = ort.InferenceSession(nms_proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"])
-    num, boxes, scores, classes = nms.run(None, {INPUT_NAME: batch})
+    # the detections as engines run the graph: every optimisation, the whole batch in one session call
+    num, boxes, scores, classes = exported_runner(nms_proto, layout_kernels=True).run(batch).values()
     onnx_dets = Detections(boxes, scores, category_ids(classes), num[:, 0])
     full = keras_engine.run(batch)
     reference, candidate = comparable(full, onnx_dets, keras_engine.nms_config.max_detections)

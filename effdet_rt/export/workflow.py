@@ -1,29 +1,32 @@
-"""Export as the CLI runs it: everything from the spec's export section (command-line options are overrides)."""
+"""Export as the CLI runs it: everything from the spec's export section (command-line options are overrides).
+The steps are every task's (export/flow.py); `DetectorExport` gives the detector's parts of them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from effdet_rt.backends import exporting_backend, model_file_types
+from effdet_rt.backends import Backend, exporting_backend, model_file_types
 from effdet_rt.calib.batches import calibration_batches
 from effdet_rt.engines.registry import exporter_module
 from effdet_rt.engines.runtime.checkpoint import KerasEngine, load_engine
 from effdet_rt.engines.runtime.onnxruntime import describe
 from effdet_rt.errors import UserError
-from effdet_rt.export.converted import export_converted, require_backend
+from effdet_rt.export.converted import calibration_for, class_labels, verify_written
 from effdet_rt.export.exporter import (
     ExportOptions,
     attach_nms,
     check_options,
     convert_raw_heads,
     model_metadata,
-    write_onnx,
 )
+from effdet_rt.export.flow import export_file, require_backend
 from effdet_rt.export.heads import raw_heads_model
+from effdet_rt.export.verify import VerifyReport
 from effdet_rt.export.verify_run import VERIFY_MIN_SCORE, settle_verification, verify_export
 from effdet_rt.export.written_heads import written_heads
 from effdet_rt.model.postprocess import NmsConfig
@@ -90,44 +93,84 @@ def export_from_spec(spec: Any, *, key: str | None, verify: bool = False, strict
         exporter_module(converted).check_settings(spec.export.precision, spec.export.io_type,
                                                   bool(spec.build.calibration.tfrecords), default_model_task().calib_data)
     engine = load_engine(checkpoint, key=key, spec=spec)
-    if converted is not None:
-        setup = engine.setup
-        reference = KerasEngine(engine.model, setup, export_options.nms_settings)
-        heads = raw_heads_model(engine.model, setup.num_levels, setup.num_classes)
-        meta = model_metadata(setup, export_options, {"source_checkpoint": checkpoint.name})
-        return export_converted(spec, converted, reference, heads, meta, output, verify=verify,
-                                strict_verify=strict_verify, batch=lambda n: verification_batch(spec, setup.input_size, n),
-                                log=log)
-    setup = engine.setup
-    log(f"exporting {setup.name} {setup.input_size[1]}x{setup.input_size[0]}, {setup.num_classes} classes, "
-        f"nms={export_options.nms}, batch={export_options.batch_size or 'dynamic'}, opset {export_options.opset}")
-    log(baked_nms_line(export_options.nms_settings, float(spec.evaluate.min_score_thresh)))
-    raw = convert_raw_heads(engine.model, setup, export_options.batch_size, export_options.opset)
-    meta = {"source_checkpoint": checkpoint.name}
-    proto = attach_nms(raw, setup, export_options, meta)
-    if verify:
-        from dataclasses import replace
+    job = DetectorExport(spec, engine, export_options, checkpoint, output, strict_verify, log)
+    return export_file(job, output, converted, verify=verify, log=log)
 
 
+@dataclass
+class DetectorExport:
+    """The detector's parts of the export flow (export/flow.py): raw heads with NMS attached, its metadata, and
+    `--verify`'s raw-head and detection comparison on the spec's validation images."""
+
+    spec: Any
+    engine: Any  # the checkpoint engine (load_engine)
+    options: ExportOptions
+    checkpoint: Path
+    output: Path
+    strict_verify: bool
+    log: Callable[[str], None]
+    raw: Any = None  # the raw-heads graph, once converted
+    heads_model: Any = None  # the network's raw heads as one Keras model, once made
+
+    @property
+    def setup(self) -> Any:
+        return self.engine.setup
+
+    def batch(self, count: int) -> np.ndarray:
+        return verification_batch(self.spec, self.setup.input_size, count)
+
+    def onnx_graph(self) -> Any:
+        setup, options = self.setup, self.options
+        self.log(f"exporting {setup.name} {setup.input_size[1]}x{setup.input_size[0]}, {setup.num_classes} classes, "
+                 f"nms={options.nms}, batch={options.batch_size or 'dynamic'}, opset {options.opset}")
+        self.log(baked_nms_line(options.nms_settings, float(self.spec.evaluate.min_score_thresh)))
+        self.raw = convert_raw_heads(self.engine.model, setup, options.batch_size, options.opset)
+        return attach_nms(self.raw, setup, options, {"source_checkpoint": self.checkpoint.name})
+
+    def verify_graph(self, proto: Any) -> VerifyReport:
         # both sides' NMS run down to VERIFY_MIN_SCORE, so a model whose scores stay under the export's threshold
         # still has detections to compare; the written graph differs from that twin only in its threshold constant
-        settings = export_options.nms_settings
+        setup, options = self.setup, self.options
+        settings = options.nms_settings
         low = replace(settings, score_threshold=min(settings.score_threshold, VERIFY_MIN_SCORE))
-        reference = KerasEngine(engine.model, setup, low)
-        onnx_nms = proto if export_options.nms == "onnx" and low == settings else \
-            attach_nms(raw, setup, replace(export_options, nms="onnx", nms_settings=low))
-        batch = verification_batch(spec, setup.input_size, count=export_options.batch_size or 4)
+        reference = KerasEngine(self.engine.model, setup, low)
+        onnx_nms = proto if options.nms == "onnx" and low == settings else \
+            attach_nms(self.raw, setup, replace(options, nms="onnx", nms_settings=low))
+        return verify_export(reference, written_heads(proto), onnx_nms, self.batch(options.batch_size or 4))
 
-        report = verify_export(reference, written_heads(proto), onnx_nms, batch)
-        log(report.summary())
-        if export_options.nms == "efficient":
-            log("verify: the raw heads compared are those of the file written; EfficientNMS_TRT runs only in "
-                "TensorRT, so its detections were compared through the same heads with standard-op NMS (--nms onnx)")
-        elif export_options.nms == "none":
-            log("verify: the file written holds the raw heads compared; its detections were compared through the "
-                "host-side equivalent, standard-op NMS (--nms onnx) on the same heads")
-        settle_verification(report, strict_verify, log)
-    return write_onnx(proto, output)
+    def converted_bytes(self, exporter: Any) -> bytes:
+        setup, spec = self.setup, self.spec
+        metadata = model_metadata(setup, self.options, {"source_checkpoint": self.checkpoint.name})
+        return exporter.export_detector(self.heads(), setup, self.options.nms_settings, spec.export,
+                                        calibration=calibration_for(spec, setup.input_size, self.log),
+                                        metadata=metadata, labels=class_labels(spec, setup.num_classes, self.log),
+                                        source=str(self.output), log=self.log)
+
+    def verify_written(self, backend: Backend, exporter: Any, path: Path) -> VerifyReport:
+        reference = KerasEngine(self.engine.model, self.setup, self.options.nms_settings)
+        return verify_written(backend, exporter, reference, self.heads(), path, self.batch(4))
+
+    def heads(self) -> Any:
+        if self.heads_model is None:
+            self.heads_model = raw_heads_model(self.engine.model, self.setup.num_levels, self.setup.num_classes)
+        return self.heads_model
+
+    def settle(self, report: VerifyReport, backend: Backend | None, log: Callable[[str], None]) -> None:
+        if backend is None:
+            nms = self.options.nms
+            if nms == "efficient":
+                log("verify: the raw heads compared are those of the file written; EfficientNMS_TRT runs only in "
+                    "TensorRT, so its detections were compared through the same heads with standard-op NMS "
+                    "(--nms onnx)")
+            elif nms == "none":
+                log("verify: the file written holds the raw heads compared; its detections were compared through "
+                    "the host-side equivalent, standard-op NMS (--nms onnx) on the same heads")
+            settle_verification(report, self.strict_verify, log)
+            return
+        precision = self.spec.export.precision
+        if precision != "fp32":
+            log(f"verify: the limits are FP32's; a {precision} file is expected to exceed them")
+        settle_verification(report, self.strict_verify and precision == "fp32", log)
 
 
 def describe_onnx(path: str | Path) -> list[str]:

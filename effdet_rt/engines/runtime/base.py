@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from effdet_rt.backends import backend_for_file, model_file_types
+from effdet_rt.backends import model_file_backend
 from effdet_rt.data.preprocess import preprocess_batch
 from effdet_rt.detections import Detections, category_ids
 from effdet_rt.engines.runtime.host_nms import host_postprocess
@@ -163,6 +163,4 @@ def load(path: str | Path, key: str | None = None, spec: Any = None) -> Engine:
     from effdet_rt.engines.registry import runtime_module
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file not found; pass a model file: {model_file_types()}")
-    return runtime_module(backend_for_file(path)).load_engine(path, key=key, spec=spec)
+    return runtime_module(model_file_backend(path)).load_engine(path, key=key, spec=spec)
