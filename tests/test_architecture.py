@@ -246,14 +246,19 @@ def test_every_task_module_registers_its_parts():
     assert list(parts(WEIGHTS_PART)) == ["classification"]  # a detector imports the backbone only
 
 
-def test_the_classifier_check_sees_a_stage_that_asks(tmp_path, monkeypatch):
+def fake_package(tmp_path, monkeypatch, files: dict[str, str]) -> None:
+    """Point the checks at a made-up effdet_rt/ holding ``files`` ({path inside the package: text})."""
     fake = tmp_path / "effdet_rt"
-    for folder in ("calib", "classification", "cli"):
-        (fake / folder).mkdir(parents=True)
-    (fake / "calib" / "quantize.py").write_text("def plan(task):\n    return task == 'Classification'\n")
-    (fake / "classification" / "task.py").write_text("TASK = 'classification'\n")
-    (fake / "cli" / "classification.py").write_text("")
+    for name, text in files.items():
+        (fake / name).parent.mkdir(parents=True, exist_ok=True)
+        (fake / name).write_text(text)
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+
+
+def test_the_classifier_check_sees_a_stage_that_asks(tmp_path, monkeypatch):
+    fake_package(tmp_path, monkeypatch, {"calib/quantize.py": "def plan(task):\n    return task == 'Classification'\n",
+                                         "classification/task.py": "TASK = 'classification'\n",
+                                         "cli/classification.py": ""})
     assert classifier_aware_modules() == {"effdet_rt/calib/quantize.py"}
 
 
@@ -297,13 +302,9 @@ def test_stages_name_no_task():
 
 
 def test_the_task_naming_check_sees_a_stage_that_names_a_task(tmp_path, monkeypatch):
-    fake = tmp_path / "effdet_rt"
-    for folder in ("prune", "detection", "export"):
-        (fake / folder).mkdir(parents=True)
-    (fake / "prune" / "run.py").write_text("def check(meta):\n    return meta.get('task', 'detection')\n")
-    (fake / "export" / "flow.py").write_text("from effdet_rt.detection.task import MODEL\n")
-    (fake / "detection" / "task.py").write_text("TASK = 'detection'\n")
-    (fake / "tasks.py").write_text("DEFAULT = 'detection'\n")
-    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    fake_package(tmp_path, monkeypatch, {"prune/run.py": "def check(meta):\n    return meta.get('task', 'detection')\n",
+                                         "export/flow.py": "from effdet_rt.detection.task import MODEL\n",
+                                         "detection/task.py": "TASK = 'detection'\n",
+                                         "tasks.py": "DEFAULT = 'detection'\n"})
     assert task_naming_places({"detection"}, {"detection"}) == ["effdet_rt/export/flow.py:1",
                                                                "effdet_rt/prune/run.py:2"]
